@@ -1,0 +1,5 @@
+"""Train a model for any task: `python tools/train.py <config> ...` (see tools/_dispatch.py)."""
+from _dispatch import main
+
+if __name__ == '__main__':
+    main('train')
