@@ -1,0 +1,71 @@
+"""Window geometry shared by every local-attention implementation.
+
+Output pixel ``(i, j)`` of a ``K x K`` window with dilation ``d`` and stride ``s`` reads rows
+``i*s + d*(a - (K-1)//2)`` and columns ``j*s + d*(b - (K-1)//2)`` for ``a, b`` in ``[0, K)``.
+Indices that fall outside the map are reflected (mirror without repeating the edge, like
+``torch.nn.ReflectionPad2d``), generalised so that it is defined for any map size: an index is folded
+into ``[0, n)`` with period ``2(n - 1)``, and a map of size 1 always reads index 0.  Where
+``ReflectionPad2d`` works (pad < n) the two agree; the generalisation is what makes maps smaller than the
+window (e.g. 2x3 with K=7) well defined instead of crashing (defect 4 of the authors' code).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+__all__ = ['check_window_args', 'out_size', 'reflect_index', 'window_index']
+
+
+def check_window_args(kernel_size: int, dilation: int, stride: int) -> None:
+    """Raise ``ValueError`` naming the bad value unless K is odd and positive and dilation, stride >= 1."""
+    if isinstance(kernel_size, bool) or not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+        raise ValueError(f'kernel_size must be an odd positive int, got {kernel_size!r}')
+    if isinstance(dilation, bool) or not isinstance(dilation, int) or dilation < 1:
+        raise ValueError(f'dilation must be an int >= 1, got {dilation!r}')
+    if isinstance(stride, bool) or not isinstance(stride, int) or stride < 1:
+        raise ValueError(f'stride must be an int >= 1, got {stride!r}')
+
+
+def out_size(n: int, stride: int) -> int:
+    """Output length ``ceil(n / stride)``: every strided query position that exists is kept (defect 3)."""
+    return -(-n // stride)
+
+
+def reflect_index(p: int, n: int) -> int:
+    """Fold index ``p`` (any int) into ``[0, n)`` by mirror reflection without repeating the edge."""
+    if n == 1:
+        return 0
+    period = 2 * (n - 1)
+    p %= period  # Python's % is non-negative for a positive modulus
+    return period - p if p >= n else p
+
+
+@functools.lru_cache(maxsize=256)
+def _window_index_cpu(n: int, kernel_size: int, dilation: int, stride: int) -> torch.Tensor:
+    half = (kernel_size - 1) // 2
+    rows = [[reflect_index(i * stride + dilation * (a - half), n) for a in range(kernel_size)]
+            for i in range(out_size(n, stride))]
+    return torch.tensor(rows, dtype=torch.int64)
+
+
+@functools.lru_cache(maxsize=256)
+def _window_index_on(n: int, kernel_size: int, dilation: int, stride: int, device: torch.device) -> torch.Tensor:
+    # a second cache level so that each device receives its copy once, not once per call
+    return _window_index_cpu(n, kernel_size, dilation, stride).to(device)
+
+
+def window_index(n: int, kernel_size: int, dilation: int, stride: int,
+                 device: torch.device | str = 'cpu') -> torch.Tensor:
+    """Source index of every window tap along one axis, cached per (size, window, device).
+
+    Args:
+        n: length of the input axis (H or W).
+        kernel_size, dilation, stride: window geometry (validated by the caller).
+        device: where the index tensor should live.
+
+    Returns:
+        ``(ceil(n / stride), kernel_size)`` int64 tensor; entry ``[i, a]`` is the reflected source index of
+        tap ``a`` of output position ``i``.  Treat it as read-only: it is shared between calls.
+    """
+    return _window_index_on(n, kernel_size, dilation, stride, torch.device(device))
