@@ -1,18 +1,23 @@
 """Local (sliding-window) attention kernels for ACmix's ``attn_mode='local'``.
 
 ``local_attention`` is the one entry point.  ``impl='reference'`` gathers the windows explicitly (readable,
-``K*K`` times the activation memory); the fast paths never materialise the windows.
+``K*K`` times the activation memory); ``impl='fast'`` runs the custom ops of ``acmix.kernels.ops`` (C++ on
+CPU, Triton or a tap-by-tap PyTorch loop on CUDA), which never materialise the windows.
 """
 from __future__ import annotations
 
 import torch
 
 from .indexing import check_window_args, out_size, window_index
+from .ops import BACKENDS, local_attention_fast
 from .reference import check_qkv, local_attention_reference
 
-__all__ = ['local_attention', 'local_attention_reference', 'window_index', 'out_size', 'IMPLS']
+__all__ = ['local_attention', 'local_attention_fast', 'local_attention_reference', 'window_index', 'out_size',
+           'IMPLS']
 
-IMPLS = ('auto', 'reference')
+# 'auto' and 'fast' are the same: a fast path exists on every device (the PyTorch loop is the last resort).
+# 'cpp' | 'triton' | 'torch' force one fast backend (tests, benchmarks).
+IMPLS = ('auto', 'fast', 'reference', 'cpp', 'triton', 'torch')
 
 
 def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int,
@@ -31,7 +36,8 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_si
         kernel_size: odd window size K >= 1.
         dilation: spacing of the window taps, >= 1.
         stride: query subsampling, >= 1.
-        impl: one of ``IMPLS``.
+        impl: ``'auto'``/``'fast'`` (windows never materialised), ``'reference'`` (explicit windows), or
+            a forced fast backend ``'cpp'``/``'triton'``/``'torch'``.
 
     Returns:
         (N, D, ceil(H/stride), ceil(W/stride)) in the dtype of ``q``.
@@ -40,4 +46,7 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_si
     check_qkv(q, k, v)
     if impl not in IMPLS:
         raise ValueError(f'impl must be one of {IMPLS}, got {impl!r}')
-    return local_attention_reference(q, k, v, kernel_size, dilation, stride)
+    if impl == 'reference':
+        return local_attention_reference(q, k, v, kernel_size, dilation, stride)
+    backend = impl if impl in BACKENDS else 'auto'
+    return local_attention_fast(q, k, v, kernel_size, dilation, stride, backend)

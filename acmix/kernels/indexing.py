@@ -29,7 +29,7 @@ def check_window_args(kernel_size: int, dilation: int, stride: int) -> None:
 
 def out_size(n: int, stride: int) -> int:
     """Output length ``ceil(n / stride)``: every strided query position that exists is kept (defect 3)."""
-    return -(-n // stride)
+    return (n + stride - 1) // stride  # also valid for symbolic sizes under torch.compile/export
 
 
 def reflect_index(p: int, n: int) -> int:

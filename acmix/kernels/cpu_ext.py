@@ -1,0 +1,191 @@
+"""C++ CPU kernel for local attention, compiled on first use with ``torch.utils.cpp_extension.load_inline``.
+
+The kernel works on a channels-last per-head layout, (N, H, W, D) contiguous, so that every window tap is
+one contiguous ``D``-vector: the logits are ``K*K`` dot products of length D, the output ``K*K`` axpys.
+Forward keeps the ``K*K`` logits of one pixel in a small buffer and stores only the softmax probabilities
+(N, K*K, Ho, Wo) for backward, never the (N, D, K*K, Ho, Wo) windows.  The build lands in the default
+``TORCH_EXTENSIONS_DIR`` cache, so only the first use on a machine pays the compile (~1 min).  If the
+build fails, ``load()`` warns once and returns None and callers use the pure-PyTorch path.
+"""
+from __future__ import annotations
+
+import threading
+import warnings
+from types import ModuleType
+
+__all__ = ['load']
+
+_SOURCE = r"""
+#include <ATen/Parallel.h>
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+namespace {
+
+struct Geometry {
+  int64_t n, h, w, d, ho, wo, k, stride;
+  int64_t taps() const { return k * k; }
+  int64_t pixel(int64_t img, int64_t r, int64_t c) const { return ((img * h + r) * w + c) * d; }  // (N,H,W,D)
+  int64_t out_pixel(int64_t img, int64_t i, int64_t j) const { return ((img * ho + i) * wo + j) * d; }
+  int64_t prob(int64_t img, int64_t t, int64_t i, int64_t j) const { return ((img * k * k + t) * ho + i) * wo + j; }
+};
+
+template <typename T>
+inline T dot(const T* a, const T* b, int64_t d) {
+  T s = 0;
+#pragma omp simd reduction(+ : s)
+  for (int64_t c = 0; c < d; ++c) s += a[c] * b[c];
+  return s;
+}
+
+template <typename T>
+inline void axpy(T alpha, const T* x, T* y, int64_t d) {
+#pragma omp simd
+  for (int64_t c = 0; c < d; ++c) y[c] += alpha * x[c];
+}
+
+template <typename T>
+void forward_kernel(const T* q, const T* k, const T* v, const int64_t* rows, const int64_t* cols,
+                    T* out, T* probs, const Geometry g) {
+  // one task = one output row of one image; rows are independent in forward
+  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> logit(g.taps());
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t img = task / g.ho, i = task % g.ho;
+      const int64_t* row = rows + i * g.k;
+      for (int64_t j = 0; j < g.wo; ++j) {
+        const int64_t* col = cols + j * g.k;
+        const T* qp = q + g.pixel(img, i * g.stride, j * g.stride);
+        T top = -std::numeric_limits<T>::infinity();
+        for (int64_t a = 0; a < g.k; ++a)
+          for (int64_t b = 0; b < g.k; ++b) {
+            const T l = dot(qp, k + g.pixel(img, row[a], col[b]), g.d);
+            logit[a * g.k + b] = l;
+            top = std::max(top, l);
+          }
+        T total = 0;
+        for (auto& l : logit) total += (l = std::exp(l - top));  // max-subtracted softmax
+        const T inv = T(1) / total;
+        T* op = out + g.out_pixel(img, i, j);
+        std::fill(op, op + g.d, T(0));
+        for (int64_t a = 0; a < g.k; ++a)
+          for (int64_t b = 0; b < g.k; ++b) {
+            const int64_t t = a * g.k + b;
+            const T p = logit[t] * inv;
+            probs[g.prob(img, t, i, j)] = p;
+            axpy(p, v + g.pixel(img, row[a], col[b]), op, g.d);
+          }
+      }
+    }
+  });
+}
+
+template <typename T>
+void backward_kernel(const T* grad_out, const T* q, const T* k, const T* v, const T* probs,
+                     const int64_t* rows, const int64_t* cols, T* grad_q, T* grad_k, T* grad_v,
+                     const Geometry g) {
+  // overlapping windows scatter into the same key/value pixels, so a task owns a whole image
+  // (N = batch*heads is normally at least the thread count) and no two threads write one pixel
+  at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
+    std::vector<T> grad_p(g.taps());
+    for (int64_t img = begin; img < end; ++img)
+      for (int64_t i = 0; i < g.ho; ++i) {
+        const int64_t* row = rows + i * g.k;
+        for (int64_t j = 0; j < g.wo; ++j) {
+          const int64_t* col = cols + j * g.k;
+          const T* gop = grad_out + g.out_pixel(img, i, j);
+          const int64_t qoff = g.pixel(img, i * g.stride, j * g.stride);
+          // dP_t = <dO, v_t>;  dL_t = P_t (dP_t - sum_s P_s dP_s)
+          T weighted = 0;
+          for (int64_t a = 0; a < g.k; ++a)
+            for (int64_t b = 0; b < g.k; ++b) {
+              const int64_t t = a * g.k + b;
+              grad_p[t] = dot(gop, v + g.pixel(img, row[a], col[b]), g.d);
+              weighted += probs[g.prob(img, t, i, j)] * grad_p[t];
+            }
+          for (int64_t a = 0; a < g.k; ++a)
+            for (int64_t b = 0; b < g.k; ++b) {
+              const int64_t t = a * g.k + b;
+              const int64_t src = g.pixel(img, row[a], col[b]);
+              const T p = probs[g.prob(img, t, i, j)];
+              const T dl = p * (grad_p[t] - weighted);
+              axpy(dl, k + src, grad_q + qoff, g.d);
+              axpy(dl, q + qoff, grad_k + src, g.d);
+              axpy(p, gop, grad_v + src, g.d);
+            }
+        }
+      }
+  });
+}
+
+Geometry geometry(const at::Tensor& q, const at::Tensor& rows, const at::Tensor& cols, int64_t stride) {
+  return {q.size(0), q.size(1), q.size(2), q.size(3), rows.size(0), cols.size(0), rows.size(1), stride};
+}
+
+void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == like.scalar_type() &&
+              t.dim() == 4, name, " must be a contiguous 4-D CPU tensor of dtype ", like.scalar_type());
+}
+
+}  // namespace
+
+// q, k, v: (N, H, W, D); rows: (Ho, K); cols: (Wo, K) -> out (N, Ho, Wo, D), probs (N, K*K, Ho, Wo)
+std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                                const at::Tensor& rows, const at::Tensor& cols, int64_t stride) {
+  check(q, q, "q"); check(k, q, "k"); check(v, q, "v");
+  TORCH_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(), "q, k, v shapes differ");
+  TORCH_CHECK(rows.scalar_type() == at::kLong && cols.scalar_type() == at::kLong && rows.is_contiguous() &&
+              cols.is_contiguous(), "rows/cols must be contiguous int64");
+  const Geometry g = geometry(q, rows, cols, stride);
+  auto out = at::empty({g.n, g.ho, g.wo, g.d}, q.options());
+  auto probs = at::empty({g.n, g.taps(), g.ho, g.wo}, q.options());
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_local_attention_forward", [&] {
+    forward_kernel<scalar_t>(q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+                             rows.data_ptr<int64_t>(), cols.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
+                             probs.data_ptr<scalar_t>(), g);
+  });
+  return {out, probs};
+}
+
+// grad_out: (N, Ho, Wo, D); q, k, v: (N, H, W, D); probs: (N, K*K, Ho, Wo) -> dq, dk, dv (N, H, W, D)
+std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
+                                 const at::Tensor& v, const at::Tensor& probs, const at::Tensor& rows,
+                                 const at::Tensor& cols, int64_t stride) {
+  check(grad_out, q, "grad_out"); check(q, q, "q"); check(k, q, "k"); check(v, q, "v"); check(probs, q, "probs");
+  const Geometry g = geometry(q, rows, cols, stride);
+  auto grad_q = at::zeros_like(q), grad_k = at::zeros_like(k), grad_v = at::zeros_like(v);
+  AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_local_attention_backward", [&] {
+    backward_kernel<scalar_t>(grad_out.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
+                              v.data_ptr<scalar_t>(), probs.data_ptr<scalar_t>(), rows.data_ptr<int64_t>(),
+                              cols.data_ptr<int64_t>(), grad_q.data_ptr<scalar_t>(),
+                              grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(), g);
+  });
+  return {grad_q, grad_k, grad_v};
+}
+"""
+
+_lock = threading.Lock()
+_state: dict[str, ModuleType | None] = {}
+
+
+def load() -> ModuleType | None:
+    """Build (first call on a machine) or load the cached extension; None, with one warning, if that fails.
+
+    Returns:
+        A module with ``forward(q, k, v, rows, cols, stride) -> [out, probs]`` and
+        ``backward(grad_out, q, k, v, probs, rows, cols, stride) -> [dq, dk, dv]`` (layouts in ``_SOURCE``).
+    """
+    with _lock:
+        if 'module' not in _state:
+            try:
+                from torch.utils.cpp_extension import load_inline
+                _state['module'] = load_inline(
+                    name='acmix_local_attention_cpu', cpp_sources=_SOURCE, functions=['forward', 'backward'],
+                    extra_cflags=['-O3', '-std=c++20', '-fopenmp'], extra_ldflags=['-fopenmp'])
+            except Exception as exc:  # a missing compiler, headers or OpenMP must not break the model
+                warnings.warn(f'acmix: building the C++ local-attention kernel failed, falling back to the '
+                              f'pure-PyTorch path (slower, same results): {exc}', RuntimeWarning, stacklevel=2)
+                _state['module'] = None
+        return _state['module']

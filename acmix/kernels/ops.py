@@ -1,0 +1,145 @@
+"""Fast local attention as PyTorch custom ops, so autograd, ``torch.compile`` and ``torch.export`` treat it
+as one opaque node with a known output shape.
+
+Two ops, both computing in float32/float64 (float16/bfloat16 inputs are upcast inside the op and the results
+cast back, because a half-precision softmax over 49 taps loses too much):
+
+- ``acmix::local_attention_fwd(q, k, v, K, dilation, stride, backend) -> (out, probs)``
+- ``acmix::local_attention_bwd(grad_out, q, k, v, probs, K, dilation, stride, backend) -> (dq, dk, dv)``
+
+``probs`` (N, K*K, Ho, Wo) are the softmax weights saved for backward: D times smaller than one window
+tensor of the reference.  ``backend`` picks the implementation inside the op (so graphs stay device
+agnostic): ``'auto'`` = C++ on CPU (pure PyTorch if the build failed), Triton on CUDA when importable,
+pure PyTorch otherwise; ``'cpp'``, ``'triton'``, ``'torch'`` force one (for tests and benchmarks).
+"""
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from . import cpu_ext, torch_loop
+from .indexing import out_size, window_index
+
+__all__ = ['BACKENDS', 'local_attention_fast', 'resolve_backend']
+
+BACKENDS = ('auto', 'cpp', 'triton', 'torch')
+_COMPUTE_DTYPES = (torch.float32, torch.float64)
+
+
+@functools.cache
+def _triton_module():
+    """The Triton kernels, or None when Triton (or a GPU for it) is unavailable."""
+    try:
+        from . import triton_kernel
+    except ImportError:
+        return None
+    return triton_kernel
+
+
+def resolve_backend(backend: str, device: torch.device) -> str:
+    """Concrete backend ('cpp' | 'triton' | 'torch') for ``backend`` on ``device``; loud if impossible."""
+    if backend not in BACKENDS:
+        raise ValueError(f'backend must be one of {BACKENDS}, got {backend!r}')
+    if backend == 'auto':
+        if device.type == 'cpu':
+            return 'cpp' if cpu_ext.load() is not None else 'torch'
+        if device.type == 'cuda' and _triton_module() is not None:
+            return 'triton'
+        return 'torch'
+    if backend == 'cpp' and (device.type != 'cpu' or cpu_ext.load() is None):
+        raise RuntimeError(f'backend cpp needs a CPU tensor and a working C++ build (device {device})')
+    if backend == 'triton' and _triton_module() is None:
+        raise RuntimeError('backend triton needs an importable triton')
+    return backend
+
+
+def _channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(N, D, H, W) -> contiguous (N, H, W, D): one window tap becomes one contiguous D-vector."""
+    return x.permute(0, 2, 3, 1).contiguous()
+
+
+def _upcast(*tensors: torch.Tensor) -> list[torch.Tensor]:
+    return [t if t.dtype in _COMPUTE_DTYPES else t.float() for t in tensors]
+
+
+@torch.library.custom_op('acmix::local_attention_fwd', mutates_args=())
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, dilation: int, stride: int,
+            backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    h, w = q.shape[-2:]
+    rows = window_index(h, kernel_size, dilation, stride, q.device)  # (Ho, K)
+    cols = window_index(w, kernel_size, dilation, stride, q.device)  # (Wo, K)
+    qc, kc, vc = _upcast(q, k, v)
+    chosen = resolve_backend(backend, q.device)
+    if chosen == 'cpp':
+        out, probs = cpu_ext.load().forward(_channels_last(qc), _channels_last(kc), _channels_last(vc),
+                                            rows, cols, stride)
+        out = out.permute(0, 3, 1, 2).contiguous()                   # (N, Ho, Wo, D) -> (N, D, Ho, Wo)
+    elif chosen == 'triton':
+        out, probs = _triton_module().forward(q, k, v, rows, cols, stride)
+    else:
+        out, probs = torch_loop.forward(qc, kc, vc, rows, cols, stride)
+    return out.to(q.dtype), probs.to(q.dtype)
+
+
+@_fwd_op.register_fake
+def _fwd_fake(q, k, v, kernel_size, dilation, stride, backend):
+    n, d, h, w = q.shape
+    ho, wo = out_size(h, stride), out_size(w, stride)
+    return q.new_empty(n, d, ho, wo), q.new_empty(n, kernel_size * kernel_size, ho, wo)
+
+
+@torch.library.custom_op('acmix::local_attention_bwd', mutates_args=())
+def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probs: torch.Tensor,
+            kernel_size: int, dilation: int, stride: int,
+            backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    h, w = q.shape[-2:]
+    rows = window_index(h, kernel_size, dilation, stride, q.device)
+    cols = window_index(w, kernel_size, dilation, stride, q.device)
+    chosen = resolve_backend(backend, q.device)
+    if chosen == 'triton':
+        grads = _triton_module().backward(grad_out, q, k, v, probs, rows, cols, stride)
+    else:
+        gc, qc, kc, vc, pc = _upcast(grad_out, q, k, v, probs)
+        if chosen == 'cpp':
+            grads = cpu_ext.load().backward(_channels_last(gc), _channels_last(qc), _channels_last(kc),
+                                            _channels_last(vc), pc.contiguous(), rows, cols, stride)
+            grads = [g.permute(0, 3, 1, 2).contiguous() for g in grads]  # (N, H, W, D) -> (N, D, H, W)
+        else:
+            grads = torch_loop.backward(gc, qc, kc, vc, pc, rows, cols, stride)
+    return tuple(g.to(q.dtype) for g in grads)
+
+
+@_bwd_op.register_fake
+def _bwd_fake(grad_out, q, k, v, probs, kernel_size, dilation, stride, backend):
+    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+
+
+def _setup_context(ctx, inputs, output) -> None:
+    q, k, v, kernel_size, dilation, stride, backend = inputs
+    ctx.save_for_backward(q, k, v, output[1])
+    ctx.window = (kernel_size, dilation, stride, backend)
+
+
+def _backward(ctx, grad_out, _grad_probs):
+    # probs is an internal output (never returned by local_attention_fast), so its gradient is ignored
+    q, k, v, probs = ctx.saved_tensors
+    grad_q, grad_k, grad_v = _bwd_op(grad_out.contiguous(), q, k, v, probs, *ctx.window)
+    return grad_q, grad_k, grad_v, None, None, None, None
+
+
+_fwd_op.register_autograd(_backward, setup_context=_setup_context)
+
+
+def local_attention_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int,
+                         dilation: int = 1, stride: int = 1, backend: str = 'auto') -> torch.Tensor:
+    """Local attention without materialising the windows (arguments validated by ``local_attention``).
+
+    Args:
+        q, k, v: (N, D, H, W).
+        backend: one of ``BACKENDS``.
+
+    Returns:
+        (N, D, ceil(H/stride), ceil(W/stride)).
+    """
+    return _fwd_op(q, k, v, kernel_size, dilation, stride, backend)[0]
