@@ -1,0 +1,158 @@
+"""ACmix on image maps: "On the Integration of Self-Attention and Convolution" (Pan et al., CVPR 2022).
+
+``ACmix`` is the module the authors put in the 3x3 slot of every ResNet bottleneck (``attn_mode='local'``, SASA
+style sliding-window attention), and, with other attention cores, the SAN (``'patchwise'``) and a plain global
+attention (``'global'``) variant.  Stage I is three 1x1 convs (q, k, v); Stage II adds an attention path and a
+convolution path that share them (see ``acmix.conv_path``); the output is ``rate1 * attn + rate2 * conv``.
+
+Differences from the authors' ``ACmix`` (their state dicts still load with ``strict=True`` and give the same
+output): any input size works (odd sizes with stride 2 give ``ceil(H/2)``; maps smaller than the attention window
+use generalised reflection, see ``acmix.kernels.indexing``), dilation is honoured by both paths, ``dep_conv``
+padding follows ``kernel_conv`` and ``dilation``, the position grid follows the input's device and dtype, and
+the window attention never materialises the ``K*K`` unfolded windows (``impl='auto'``).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_dep_conv, check_choice, check_odd_kernel,
+                        check_positive, conv_path_features, reset_dep_conv, split_heads)
+
+__all__ = ['ACmix', 'ATTN_MODES', 'position_grid']
+
+ATTN_MODES = ('local', 'patchwise', 'global')
+IMPL_MODES = ('auto', 'fast', 'reference')
+
+
+def position_grid(height: int, width: int, device: torch.device | None = None,
+                  dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Normalised pixel coordinates: (1, 2, H, W), channel 0 the column (x) and channel 1 the row (y), each a
+    ``linspace(-1, 1)`` over its axis (a single pixel sits at -1)."""
+    xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
+    ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
+    return torch.stack([xs.expand(height, width), ys[:, None].expand(height, width)]).unsqueeze(0)
+
+
+class ACmix(RateMixer, nn.Module):
+    """ACmix for (B, C, H, W) maps: shared 1x1 q/k/v projections, attention path + convolution path.
+
+    Args:
+        in_planes: input channels C_in.
+        out_planes: output channels C_out, divisible by ``head``.
+        kernel_att: odd attention window for ``attn_mode='local'`` / ``'patchwise'`` (unused by ``'global'``).
+        head: number of heads N; ``head_dim = out_planes // head``.
+        kernel_conv: odd kernel size k_c of the convolution path.
+        stride: output subsampling of both paths (queries are subsampled, the shift conv is strided).
+        dilation: dilation of the attention window and of the shift conv.
+        attn_mode: ``'local'`` (sliding window with the ``conv_p`` position term, the authors' ResNet),
+            ``'patchwise'`` (SAN patchwise attention, ``acmix.patchwise.PatchwiseAttention``), or ``'global'``
+            (multi-head attention over all pixels, no position term: locality comes from the conv path).
+        mix: one of ``MIX_MODES`` (see ``acmix.conv_path.RateMixer``).
+        shift: one of ``SHIFT_MODES`` (see ``acmix.conv_path``).
+        impl: local-attention implementation passed to ``acmix.kernels.local_attention``.
+
+    Parameters (authors' names): ``conv1``, ``conv2``, ``conv3`` (q, k, v: 1x1 conv with bias), ``conv_p`` (1x1
+    conv 2 -> head_dim, local mode only), ``fc`` (1x1 conv 3*head -> k_c^2, no bias), ``dep_conv`` (shift module,
+    no bias), ``rate1``, ``rate2``; ``attn`` holds the patchwise core.
+
+    Shape:
+        (B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride)).
+
+    Initialisation: the convs keep PyTorch's default init (as in the authors' module) and ``reset_parameters``
+    sets the rates to 0.5 and ``dep_conv`` to one-hot shift kernels.  A model that re-initialises every conv
+    (e.g. a ResNet-wide Kaiming init, which is what the authors' ResNet did, overwriting the shift init; their
+    Swin kept it) should call ``reset_parameters()`` on each ACmix afterwards if it wants the shift init.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, kernel_att: int = 7, head: int = 4, kernel_conv: int = 3,
+                 stride: int = 1, dilation: int = 1, *, attn_mode: str = 'local', mix: str = 'learnable',
+                 shift: str = 'group_conv', impl: str = 'auto') -> None:
+        super().__init__()
+        check_choice('attn_mode', attn_mode, ATTN_MODES)
+        check_choice('mix', mix, MIX_MODES)
+        check_choice('shift', shift, SHIFT_MODES)
+        check_choice('impl', impl, IMPL_MODES)
+        check_positive('in_planes', in_planes)
+        check_odd_kernel('kernel_att', kernel_att)
+        check_odd_kernel('kernel_conv', kernel_conv)
+        check_positive('stride', stride)
+        check_positive('dilation', dilation)
+        self.head_dim = split_heads(out_planes, head)
+        self.in_planes, self.out_planes, self.head = in_planes, out_planes, head
+        self.kernel_att, self.kernel_conv = kernel_att, kernel_conv
+        self.stride, self.dilation = stride, dilation
+        self.attn_mode, self.shift, self.impl = attn_mode, shift, impl
+        self._init_rates(mix)
+
+        # Stage I: q, k, v
+        self.conv1 = nn.Conv2d(in_planes, out_planes, kernel_size=1)
+        self.conv2 = nn.Conv2d(in_planes, out_planes, kernel_size=1)
+        self.conv3 = nn.Conv2d(in_planes, out_planes, kernel_size=1)
+
+        # Stage II, attention path
+        if self.has_attn and attn_mode == 'local':
+            self.conv_p = nn.Conv2d(2, self.head_dim, kernel_size=1)
+        elif self.has_attn and attn_mode == 'patchwise':
+            from .patchwise import PatchwiseAttention  # optional core, imported only when asked for
+            self.attn = PatchwiseAttention(out_planes, head, kernel_att, stride, dilation)
+
+        # Stage II, convolution path
+        if self.has_conv:
+            self.fc = nn.Conv2d(3 * head, kernel_conv * kernel_conv, kernel_size=1, bias=False)
+            self.dep_conv = build_dep_conv(shift, self.head_dim, out_planes, kernel_conv, stride, dilation)
+
+    def reset_parameters(self) -> None:
+        """Rates to 0.5 and ``dep_conv`` to one-hot shift kernels (the authors' module init)."""
+        self._reset_rates()
+        if self.has_conv:
+            reset_dep_conv(self.dep_conv)
+
+    def _local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        from .kernels import local_attention
+        b, _, h, w = q.shape
+        n = b * self.head
+        pe = self.conv_p(position_grid(h, w, q.device, q.dtype))              # (1, head_dim, H, W)
+        q = q.reshape(n, self.head_dim, h, w) * self.head_dim ** -0.5
+        # logits q . (k_win + pe_q - pe_win): q . pe_q is the same for every tap of a window, so it cancels in
+        # the softmax and q . (k - pe)_win gives the same attention
+        k = k.reshape(n, self.head_dim, h, w) - pe
+        v = v.reshape(n, self.head_dim, h, w)
+        out = local_attention(q, k, v, self.kernel_att, self.dilation, self.stride, self.impl)
+        return out.reshape(b, self.out_planes, out.shape[-2], out.shape[-1])
+
+    def _global_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = q.shape
+        q = q[:, :, ::self.stride, ::self.stride]
+        ho, wo = q.shape[-2:]
+        q = q.reshape(b, self.head, self.head_dim, ho * wo).transpose(-2, -1)  # (B, head, Ho*Wo, head_dim)
+        k = k.reshape(b, self.head, self.head_dim, h * w).transpose(-2, -1)    # (B, head, H*W, head_dim)
+        v = v.reshape(b, self.head, self.head_dim, h * w).transpose(-2, -1)
+        out = F.scaled_dot_product_attention(q, k, v)                          # (B, head, Ho*Wo, head_dim)
+        return out.transpose(-2, -1).reshape(b, self.out_planes, ho, wo)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))."""
+        q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)                  # (B, out_planes, H, W) each
+        b, _, h, w = q.shape
+
+        out_att = None
+        if self.has_attn:
+            if self.attn_mode == 'local':
+                out_att = self._local_attention(q, k, v)
+            elif self.attn_mode == 'global':
+                out_att = self._global_attention(q, k, v)
+            else:
+                out_att = self.attn(q, k, v)
+
+        out_conv = None
+        if self.has_conv:
+            qkv = torch.cat([q, k, v], dim=1).reshape(b, 3 * self.head, self.head_dim, h * w)
+            out_conv = self.dep_conv(conv_path_features(self.fc, qkv, h, w))  # (B, out_planes, Ho, Wo)
+        return self._mix(out_att, out_conv)
+
+    def extra_repr(self) -> str:
+        return (f'{self.in_planes}, {self.out_planes}, kernel_att={self.kernel_att}, head={self.head}, '
+                f'kernel_conv={self.kernel_conv}, stride={self.stride}, dilation={self.dilation}, '
+                f'attn_mode={self.attn_mode!r}, mix={self.mix!r}, shift={self.shift!r}, impl={self.impl!r}')

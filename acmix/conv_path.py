@@ -1,0 +1,226 @@
+"""Stage II convolution path of ACmix and the pieces every ACmix flavour shares.
+
+The convolution path re-uses the Stage I projections.  Its 3N maps (N heads each of q, k and v, every map with
+``head_dim`` channels) go through ``fc``, a 1x1 conv 3N -> k_c^2 applied per channel index and shared over the
+``head_dim`` channels (3N -> k_c^2, not 3N -> k_c^2 N; see the authors' issue #5).  The k_c^2 outputs are the
+pre-shift maps of the k_c x k_c kernel taps; shifting tap ``j`` by its offset and summing over the taps is a
+k_c x k_c convolution, ``dep_conv``.
+
+Layout used throughout: ``fc`` reads ``(B, 3*head, head_dim, L)`` (q heads, then k heads, then v heads) and the
+shift module reads ``(B, head_dim * k_c^2, H, W)`` with channel ``d * k_c^2 + j`` (``d`` the channel inside a head,
+``j = a * k_c + b`` the tap at row ``a``, column ``b``), as in the authors' code.
+
+Shift variants (the paper's ablation, Fig. 3; the names are the ``shift=`` values):
+
+* ``'group_conv'`` -- the authors' released module: a learnable ``Conv2d(head_dim*k_c^2 -> C, k_c,
+  groups=head_dim)`` whose kernels start as one-hot shifts.  Each of the ``head_dim`` groups owns ``C/head_dim``
+  (= number of heads) output channels, i.e. several kernel sets per group: Fig. 3 (c) "learnable kernels and
+  multiple convolution groups".
+* ``'shift_init'`` -- learnable kernels initialised as shifts, but one kernel set per group:
+  ``Conv2d(head_dim*k_c^2 -> head_dim, k_c, groups=head_dim)``, each output channel repeated for the heads.  This
+  is Fig. 3 (c) without the "multiple groups" step.
+* ``'fixed_kernel'`` -- the same grouped conv with fixed one-hot kernels (a non-persistent buffer): Fig. 3 (b).
+* ``'tensor'`` -- explicit tensor shifts (zero fill) and a sum, no convolution: Fig. 3 (a).
+
+The three non-default variants produce ``head_dim`` channels and repeat each ``C/head_dim`` times (channel
+``o`` of the output comes from channel ``o // (C/head_dim)``), which is exactly what the authors' group conv
+computes at its shift initialisation; so all four variants agree at initialisation.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+__all__ = ['MIX_MODES', 'SHIFT_MODES', 'check_choice', 'check_odd_kernel', 'check_positive', 'split_heads', 'build_dep_conv',
+           'shift_kernel_', 'reset_dep_conv', 'conv_path_features', 'ShiftConv', 'TensorShift', 'RateMixer']
+
+MIX_MODES = ('learnable', 'fixed', 'attn_only', 'conv_only')
+SHIFT_MODES = ('group_conv', 'shift_init', 'fixed_kernel', 'tensor')
+
+
+def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
+    """Raise ``ValueError`` listing the valid values unless ``value`` is one of ``choices``."""
+    if value not in choices:
+        raise ValueError(f'{name} must be one of {choices}, got {value!r}')
+
+
+def check_odd_kernel(name: str, value: int) -> None:
+    """Raise ``ValueError`` unless ``value`` is an odd positive int (a window centred on its pixel)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1 or value % 2 == 0:
+        raise ValueError(f'{name} must be an odd positive int, got {value!r}')
+
+
+def check_positive(name: str, value: int) -> None:
+    """Raise ``ValueError`` unless ``value`` is an int >= 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f'{name} must be an int >= 1, got {value!r}')
+
+
+def split_heads(planes: int, heads: int, planes_name: str = 'out_planes', heads_name: str = 'head') -> int:
+    """Return ``planes // heads``, raising ``ValueError`` naming both numbers if it does not divide."""
+    check_positive(heads_name, heads)
+    check_positive(planes_name, planes)
+    if planes % heads != 0:
+        raise ValueError(f'{planes_name} {planes} must be divisible by {heads_name} {heads}')
+    return planes // heads
+
+
+@torch.no_grad()
+def shift_kernel_(weight: torch.Tensor) -> torch.Tensor:
+    """Fill a ``(out, k*k, k, k)`` kernel in place with one-hot shift kernels: input ``j`` reads tap ``j``."""
+    out, taps, k, _ = weight.shape
+    if taps != k * k:
+        raise ValueError(f'shift kernel needs k*k input channels per group, got weight {tuple(weight.shape)}')
+    weight.zero_()
+    tap = torch.arange(taps, device=weight.device)
+    weight[:, tap, tap // k, tap % k] = 1.0
+    return weight
+
+
+def conv_path_features(fc: nn.Conv2d, qkv: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Apply ``fc`` to the 3N Stage I maps and lay the result out for the shift module.
+
+    Args:
+        fc: 1x1 ``Conv2d(3*head -> k_c^2)``.
+        qkv: (B, 3*head, head_dim, H*W), q heads then k heads then v heads.
+        height, width: H and W of the map.
+
+    Returns:
+        (B, head_dim * k_c^2, H, W), channel ``d * k_c^2 + j``.
+    """
+    b, _, head_dim, _ = qkv.shape
+    f = fc(qkv)                                       # (B, k_c^2, head_dim, H*W)
+    return f.transpose(1, 2).reshape(b, -1, height, width)
+
+
+class ShiftConv(nn.Module):
+    """Grouped k_c x k_c conv with one kernel set per group, output repeated over the heads.
+
+    ``shift='shift_init'`` (learnable ``weight``) and ``shift='fixed_kernel'`` (``weight`` a fixed buffer).
+    Input (B, head_dim*k_c^2, H, W) -> output (B, out_planes, ceil(H/s), ceil(W/s)).
+    """
+
+    def __init__(self, head_dim: int, out_planes: int, kernel_size: int, stride: int = 1, dilation: int = 1,
+                 learnable: bool = True) -> None:
+        super().__init__()
+        self.head_dim, self.out_planes = head_dim, out_planes
+        self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
+        weight = torch.empty(head_dim, kernel_size * kernel_size, kernel_size, kernel_size)
+        if learnable:
+            self.weight = nn.Parameter(weight)
+        else:
+            self.register_buffer('weight', weight, persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        shift_kernel_(self.weight)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pad = self.dilation * (self.kernel_size - 1) // 2
+        y = F.conv2d(x, self.weight, None, self.stride, pad, self.dilation, self.head_dim)
+        return y.repeat_interleave(self.out_planes // self.head_dim, dim=1)  # (B, out_planes, Ho, Wo)
+
+    def extra_repr(self) -> str:
+        return (f'head_dim={self.head_dim}, out_planes={self.out_planes}, kernel_size={self.kernel_size}, '
+                f'stride={self.stride}, dilation={self.dilation}, learnable={isinstance(self.weight, nn.Parameter)}')
+
+
+class TensorShift(nn.Module):
+    """Explicit tensor shifts and a sum (``shift='tensor'``), no parameters.
+
+    Tap ``j = a*k + b`` of channel ``d`` is moved by ``dilation * (a - (k-1)/2, b - (k-1)/2)`` with zero fill
+    (what a zero-padded conv with a one-hot kernel does), the k^2 taps are summed, and the result is repeated
+    over the heads.  Input (B, head_dim*k^2, H, W) -> output (B, out_planes, ceil(H/s), ceil(W/s)).
+    """
+
+    def __init__(self, head_dim: int, out_planes: int, kernel_size: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        self.head_dim, self.out_planes = head_dim, out_planes
+        self.kernel_size, self.stride, self.dilation = kernel_size, stride, dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        k, s, dil = self.kernel_size, self.stride, self.dilation
+        pad = dil * (k - 1) // 2
+        x = F.pad(x, (pad, pad, pad, pad)).reshape(b, self.head_dim, k * k, h + 2 * pad, w + 2 * pad)
+        ho, wo = -(-h // s), -(-w // s)
+        out = 0
+        for j in range(k * k):
+            r, c = dil * (j // k), dil * (j % k)
+            out = out + x[:, :, j, r:r + (ho - 1) * s + 1:s, c:c + (wo - 1) * s + 1:s]  # (B, head_dim, Ho, Wo)
+        return out.repeat_interleave(self.out_planes // self.head_dim, dim=1)
+
+    def extra_repr(self) -> str:
+        return (f'head_dim={self.head_dim}, out_planes={self.out_planes}, kernel_size={self.kernel_size}, '
+                f'stride={self.stride}, dilation={self.dilation}')
+
+
+def build_dep_conv(shift: str, head_dim: int, out_planes: int, kernel_size: int, stride: int = 1,
+                   dilation: int = 1) -> nn.Module:
+    """Build the shift-and-sum module ``dep_conv`` for one of ``SHIFT_MODES``, shift-initialised.
+
+    Padding is derived from ``kernel_size`` and ``dilation`` (the authors hard-coded ``padding=1`` and ignored
+    dilation), and there is no bias (the authors' ``dep_conv.bias`` was set to None by their init).
+
+    Returns:
+        A module mapping (B, head_dim*k^2, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride)).
+    """
+    check_choice('shift', shift, SHIFT_MODES)
+    if shift == 'group_conv':
+        conv = nn.Conv2d(kernel_size * kernel_size * head_dim, out_planes, kernel_size, stride=stride,
+                         padding=dilation * (kernel_size - 1) // 2, dilation=dilation, groups=head_dim, bias=False)
+        shift_kernel_(conv.weight)
+        return conv
+    if shift == 'tensor':
+        return TensorShift(head_dim, out_planes, kernel_size, stride, dilation)
+    return ShiftConv(head_dim, out_planes, kernel_size, stride, dilation, learnable=shift == 'shift_init')
+
+
+def reset_dep_conv(dep_conv: nn.Module) -> None:
+    """Re-apply the shift initialisation to a module made by ``build_dep_conv`` (no-op for ``'tensor'``)."""
+    if isinstance(dep_conv, nn.Conv2d):
+        shift_kernel_(dep_conv.weight)
+    elif isinstance(dep_conv, ShiftConv):
+        dep_conv.reset_parameters()
+
+
+class RateMixer:
+    """Mixin holding ``rate1`` (alpha, attention) and ``rate2`` (beta, convolution) and combining the paths.
+
+    ``mix='learnable'``: parameters initialised to 0.5 (authors); ``'fixed'``: non-persistent buffers equal to 1;
+    ``'attn_only'`` / ``'conv_only'``: no rates, the single path is returned unscaled.
+    """
+
+    mix: str
+
+    def _init_rates(self, mix: str) -> None:
+        self.mix = mix
+        if mix == 'learnable':
+            self.rate1 = nn.Parameter(torch.full((1,), 0.5))
+            self.rate2 = nn.Parameter(torch.full((1,), 0.5))
+        elif mix == 'fixed':
+            self.register_buffer('rate1', torch.ones(1), persistent=False)
+            self.register_buffer('rate2', torch.ones(1), persistent=False)
+
+    @property
+    def has_attn(self) -> bool:
+        return self.mix != 'conv_only'
+
+    @property
+    def has_conv(self) -> bool:
+        return self.mix != 'attn_only'
+
+    @torch.no_grad()
+    def _reset_rates(self) -> None:
+        if self.mix == 'learnable':
+            self.rate1.fill_(0.5)
+            self.rate2.fill_(0.5)
+
+    def _mix(self, out_att: torch.Tensor | None, out_conv: torch.Tensor | None) -> torch.Tensor:
+        if out_conv is None:
+            return out_att
+        if out_att is None:
+            return out_conv
+        # cast the scalars so that a bf16/fp16 path is not promoted to float32 by the mix
+        return self.rate1.to(out_att.dtype) * out_att + self.rate2.to(out_conv.dtype) * out_conv

@@ -1,0 +1,192 @@
+"""ACmix for Swin Transformer: shifted-window attention with relative position bias plus the convolution path.
+
+Follows the authors' ``WindowAttention_acmix`` together with the roll their ``SwinTransformerBlock`` does around
+it: the input is rolled by ``-shift``, one ``qkv`` Linear feeds both paths, the convolution path runs on the
+whole rolled map (before window partition, so near the borders of a shifted block it sees the wrapped-around
+pixels, as in the authors' code), the attention runs per window with the shifted-window mask, and the result
+``rate1 * proj(attn) + rate2 * conv`` is rolled back.  Beyond the authors' module it pads maps that are not
+window multiples (like timm: zero tokens go through ``qkv`` and are cropped afterwards; the conv path sees only
+the real map), builds the mask itself when none is given, and can change its window size
+(``set_window_size``, used by timm's ``set_input_size``).  With ``mix='attn_only'`` it is timm's Swin
+``WindowAttention`` plus the block's roll / pad / partition (``SwinTransformerBlock._attn``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from timm.layers import resize_rel_pos_bias_table, to_2tuple, trunc_normal_
+from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
+
+from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_dep_conv, check_choice, check_odd_kernel,
+                        check_positive, conv_path_features, reset_dep_conv, split_heads)
+
+__all__ = ['ACmixWindowAttention', 'shifted_window_mask']
+
+
+def shifted_window_mask(height: int, width: int, window_size: tuple[int, int], shift_size: tuple[int, int],
+                        device: torch.device | None = None, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Swin's attention mask for a cyclically shifted map whose size is a multiple of the window.
+
+    The rolled map has up to 3 x 3 regions that were not adjacent before the roll; tokens of different regions
+    must not attend to each other inside a window.
+
+    Returns:
+        (nW, Wh*Ww, Wh*Ww) with 0 where two tokens share a region and -100 elsewhere (Swin's value).
+    """
+    (wh, ww), (sh, sw) = window_size, shift_size
+    # region id along each axis: 0 before the last window, 1 in the last window before the shift, 2 after
+    # (with no shift the last slice is empty and the remaining boundary falls between windows: no masking)
+    rows = torch.zeros(height, device=device)
+    rows[height - wh:] = 1
+    rows[height - sh:] = 2
+    cols = torch.zeros(width, device=device)
+    cols[width - ww:] = 1
+    cols[width - sw:] = 2
+    region = (rows[:, None] * 3 + cols[None, :])[None, :, :, None]             # (1, H, W, 1)
+    region = window_partition(region, window_size).reshape(-1, wh * ww)       # (nW, Wh*Ww)
+    mask = region[:, None, :] != region[:, :, None]                           # (nW, N, N)
+    return torch.zeros(mask.shape, device=device, dtype=dtype).masked_fill(mask, -100.0)
+
+
+class ACmixWindowAttention(RateMixer, nn.Module):
+    """Swin (shifted-)window attention + ACmix convolution path, on a whole (B, H, W, C) map.
+
+    Args:
+        dim: channels C.
+        num_heads: heads N; ``head_dim = dim // num_heads``.
+        window_size: attention window (int or (Wh, Ww)).
+        qkv_bias: bias of the ``qkv`` Linear.
+        attn_drop: dropout on the attention probabilities.
+        proj_drop: dropout on the mixed output.
+        kernel_conv: odd kernel size k_c of the convolution path (authors: 3).
+        mix: one of ``MIX_MODES``; ``'attn_only'`` is plain Swin window attention.
+        shift: one of ``SHIFT_MODES``.
+
+    Parameters (authors' names): ``qkv``, ``proj``, ``relative_position_bias_table``, ``fc`` (1x1 conv
+    3*N -> k_c^2 with bias), ``dep_conv`` (no bias), ``rate1``, ``rate2``; ``relative_position_index`` is a
+    non-persistent buffer (the authors' was persistent: drop that key when loading their checkpoints).
+    ``mix='conv_only'`` has no ``proj`` / ``relative_position_bias_table``.
+
+    A Swin block uses it by replacing ``block.attn`` and its window step, e.g. overriding timm's
+    ``SwinTransformerBlock._attn(x)`` with ``self.attn(x, self.shift_size, self.attn_mask)``.
+    """
+
+    def __init__(self, dim: int, num_heads: int, window_size: int | tuple[int, int] = 7, qkv_bias: bool = True,
+                 attn_drop: float = 0., proj_drop: float = 0., *, kernel_conv: int = 3, mix: str = 'learnable',
+                 shift: str = 'group_conv') -> None:
+        super().__init__()
+        check_choice('mix', mix, MIX_MODES)
+        check_choice('shift', shift, SHIFT_MODES)
+        check_odd_kernel('kernel_conv', kernel_conv)
+        self.head_dim = split_heads(dim, num_heads, 'dim', 'num_heads')
+        self.window_size = to_2tuple(window_size)
+        for w in self.window_size:
+            check_positive('window_size', w)
+        self.dim, self.num_heads, self.kernel_conv, self.shift = dim, num_heads, kernel_conv, shift
+        self._init_rates(mix)
+
+        self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
+        if self.has_attn:
+            wh, ww = self.window_size
+            self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
+            self.register_buffer('relative_position_index', get_relative_position_index(wh, ww), persistent=False)
+            self.attn_drop = nn.Dropout(attn_drop)
+            self.proj = nn.Linear(dim, dim)
+        if self.has_conv:
+            self.fc = nn.Conv2d(3 * num_heads, kernel_conv * kernel_conv, kernel_size=1, bias=True)
+            self.dep_conv = build_dep_conv(shift, self.head_dim, dim, kernel_conv)
+        self.proj_drop = nn.Dropout(proj_drop)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """Position table ~ trunc normal(std .02), rates 0.5, ``dep_conv`` shift kernels (the authors' init)."""
+        if self.has_attn:
+            trunc_normal_(self.relative_position_bias_table, std=.02)
+        self._reset_rates()
+        if self.has_conv:
+            reset_dep_conv(self.dep_conv)
+
+    def set_window_size(self, window_size: int | tuple[int, int]) -> None:
+        """Change the window, resizing the relative position table (timm's interpolation) and index."""
+        window_size = to_2tuple(window_size)
+        if window_size == self.window_size:
+            return
+        old, self.window_size = self.window_size, window_size
+        if not self.has_attn:
+            return
+        wh, ww = window_size
+        table = self.relative_position_bias_table
+        with torch.no_grad():
+            new_table = resize_rel_pos_bias_table(table, new_window_size=window_size,
+                                                  new_bias_shape=((2 * wh - 1) * (2 * ww - 1), self.num_heads),
+                                                  old_window_size=old)
+        self.relative_position_bias_table = nn.Parameter(new_table, requires_grad=table.requires_grad)
+        self.register_buffer('relative_position_index', get_relative_position_index(wh, ww, device=table.device),
+                             persistent=False)
+
+    def _rel_pos_bias(self) -> torch.Tensor:
+        n = self.window_size[0] * self.window_size[1]
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
+        return bias.permute(2, 0, 1)                                              # (heads, N, N)
+
+    def _window_attention(self, qkv: torch.Tensor, shift_size: tuple[int, int],
+                          attn_mask: torch.Tensor | None) -> torch.Tensor:
+        """(B, Hp, Wp, 3C) with Hp, Wp window multiples -> proj(attention) (B, Hp, Wp, C)."""
+        b, hp, wp, _ = qkv.shape
+        wh, ww = self.window_size
+        n = wh * ww
+        windows = window_partition(qkv, self.window_size).reshape(-1, n, 3, self.num_heads, self.head_dim)
+        q, k, v = windows.permute(2, 0, 3, 1, 4).unbind(0)                       # (B*nW, heads, N, head_dim)
+        bias = self._rel_pos_bias().unsqueeze(0).to(q.dtype)                      # (1, heads, N, N)
+        if attn_mask is None and any(shift_size):
+            attn_mask = shifted_window_mask(hp, wp, self.window_size, shift_size, q.device, q.dtype)
+        if attn_mask is not None:
+            n_win = attn_mask.shape[0]
+            bias = (bias.unsqueeze(1) + attn_mask.to(q.dtype)[None, :, None])      # (1, nW, heads, N, N)
+            bias = bias.expand(b, -1, -1, -1, -1).reshape(b * n_win, self.num_heads, n, n)
+        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
+                                             dropout_p=self.attn_drop.p if self.training else 0.)
+        out = self.proj(out.transpose(1, 2).reshape(-1, n, self.dim))            # (B*nW, N, C)
+        return window_reverse(out.view(-1, wh, ww, self.dim), self.window_size, hp, wp)
+
+    def forward(self, x: torch.Tensor, shift_size: int | tuple[int, int] = (0, 0),
+                attn_mask: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, H, W, C) -> (B, H, W, C).
+
+        Args:
+            x: input map.
+            shift_size: cyclic shift (rows, cols) of a shifted-window block; (0, 0) for a regular block.
+            attn_mask: (nW, Wh*Ww, Wh*Ww) additive mask for the padded, rolled map, or None to build Swin's
+                mask here when ``shift_size`` is non-zero.
+        """
+        b, h, w, c = x.shape
+        sh, sw = to_2tuple(shift_size)
+        if sh or sw:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        wh, ww = self.window_size
+        pad_h, pad_w = (wh - h % wh) % wh, (ww - w % ww) % ww
+        if self.has_attn and (pad_h or pad_w):
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        qkv = self.qkv(x)                                                         # (B, Hp, Wp, 3C) or (B, H, W, 3C)
+
+        out_att = None
+        if self.has_attn:
+            out_att = self._window_attention(qkv, (sh, sw), attn_mask)[:, :h, :w]  # (B, H, W, C)
+            qkv = qkv[:, :h, :w]
+        out_conv = None
+        if self.has_conv:
+            # (B, H, W, 3C) -> (B, 3*heads, head_dim, H*W), channel order (q|k|v, head, d) as in the Linear
+            f = qkv.permute(0, 3, 1, 2).reshape(b, 3 * self.num_heads, self.head_dim, h * w)
+            out_conv = self.dep_conv(conv_path_features(self.fc, f, h, w)).permute(0, 2, 3, 1)  # (B, H, W, C)
+
+        x = self.proj_drop(self._mix(out_att, out_conv))
+        if sh or sw:
+            x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+        return x
+
+    def extra_repr(self) -> str:
+        return (f'dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}, '
+                f'kernel_conv={self.kernel_conv}, mix={self.mix!r}, shift={self.shift!r}')
