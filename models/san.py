@@ -1,0 +1,377 @@
+"""SAN (patchwise self-attention networks) and SAN-ACmix, on timm.
+
+Papers: Zhao, Jia and Koltun, "Exploring Self-attention for Image Recognition", CVPR 2020 (SAN);
+Pan et al., "On the Integration of Self-Attention and Convolution", CVPR 2022 (ACmix), which reports SAN-10/15/19
+with ACmix at 12.1M / 16.6M / 21.2M parameters against patchwise SAN's 11.8M / 16.2M / 20.5M (SAN's README;
+10.5M / 14.1M / 17.6M are its *pairwise* models).  The ACmix authors never released their SAN code.
+
+Architecture (facts from SAN's ``model/san.py`` and ``config/imagenet/*_patchwise.yaml``):
+    * stem: 1x1 conv 3 -> 64 (no bias) + BN + ReLU at full resolution;
+    * 5 stages, widths [64, 256, 512, 1024, 2048], footprints [3, 7, 7, 7, 7], blocks SAN-10 [2, 1, 2, 4, 1],
+      SAN-15 [3, 2, 3, 5, 2], SAN-19 [3, 3, 4, 6, 3]; each stage is a transition (2x2 max-pool, stride 2, then a
+      1x1 conv, no bias, to the stage width), its blocks, then BN + ReLU;
+    * residual pre-activation block on width P: BN, ReLU, SA module P -> P/4, BN, ReLU, 1x1 conv P/4 -> P (bias),
+      plus the identity;
+    * SAN's SA module (``mixer='san'``): phi, psi = 1x1 convs P -> P/16, beta = 1x1 conv P -> P/4 (all with bias),
+      then ``acmix.PatchwiseAttention`` (gamma + aggregation, one head, 8 value channels per weight channel);
+    * global average pooling and a linear classifier.
+
+ACmix twin (``mixer='acmix'``), where the paper is silent:
+    * ACmix's Stage I has q, k and v of one width.  Reading the P-wide block input directly (``ACmix(P, P/4)``)
+      would cost 3 * P * P/4 per block, twice SAN's phi + psi + beta (2 * P/16 + P/4 = 3P/8 per input channel):
+      about +3.4M on SAN-10 where the paper reports +0.3M.  So, as ACmix sits in a ResNet bottleneck, a 1x1 conv
+      (no bias) + BN + ReLU first reduces P -> P/4 and ``ACmix(P/4, P/4, kernel_att=K, head=4, kernel_conv=3,
+      attn_mode='patchwise')`` replaces the SA module.  With 4 heads gamma is four grouped MLPs, so its size
+      equals SAN's.  The result is +0.027 P^2 per block over SAN (plus the conv path's 81 weights per channel),
+      which lands within 1.5% of the paper's totals (see the entrypoints).
+    * Mapping: ACmix q, k, v = SAN phi, psi, beta (see ``acmix/patchwise.py``).
+    * Stage 0 (P=64): ACmix width 16, head dim 4: each head gets one weight channel (share clipped to 4).
+
+Other decisions:
+    * Max-pools use ``ceil_mode=True``: identical to SAN at every size divisible by 32, and a map never shrinks
+      to zero, so any input size works (32 px gives 1x1 at the last stage; 17x23 works too).
+    * Weights keep PyTorch's default init (as SAN does); ACmix modules keep their own shift init.
+    * ``checkpoint_filter_fn`` also maps SAN's released layout (``conv_in``, ``bn_in``, ``conv{i}``, ``bn{i}``,
+      ``layer{i}.{j}.sam.*``, ``fc``) onto ours, so SAN's published patchwise weights load into ``san*``.
+    * Parameter counts / MACs are measured by ``tests/test_san_pvt.py`` and ``torch.utils.flop_counter``.
+"""
+from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
+
+import re
+
+import torch
+import torch.nn as nn
+from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
+from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates
+from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
+from timm.models._features import feature_take_indices
+from timm.models._manipulate import checkpoint_seq
+
+from acmix.patchwise import PatchwiseAttention
+
+from ._checkpoint import filter_state_dict, unwrap_state_dict
+
+__all__ = ['SANAttention', 'SANBlock', 'SANStage', 'SAN']
+
+_MIXERS = ('san', 'acmix')
+
+
+class SANAttention(nn.Module):
+    """SAN's patchwise SA module: phi, psi (``conv1``, ``conv2``), beta (``conv3``) and ``PatchwiseAttention``.
+
+    Args:
+        in_planes: input width P.
+        out_planes: output width (SAN: P/4).
+        kernel_size: odd footprint K.
+        rel_planes: width of phi and psi (SAN: P/16).
+        share_planes: value channels per weight channel (SAN: 8).
+        stride, dilation: footprint geometry (SAN uses 1, 1).
+        impl: forwarded to ``PatchwiseAttention``.
+
+    Shapes: ``(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))``.
+    """
+
+    def __init__(self, in_planes: int, out_planes: int, kernel_size: int, rel_planes: int, share_planes: int = 8,
+                 stride: int = 1, dilation: int = 1, impl: str = 'auto') -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(in_planes, rel_planes, kernel_size=1)
+        self.conv2 = nn.Conv2d(in_planes, rel_planes, kernel_size=1)
+        self.conv3 = nn.Conv2d(in_planes, out_planes, kernel_size=1)
+        self.attn = PatchwiseAttention(out_planes, 1, kernel_size, stride, dilation, qk_planes=rel_planes,
+                                       share_planes=share_planes, impl=impl)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.attn(self.conv1(x), self.conv2(x), self.conv3(x))
+
+
+class SANBlock(nn.Module):
+    """Residual pre-activation SA block on width ``dim`` (one class for SAN and SAN-ACmix).
+
+    Args:
+        dim: block width P (input = output).
+        kernel_size: attention footprint K.
+        mixer: ``'san'`` (SAN's SA module ``P -> P/4``) or ``'acmix'`` (1x1 reduce ``P -> P/4`` + BN + ReLU, then
+            ``ACmix(P/4, P/4, attn_mode='patchwise')``).
+        mixer_args: extra keyword arguments for the mixer (``'san'``: ``rel_planes``, ``share_planes``, ``impl``;
+            ``'acmix'``: anything ``ACmix`` accepts, e.g. ``head``, ``kernel_conv``, ``mix``, ``shift``).
+        drop_path: stochastic depth rate of the residual branch.
+
+    Shapes: ``(B, P, H, W) -> (B, P, H, W)``.
+    """
+
+    def __init__(self, dim: int, kernel_size: int = 7, mixer: str = 'san',
+                 mixer_args: Optional[Dict[str, Any]] = None, drop_path: float = 0.) -> None:
+        super().__init__()
+        if mixer not in _MIXERS:
+            raise ValueError(f'mixer {mixer!r} not in {_MIXERS}')
+        if dim % 16:
+            raise ValueError(f'block width {dim} must be a multiple of 16')
+        mid = dim // 4
+        margs = dict(mixer_args or {})
+        self.bn1 = nn.BatchNorm2d(dim)
+        if mixer == 'san':
+            margs.setdefault('rel_planes', dim // 16)
+            self.reduce = nn.Identity()
+            self.mixer = SANAttention(dim, mid, kernel_size, **margs)
+        else:
+            from acmix import ACmix  # the operator package; imported here so SAN baselines need only patchwise
+            margs = dict(dict(head=4, kernel_conv=3), **margs)
+            margs['attn_mode'] = margs.get('attn_mode', 'patchwise')
+            self.reduce = nn.Sequential(
+                nn.Conv2d(dim, mid, kernel_size=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True))
+            self.mixer = ACmix(mid, mid, kernel_att=kernel_size, **margs)
+        self.bn2 = nn.BatchNorm2d(mid)
+        self.conv = nn.Conv2d(mid, dim, kernel_size=1)
+        self.act = nn.ReLU(inplace=True)
+        self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.act(self.bn1(x))
+        out = self.mixer(self.reduce(out))
+        out = self.conv(self.act(self.bn2(out)))
+        return x + self.drop_path(out)
+
+
+class SANStage(nn.Module):
+    """Transition (2x2 max-pool, 1x1 conv) + blocks + BN + ReLU.
+
+    Shapes: ``(B, in_dim, H, W) -> (B, dim, ceil(H/2), ceil(W/2))``.
+    """
+
+    def __init__(self, in_dim: int, dim: int, depth: int, kernel_size: int, mixer: str,
+                 mixer_args: Optional[Dict[str, Any]] = None, drop_path: Union[float, Sequence[float]] = 0.) -> None:
+        super().__init__()
+        dpr = [drop_path] * depth if isinstance(drop_path, float) else list(drop_path)
+        self.pool = nn.MaxPool2d(kernel_size=2, stride=2, ceil_mode=True)
+        self.conv = nn.Conv2d(in_dim, dim, kernel_size=1, bias=False)
+        self.blocks = nn.Sequential(*[
+            SANBlock(dim, kernel_size, mixer, mixer_args, drop_path=dpr[i]) for i in range(depth)])
+        self.bn = nn.BatchNorm2d(dim)
+        self.act = nn.ReLU(inplace=True)
+        self.grad_checkpointing = False
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv(self.pool(x))
+        if self.grad_checkpointing and not torch.jit.is_scripting():
+            x = checkpoint_seq(self.blocks, x)
+        else:
+            x = self.blocks(x)
+        return self.act(self.bn(x))
+
+
+class SAN(nn.Module):
+    """SAN / SAN-ACmix classifier.
+
+    Args:
+        layers: blocks per stage (5 stages).
+        kernels: footprint per stage.
+        widths: stage widths.
+        mixer: ``'san'`` or ``'acmix'`` (see ``SANBlock``).
+        mixer_args: forwarded to every block's mixer.
+        stem_width: stem output width.
+        in_chans, num_classes, global_pool, drop_rate, drop_path_rate: timm conventions.
+
+    Shapes: ``(B, in_chans, H, W)`` (any H, W >= 1) -> ``(B, num_classes)``; stage ``i`` has stride ``2**(i+1)``.
+    """
+
+    def __init__(
+            self,
+            layers: Sequence[int] = (2, 1, 2, 4, 1),
+            kernels: Sequence[int] = (3, 7, 7, 7, 7),
+            widths: Sequence[int] = (64, 256, 512, 1024, 2048),
+            mixer: str = 'san',
+            mixer_args: Optional[Dict[str, Any]] = None,
+            stem_width: int = 64,
+            in_chans: int = 3,
+            num_classes: int = 1000,
+            global_pool: str = 'avg',
+            drop_rate: float = 0.,
+            drop_path_rate: float = 0.,
+    ) -> None:
+        super().__init__()
+        if not len(layers) == len(kernels) == len(widths):
+            raise ValueError(f'layers {layers}, kernels {kernels} and widths {widths} must have one entry per stage')
+        self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
+        self.stem = nn.Sequential()
+        self.stem.add_module('conv', nn.Conv2d(in_chans, stem_width, kernel_size=1, bias=False))
+        self.stem.add_module('bn', nn.BatchNorm2d(stem_width))
+        self.stem.add_module('act', nn.ReLU(inplace=True))
+        dpr = calculate_drop_path_rates(drop_path_rate, list(layers), stagewise=False)
+        stages, self.feature_info, prev = [], [], stem_width
+        for i, (depth, k, w) in enumerate(zip(layers, kernels, widths)):
+            stages.append(SANStage(prev, w, depth, k, mixer, mixer_args, drop_path=dpr[i]))
+            self.feature_info.append(dict(num_chs=w, reduction=2 ** (i + 1), module=f'stages.{i}'))
+            prev = w
+        self.stages = nn.Sequential(*stages)
+        self.num_features = self.head_hidden_size = prev
+        self.head = ClassifierHead(prev, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+
+    @torch.jit.ignore
+    def no_weight_decay(self) -> set:
+        return set()
+
+    @torch.jit.ignore
+    def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
+        return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else [
+            (r'^stages\.(\d+)\.blocks\.(\d+)', None),
+            (r'^stages\.(\d+)\.(conv|pool)', (0,)),
+            (r'^stages\.(\d+)\.bn', (99999,)),
+        ])
+
+    @torch.jit.ignore
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        for s in self.stages:
+            s.grad_checkpointing = enable
+
+    @torch.jit.ignore
+    def get_classifier(self) -> nn.Module:
+        return self.head.fc
+
+    def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
+        self.num_classes = num_classes
+        self.head.reset(num_classes, global_pool)
+
+    def forward_intermediates(
+            self,
+            x: torch.Tensor,
+            indices: Optional[Union[int, List[int]]] = None,
+            norm: bool = False,
+            stop_early: bool = False,
+            output_fmt: str = 'NCHW',
+            intermediates_only: bool = False,
+    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
+        """Stage outputs (after each stage's BN + ReLU).
+
+        Args:
+            x: (B, C, H, W) images.
+            indices: last n stages if int, all if None, else the stage indices to return.
+            norm: unused (every stage output is already normalised).
+            stop_early: stop after the last requested stage.
+            output_fmt: only ``'NCHW'``.
+            intermediates_only: return only the list.
+        """
+        if output_fmt != 'NCHW':
+            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        stages = self.stages[:max_index + 1] if stop_early and not torch.jit.is_scripting() else self.stages
+        intermediates = []
+        x = self.stem(x)
+        for i, stage in enumerate(stages):
+            x = stage(x)
+            if i in take_indices:
+                intermediates.append(x)
+        if intermediates_only:
+            return intermediates
+        return x, intermediates
+
+    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
+                                  prune_head: bool = True) -> List[int]:
+        """Drop stages after the last requested one (and the head)."""
+        take_indices, max_index = feature_take_indices(len(self.stages), indices)
+        self.stages = self.stages[:max_index + 1]
+        if max_index < len(self.feature_info) - 1:
+            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
+        if prune_head or max_index < len(self.feature_info) - 1:
+            self.head = ClassifierHead(self.num_features, 0, pool_type='')
+        return take_indices
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.stages(self.stem(x))
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        return self.head(x, pre_logits=pre_logits)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_head(self.forward_features(x))
+
+
+def _rename_original(key: str) -> str:
+    """SAN's released layout -> ours (identity for our own keys)."""
+    key = re.sub(r'^conv_in\.', 'stem.conv.', key)
+    key = re.sub(r'^bn_in\.', 'stem.bn.', key)
+    key = re.sub(r'^conv(\d)\.', r'stages.\1.conv.', key)
+    key = re.sub(r'^bn(\d)\.', r'stages.\1.bn.', key)
+    key = re.sub(r'^layer(\d)\.(\d+)\.sam\.conv_w\.', r'stages.\1.blocks.\2.mixer.attn.conv_w.', key)
+    key = re.sub(r'^layer(\d)\.(\d+)\.sam\.', r'stages.\1.blocks.\2.mixer.', key)
+    key = re.sub(r'^layer(\d)\.(\d+)\.', r'stages.\1.blocks.\2.', key)
+    key = re.sub(r'^fc\.', 'head.fc.', key)
+    return key
+
+
+def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
+    """Accept our layout or SAN's released one, plain or wrapped (``{'model': sd}``, ``{'state_dict': sd}``,
+    ``module.`` prefixes); raise ``KeyError`` naming missing, unexpected or mis-shaped keys."""
+    sd = unwrap_state_dict(state_dict)
+    if 'conv_in.weight' in sd:  # SAN's original layout
+        sd = {_rename_original(k): v for k, v in sd.items()}
+    return filter_state_dict(sd, model)
+
+
+def _create_san(variant: str, pretrained: bool = False, **kwargs: Any) -> SAN:
+    out_indices = kwargs.pop('out_indices', (0, 1, 2, 3, 4))
+    return build_model_with_cfg(
+        SAN, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices), **kwargs)
+
+
+def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
+    return {
+        'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
+        'crop_pct': 0.875, 'interpolation': 'bilinear', 'mean': IMAGENET_DEFAULT_MEAN, 'std': IMAGENET_DEFAULT_STD,
+        'first_conv': 'stem.conv', 'classifier': 'head.fc', 'min_input_size': (3, 32, 32),
+        'fixed_input_size': False, 'license': 'mit', 'paper_ids': 'arXiv:2004.13621', **kwargs,
+    }
+
+
+# SAN's weights live on Google Drive (no stable URL); ACmix-SAN weights were never released.  Load a local file
+# with pretrained_cfg_overlay=dict(file=PATH).
+default_cfgs = generate_default_cfgs({
+    'san10.untrained': _cfg(),
+    'san15.untrained': _cfg(),
+    'san19.untrained': _cfg(),
+    'acmix_san10.untrained': _cfg(paper_ids='arXiv:2111.14556'),
+    'acmix_san15.untrained': _cfg(paper_ids='arXiv:2111.14556'),
+    'acmix_san19.untrained': _cfg(paper_ids='arXiv:2111.14556'),
+})
+
+
+@register_model
+def san10(pretrained: bool = False, **kwargs: Any) -> SAN:
+    """SAN-10, patchwise (SAN reports 11.8M params, 1.9G FLOPs)."""
+    model_args = dict(layers=(2, 1, 2, 4, 1), mixer='san')
+    return _create_san('san10', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def san15(pretrained: bool = False, **kwargs: Any) -> SAN:
+    """SAN-15, patchwise (SAN reports 16.2M params, 2.6G FLOPs)."""
+    model_args = dict(layers=(3, 2, 3, 5, 2), mixer='san')
+    return _create_san('san15', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def san19(pretrained: bool = False, **kwargs: Any) -> SAN:
+    """SAN-19, patchwise (SAN reports 20.5M params, 3.3G FLOPs)."""
+    model_args = dict(layers=(3, 3, 4, 6, 3), mixer='san')
+    return _create_san('san19', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def acmix_san10(pretrained: bool = False, **kwargs: Any) -> SAN:
+    """SAN-10 with ACmix (paper: 12.1M params, 1.9G FLOPs)."""
+    model_args = dict(layers=(2, 1, 2, 4, 1), mixer='acmix')
+    return _create_san('acmix_san10', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def acmix_san15(pretrained: bool = False, **kwargs: Any) -> SAN:
+    """SAN-15 with ACmix (paper: 16.6M params, 2.7G FLOPs)."""
+    model_args = dict(layers=(3, 2, 3, 5, 2), mixer='acmix')
+    return _create_san('acmix_san15', pretrained, **dict(model_args, **kwargs))
+
+
+@register_model
+def acmix_san19(pretrained: bool = False, **kwargs: Any) -> SAN:
+    """SAN-19 with ACmix (paper: 21.2M params, 3.4G FLOPs)."""
+    model_args = dict(layers=(3, 3, 4, 6, 3), mixer='acmix')
+    return _create_san('acmix_san19', pretrained, **dict(model_args, **kwargs))
