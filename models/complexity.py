@@ -1,0 +1,94 @@
+"""Parameter and MAC counts (the paper's "FLOPs" are multiply-accumulates) for any model.
+
+``count_macs`` runs one forward pass under ``torch.utils.flop_counter.FlopCounterMode``, which counts matrix
+products and convolutions (``mm``, ``addmm``, ``bmm``, ``baddbmm``, ``convolution``, the SDPA kernels) and reports
+2 FLOPs per MAC; we report MACs.  Not counted (by us, the counter, or the paper's tables): normalisation,
+activations, softmax, residual adds, pooling, and the elementwise ``rate1 * attn + rate2 * conv`` mix.
+
+The counter knows nothing about a few kernels that do real multiply-accumulate work, so they get formulas here
+(passed as ``custom_mapping``, nothing is registered globally):
+
+* ``acmix::local_attention_fwd`` (the fast custom op of ACmix's SASA-style local attention): for output
+  ``(N, D, Ho, Wo)`` and window ``K``, ``N*D*K^2*Ho*Wo`` MACs for the logits ``q . k`` plus as many for the
+  weighted sum of values.  The positional term (``k - pe``) is an addition and is not counted.
+* ``aten._scaled_dot_product_flash_attention_for_cpu`` (the CPU SDPA kernel ``ACmixWindowAttention`` reaches):
+  same formula as the CUDA SDPA kernels, ``2 * B*h*L*S*d`` MACs.
+* ``aten.addcmul`` / ``aten.addcmul_``: one MAC per output element.  SAN's patchwise aggregation (``acmix.patchwise``
+  loop path) is ``K^2`` of these per output; nothing else in our models calls ``addcmul`` in a forward pass.
+
+Counts are for the default implementation (``impl='auto'``).  ``impl='reference'`` paths do their window sums with
+elementwise multiply + sum, which no counter sees: count with the default path.
+"""
+from typing import Any, Dict, Optional, Tuple
+
+import torch
+import torch.nn as nn
+from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+__all__ = ['count_params', 'count_macs', 'mac_formulas']
+
+
+def _local_attention_flops(q_shape, k_shape, v_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
+    n, d, ho, wo = out_shape[0]
+    return 2 * (2 * n * d * kernel_size * kernel_size * ho * wo)  # FLOPs = 2 * MACs
+
+
+def _sdpa_cpu_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
+    return sdpa_flop_count(q_shape, k_shape, v_shape)
+
+
+def _addcmul_flops(self_shape, *args, out_shape=None, **kwargs) -> int:
+    numel = 1
+    for s in self_shape:
+        numel *= s
+    return 2 * numel
+
+
+def mac_formulas() -> Dict[Any, Any]:
+    """Extra ``FlopCounterMode`` formulas (FLOPs) for ops the counter does not know; see the module docstring."""
+    table = {
+        torch.ops.aten._scaled_dot_product_flash_attention_for_cpu: _sdpa_cpu_flops,
+        torch.ops.aten.addcmul: _addcmul_flops,
+        torch.ops.aten.addcmul_: _addcmul_flops,
+    }
+    import acmix.kernels  # noqa: F401  (defines the acmix:: custom ops)
+    if hasattr(torch.ops.acmix, 'local_attention_fwd'):
+        table[torch.ops.acmix.local_attention_fwd] = _local_attention_flops
+    return table
+
+
+def count_params(model: nn.Module) -> int:
+    """Number of parameters (buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+@torch.no_grad()
+def count_macs(
+        model: nn.Module,
+        input_size: Tuple[int, int, int] = (3, 224, 224),
+        per_op: bool = False,
+) -> Any:
+    """MACs of one forward pass of one image.
+
+    Args:
+        model: any module taking ``(1, *input_size)``; put in eval mode for the count and restored afterwards.
+        input_size: ``(C, H, W)``.
+        per_op: also return ``{op name: MACs}``.
+
+    Returns:
+        total MACs (int), or ``(total, {op: MACs})`` if ``per_op``.
+    """
+    was_training = model.training
+    model.eval()
+    p = next(model.parameters(), None)
+    x = torch.zeros(1, *input_size, device=p.device if p is not None else None,
+                    dtype=p.dtype if p is not None else None)
+    try:
+        with FlopCounterMode(display=False, custom_mapping=mac_formulas()) as counter:
+            model(x)
+    finally:
+        model.train(was_training)
+    total = counter.get_total_flops() // 2
+    if not per_op:
+        return total
+    return total, {str(k): v // 2 for k, v in counter.get_flop_counts()['Global'].items()}
