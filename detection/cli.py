@@ -1,0 +1,83 @@
+"""``tools/train.py`` / ``tools/test.py`` for mmdet configs (``default_scope='mmdet'``).
+
+    python tools/train.py configs/detection/CONFIG.py --data-path data/coco --work-dir work_dirs/x
+    python tools/test.py  configs/detection/CONFIG.py work_dirs/x/epoch_12.pth --data-path data/coco --work-dir work_dirs/x
+
+Options and override order: :mod:`mmtask.runner`.  Test writes ``<work-dir>/metrics.json`` with mmdet's COCO
+numbers as it reports them (0-1): ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s/m/l`` and, for
+Mask R-CNN models, the same for ``segm_``.
+"""
+from __future__ import annotations
+
+import os.path as osp
+from typing import Any, Sequence
+
+from mmengine.config import Config
+
+from mmtask.runner import build_config, iter_datasets, jsonable, run_test, run_train, test_parser, train_parser
+
+from .data_check import DatasetError, check_coco_split
+
+__all__ = ['train', 'test', 'check_data']
+
+_COCO_TYPES = ('CocoDataset',)
+
+
+def _set_data_path(cfg: Config, root: str) -> None:
+    """CocoMetric reads its own copy of the annotations: point it at the new root's file of its split."""
+    for split in ('val', 'test'):
+        ds = next((d for s, d in iter_datasets(cfg) if s == split), None)
+        evaluators = cfg.get(f'{split}_evaluator')
+        if ds is None or evaluators is None:
+            continue
+        for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+            if ev.get('type') == 'CocoMetric' and ds.get('ann_file'):
+                ev['ann_file'] = osp.join(root, ds['ann_file'])
+
+
+def check_data(cfg: Config, splits: Sequence[str]) -> None:
+    """Run :func:`detection.data_check.check_coco_split` on every COCO dataset of the given splits."""
+    from mmdet.datasets import CocoDataset
+    seen = set()
+    for split, ds in iter_datasets(cfg):
+        if split not in splits or ds.get('type') not in _COCO_TYPES:
+            continue
+        key = (ds.get('data_root', ''), ds.get('ann_file', ''))
+        if key in seen:
+            continue
+        seen.add(key)
+        classes = (ds.get('metainfo') or {}).get('classes') or CocoDataset.METAINFO['classes']
+        filter_cfg = ds.get('filter_cfg') or {}
+        check_coco_split(ds.get('data_root', ''), ds['ann_file'], (ds.get('data_prefix') or {}).get('img', ''),
+                         classes, split, require_annotations=split == 'train' and filter_cfg.get('filter_empty_gt',
+                                                                                                False))
+
+
+def train(argv: Sequence[str]) -> str:
+    """Train a detector; return the final checkpoint path."""
+    args = train_parser('tools/train.py').parse_args(list(argv))
+    cfg = build_config(args, _set_data_path)
+    if not args.skip_data_check:
+        _checked(cfg, ('train', 'val') if cfg.get('val_cfg') else ('train',))
+    return run_train(args, cfg)
+
+
+def _summarize(raw: dict[str, Any], runner: Any) -> dict[str, Any]:
+    # CocoMetric reports 'coco/bbox_mAP', ... : keep mmdet's numbers, drop the prefix
+    return {k.split('/', 1)[-1]: jsonable(v) for k, v in raw.items()}
+
+
+def test(argv: Sequence[str]) -> dict[str, Any]:
+    """Evaluate a checkpoint; return the metrics written to ``<work-dir>/metrics.json``."""
+    args = test_parser('tools/test.py').parse_args(list(argv))
+    cfg = build_config(args, _set_data_path)
+    if not args.skip_data_check:
+        _checked(cfg, ('test',))
+    return run_test(args, cfg, _summarize)
+
+
+def _checked(cfg: Config, splits: Sequence[str]) -> None:
+    try:
+        check_data(cfg, splits)
+    except DatasetError as e:
+        raise SystemExit(f'dataset error: {e}') from None

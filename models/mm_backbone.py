@@ -1,0 +1,297 @@
+"""One adapter that exposes any timm feature extractor (our ``acmix_*`` models included) to mmdet and mmseg.
+
+``ACmixBackbone`` wraps ``timm.create_model(model_name, features_only=True, ...)`` and gives it the OpenMMLab
+backbone contract: ``out_indices``, ``frozen_stages``, ``norm_eval``, ``init_cfg=dict(type='Pretrained',
+checkpoint=...)`` and an ``out_channels`` list for the neck.  It is registered once, as ``ACmixBackbone``, in
+both mmdet's and mmseg's ``MODELS`` registries; configs load it with
+``custom_imports=dict(imports=['models.mm_backbone'], allow_failed_imports=False)``.
+
+Stage indices are OpenMMLab-style, not timm's: stage 0 is the first feature map with stride 4, whatever the
+model reports before it (a ResNet's stride-2 stem is timm feature 0 but is not a stage here).  So
+``out_indices=(0, 1, 2, 3)`` means strides 4, 8, 16, 32 for every family, and configs never depend on how a
+family numbers its features.
+
+Pretrained weights are loaded in ``init_weights`` (as mmdet backbones do, so ``tools/test.py`` with a
+trained checkpoint never needs the ImageNet file): the file is read with ``torch.load(weights_only=True)``,
+unwrapped (``{'model': sd}``, ``{'state_dict': sd}``, ``module.`` prefixes), passed through the family's
+``checkpoint_filter_fn`` (the same conversion timm applies to pretrained weights, e.g. the authors' Swin-ACmix
+release), and then must cover every tensor of the feature extractor exactly: missing keys, keys the model does
+not have, and shape mismatches all raise one error that names them.  Classifier and final-norm weights, which a
+feature extractor drops, are ignored.
+"""
+from __future__ import annotations
+
+import sys
+from collections import OrderedDict
+from typing import Any, Iterable, Sequence
+
+import timm
+import torch
+from mmengine.model import BaseModule
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+
+try:  # registering our acmix_* entrypoints is optional while the model families are in flux
+    import models  # noqa: F401
+except ImportError:  # pragma: no cover - only during partial checkouts
+    pass
+
+__all__ = ['ACmixBackbone', 'CheckpointMismatchError', 'load_backbone_state_dict', 'read_state_dict']
+
+
+class CheckpointMismatchError(KeyError):
+    """A backbone checkpoint whose keys or shapes do not fit the model (the message lists them)."""
+
+    def __str__(self) -> str:  # KeyError would print the repr, newlines escaped
+        return str(self.args[0])
+
+
+def read_state_dict(path: str) -> dict[str, torch.Tensor]:
+    """Read a classification checkpoint as a flat ``{name: tensor}`` dict.
+
+    Accepts a bare state dict, ``{'model': sd}`` (our classification checkpoints, the authors' Swin-ACmix
+    release), ``{'state_dict': sd}`` (the authors' ResNet script) and strips a DDP ``module.`` prefix.  Loads
+    with ``weights_only=True``: a backbone checkpoint must be plain tensors.
+    """
+    if path.startswith(('http://', 'https://')):
+        ckpt = torch.hub.load_state_dict_from_url(path, map_location='cpu', weights_only=True)
+    else:
+        try:
+            ckpt = torch.load(path, map_location='cpu', weights_only=True)
+        except FileNotFoundError:
+            raise FileNotFoundError(f'backbone checkpoint not found: {path}') from None
+        except Exception as e:  # pickle.UnpicklingError and friends: non-tensor objects in the file
+            raise ValueError(f'backbone checkpoint {path} is not loadable with torch.load(weights_only=True) '
+                             f'({type(e).__name__}: {str(e).splitlines()[0]}); save its state dict as plain '
+                             f'tensors') from e
+    if isinstance(ckpt, dict):
+        for key in ('model', 'state_dict'):
+            if isinstance(ckpt.get(key), dict):
+                ckpt = ckpt[key]
+                break
+    if not isinstance(ckpt, dict) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
+        raise ValueError(f'backbone checkpoint {path}: expected a state dict of tensors (optionally under '
+                         f"'model' or 'state_dict'), got {type(ckpt).__name__}")
+    if ckpt and all(k.startswith('module.') for k in ckpt):
+        ckpt = {k[len('module.'):]: v for k, v in ckpt.items()}
+    return dict(ckpt)
+
+
+def _checkpoint_filter(model_name: str):
+    """The family's ``checkpoint_filter_fn(state_dict, model)`` (the one timm uses for pretrained weights)."""
+    from timm.models._registry import _model_to_module
+    module = sys.modules.get(_model_to_module.get(model_name, ''))
+    return getattr(module, 'checkpoint_filter_fn', None)
+
+
+def _candidates(name: str) -> list[str]:
+    """Names a full-model module/parameter may have inside a timm feature wrapper.
+
+    ``FeatureListNet(flatten_sequential=True)`` renames ``layers.0.x`` to ``layers_0.x``; ``FeatureGetterNet``
+    keeps the model under ``model.``.
+    """
+    out = [name]
+    parts = name.split('.')
+    if len(parts) >= 2:
+        out.append('_'.join(parts[:2]) + ('.' + '.'.join(parts[2:]) if len(parts) > 2 else ''))
+    out.append('model.' + name)
+    return out
+
+
+def load_backbone_state_dict(body: nn.Module, full_keys: dict[str, tuple], state_dict: dict[str, torch.Tensor],
+                             source: str) -> None:
+    """Copy a full-model state dict into a timm feature extractor; raise naming every key that doesn't fit.
+
+    Args:
+        body: the ``features_only`` model.
+        full_keys: ``{key: shape}`` of the full (classification) model's state dict.
+        state_dict: filtered checkpoint in the full model's key space.
+        source: file name for messages.
+    """
+    target = body.state_dict()
+    unexpected = sorted(k for k in state_dict if k not in full_keys)
+    mapped, mismatched = {}, []
+    for key, value in state_dict.items():
+        dst = next((c for c in _candidates(key) if c in target), None)
+        if dst is None:  # classifier / final norm: not part of the feature extractor
+            continue
+        if tuple(target[dst].shape) != tuple(value.shape):
+            mismatched.append(f'{key}: checkpoint {tuple(value.shape)} vs model {tuple(target[dst].shape)}')
+            continue
+        mapped[dst] = value
+    missing = sorted(k for k in target if k not in mapped and not k.endswith('num_batches_tracked'))
+    if unexpected or mismatched or missing:
+        def show(items: list[str]) -> str:
+            return ', '.join(items[:12]) + (f' ... ({len(items)} in all)' if len(items) > 12 else '')
+        lines = [f'backbone checkpoint {source} does not fit the model:']
+        if missing:
+            lines.append(f'  missing from the checkpoint: {show(missing)}')
+        if unexpected:
+            lines.append(f'  not in the model: {show(unexpected)}')
+        if mismatched:
+            lines.append(f'  shape mismatch: {show(mismatched)}')
+        raise CheckpointMismatchError('\n'.join(lines))
+    body.load_state_dict(mapped, strict=False)
+
+
+class ACmixBackbone(BaseModule):
+    """Any timm model with ``features_only`` support as an OpenMMLab backbone.
+
+    Args:
+        model_name: timm entrypoint, e.g. ``'acmix_resnet50'``, ``'acmix_swin_tiny_patch4_window7_224'``.
+        out_indices: OpenMMLab stage indices to return (0 = first stride-4 stage).
+        frozen_stages: as in mmdet's ResNet/Swin: ``-1`` freezes nothing, ``0`` the stem, ``k`` the stem and
+            the first ``k`` stages; frozen parameters get ``requires_grad=False`` and their modules (norm
+            layers included) stay in eval mode.
+        norm_eval: keep every BatchNorm of the backbone in eval mode (frozen running statistics) in training.
+        pretrained: deprecated alias of ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``.
+        init_cfg: ``dict(type='Pretrained', checkpoint=path_or_url)`` to load a classification checkpoint.
+        **model_kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``strict_img_size``, ...).
+
+    Input ``(B, 3, H, W)`` -> tuple of ``(B, C_i, ~H/s_i, ~W/s_i)`` NCHW maps, one per ``out_indices``.
+    """
+
+    def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
+                 norm_eval: bool = False, pretrained: str | None = None, init_cfg: dict | None = None,
+                 **model_kwargs: Any) -> None:
+        if pretrained is not None:
+            if init_cfg is not None:
+                raise ValueError('give either pretrained= or init_cfg=, not both')
+            init_cfg = dict(type='Pretrained', checkpoint=pretrained)
+        if init_cfg is not None and (init_cfg.get('type') != 'Pretrained' or 'checkpoint' not in init_cfg):
+            raise ValueError(f"ACmixBackbone init_cfg must be dict(type='Pretrained', checkpoint=...), "
+                             f'got {init_cfg}')
+        super().__init__(init_cfg=None)
+        self.pretrained_cfg = init_cfg   # handled by our init_weights, never by mmengine's initialisers
+        if model_name not in timm.list_models() and model_name not in timm.list_models(pretrained=True):
+            raise KeyError(f'unknown timm model {model_name!r} (is `import models` registering it?)')
+        self.model_name = model_name
+        self.model_kwargs = dict(model_kwargs)
+
+        # Read the feature layout from a parameter-free copy of the full model (meta device: no memory, no init).
+        full = self._full_model(meta=True)
+        info = list(full.feature_info)
+        self._full_shapes = {k: tuple(v.shape) for k, v in full.state_dict().items()}
+        classifier = (getattr(full, 'pretrained_cfg', None) or {}).get('classifier') or ()
+        self._classifier = (classifier,) if isinstance(classifier, str) else tuple(classifier)
+        del full
+        stage_ids = [i for i, f in enumerate(info) if f['reduction'] >= 4]
+        out_indices = tuple(int(i) for i in out_indices)
+        bad = [i for i in out_indices if not 0 <= i < len(stage_ids)]
+        if bad or not out_indices:
+            raise ValueError(f'{model_name}: out_indices {out_indices} out of range; it has {len(stage_ids)} '
+                             f'stages with strides {[info[i]["reduction"] for i in stage_ids]}')
+        if not -1 <= frozen_stages <= len(stage_ids):
+            raise ValueError(f'{model_name}: frozen_stages must be in [-1, {len(stage_ids)}], got {frozen_stages}')
+        self.out_indices = out_indices
+        self.frozen_stages = frozen_stages
+        self.norm_eval = norm_eval
+        self._stage_modules = [info[i]['module'] for i in stage_ids]
+
+        self.body = timm.create_model(model_name, pretrained=False, features_only=True,
+                                      out_indices=tuple(stage_ids[i] for i in out_indices), **model_kwargs)
+        self._nhwc = str(getattr(self.body, 'output_fmt', 'NCHW')).upper().endswith('NHWC')
+        self._out_channels = list(self.body.feature_info.channels())
+        self.strides = list(self.body.feature_info.reduction())
+        self._freeze_stages()
+
+    def _full_model(self, meta: bool) -> nn.Module:
+        """The headless classification model (``num_classes=0``), parameter-free on the meta device."""
+        kwargs = dict(self.model_kwargs, num_classes=0)
+        if meta:
+            try:
+                with torch.device('meta'):
+                    return timm.create_model(self.model_name, pretrained=False, **kwargs)
+            except Exception:  # a family whose __init__ cannot run on meta tensors: build it for real
+                pass
+        return timm.create_model(self.model_name, pretrained=False, **kwargs)
+
+    @property
+    def out_channels(self) -> list[int]:
+        """Channels of each returned map, in ``out_indices`` order (the neck's ``in_channels``)."""
+        return list(self._out_channels)
+
+    # ----------------------------------------------------------------------------------------- freezing
+    def _resolve(self, name: str) -> nn.Module:
+        for cand in _candidates(name):
+            try:
+                return self.body.get_submodule(cand)
+            except AttributeError:
+                continue
+        raise KeyError(f'{self.model_name}: feature module {name!r} not found in the feature extractor')
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        """Modules of the stem and of the first ``frozen_stages`` stages (OpenMMLab semantics).
+
+        Parameters are taken in registration order: the stem is everything registered before the first
+        parameter of stage 0, and stage ``k`` extends the frozen prefix up to its own last parameter (so
+        per-stage embeddings registered next to a stage, such as PVT's patch embeddings, go with it).
+        """
+        if self.frozen_stages < 0:
+            return []
+        params = list(self.body.parameters())
+        stage0 = {id(p) for p in self._resolve(self._stage_modules[0]).parameters()}
+        cut = next(i for i, p in enumerate(params) if id(p) in stage0)
+        if self.frozen_stages > 0:
+            last = {id(p) for p in self._resolve(self._stage_modules[self.frozen_stages - 1]).parameters()}
+            cut = max(i for i, p in enumerate(params) if id(p) in last) + 1
+        frozen = {id(p) for p in params[:cut]}
+        return [m for m in self.body.modules()
+                if any(True for _ in m.parameters(recurse=False))
+                and all(id(p) in frozen for p in m.parameters(recurse=False))]
+
+    def _freeze_stages(self) -> None:
+        for m in self._frozen_modules():
+            m.eval()
+            for p in m.parameters(recurse=False):
+                p.requires_grad = False
+
+    def train(self, mode: bool = True) -> 'ACmixBackbone':
+        super().train(mode)
+        self._freeze_stages()
+        if mode and self.norm_eval:
+            for m in self.modules():
+                if isinstance(m, _BatchNorm):
+                    m.eval()
+        return self
+
+    # ----------------------------------------------------------------------------------------- weights
+    def init_weights(self) -> None:
+        """Load ``init_cfg['checkpoint']`` (if any); the timm model keeps its own initialisation otherwise.
+
+        Deliberately does not recurse into the timm modules: some have an ``init_weights`` of their own that
+        would re-randomise them.
+        """
+        if self.pretrained_cfg is not None:
+            path = str(self.pretrained_cfg['checkpoint'])
+            state_dict = read_state_dict(path)
+            filter_fn = _checkpoint_filter(self.model_name)
+            if filter_fn is not None:
+                state_dict = filter_fn(state_dict, self._full_model(meta=True))
+            state_dict = {k: v for k, v in state_dict.items()
+                          if not any(k.startswith(c + '.') for c in self._classifier)}
+            load_backbone_state_dict(self.body, self._full_shapes, state_dict, path)
+        self._is_init = True
+        self._freeze_stages()
+
+    # ----------------------------------------------------------------------------------------- forward
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``(B, 3, H, W)`` -> tuple of NCHW feature maps, strides ``self.strides``."""
+        feats = self.body(x)
+        if self._nhwc:
+            feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]
+        return tuple(feats)
+
+
+def _register() -> None:
+    """Register the adapter in every OpenMMLab MODELS registry that is installed (mmdet, mmseg)."""
+    for pkg in ('mmdet', 'mmseg'):
+        try:
+            registry = __import__(f'{pkg}.registry', fromlist=['MODELS']).MODELS
+        except ImportError:
+            continue
+        if 'ACmixBackbone' not in registry.module_dict:
+            registry.register_module(name='ACmixBackbone', module=ACmixBackbone)
+
+
+_register()
