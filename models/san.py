@@ -196,7 +196,7 @@ class SAN(nn.Module):
         self.stem.add_module('conv', nn.Conv2d(in_chans, stem_width, kernel_size=1, bias=False))
         self.stem.add_module('bn', nn.BatchNorm2d(stem_width))
         self.stem.add_module('act', nn.ReLU(inplace=True))
-        dpr = calculate_drop_path_rates(drop_path_rate, list(layers), stagewise=False)
+        dpr = calculate_drop_path_rates(drop_path_rate, list(layers), stagewise=True)  # per stage
         stages, self.feature_info, prev = [], [], stem_width
         for i, (depth, k, w) in enumerate(zip(layers, kernels, widths)):
             stages.append(SANStage(prev, w, depth, k, mixer, mixer_args, drop_path=dpr[i]))
