@@ -27,7 +27,6 @@ PAPER: Dict[str, Tuple[float, float]] = {
     'acmix_resnet26': (10.6, 2.3), 'acmix_resnet38': (14.6, 2.9), 'acmix_resnet50': (18.6, 3.6),
     'acmix_san10': (12.1, 1.9), 'acmix_san15': (16.6, 2.7), 'acmix_san19': (21.2, 3.4),
     'acmix_pvt_tiny': (13.0, 2.0), 'acmix_pvt_small': (25.0, 3.9),
-    'acmix_pvt_v1_tiny': (13.0, 2.0), 'acmix_pvt_v1_small': (25.0, 3.9),
     'acmix_swin_tiny_patch4_window7_224': (30.0, 4.6), 'acmix_swin_small_patch4_window7_224': (51.0, 9.0),
 }
 # Measured on the authors' code (params, GMACs), see ../shared/paper-facts.md.
@@ -39,12 +38,21 @@ AUTHORS_CODE: Dict[str, Tuple[int, float]] = {
 }
 
 
+# The baseline each ACmix model is compared with (a conv / attention twin of the same depth and width).
+BASELINES: Dict[str, str] = {
+    'acmix_resnet26': 'conv_resnet26', 'acmix_resnet38': 'conv_resnet38', 'acmix_resnet50': 'resnet50',
+    'acmix_san10': 'san10', 'acmix_san15': 'san15', 'acmix_san19': 'san19',
+    'acmix_pvt_tiny': 'pvt_v1_tiny', 'acmix_pvt_small': 'pvt_v1_small',
+    'acmix_swin_tiny_patch4_window7_224': 'swin_tiny_patch4_window7_224',
+    'acmix_swin_small_patch4_window7_224': 'swin_small_patch4_window7_224',
+}
+
+
 def baseline_of(name: str) -> Optional[str]:
-    """The registered baseline of an ``acmix_*`` model: ``conv_<rest>`` if registered (ResNet-26/38, whose timm
-    namesakes have other depths), else ``<rest>`` (timm's ``resnet50`` / ``swin_*``, our ``san*`` / ``pvt*``)."""
-    rest = name[len('acmix_'):]
+    """The registered baseline of an ``acmix_*`` model (``BASELINES``, else ``conv_<rest>`` / ``<rest>``)."""
     registered = set(timm.list_models())
-    return next((c for c in (f'conv_{rest}', rest) if c in registered), None)
+    rest = name[len('acmix_'):]
+    return next((c for c in (BASELINES.get(name), f'conv_{rest}', rest) if c in registered), None)
 
 
 def measure(name: str, img: int) -> Dict[str, object]:
