@@ -1,0 +1,5 @@
+# Baseline of mask-rcnn_acmix-pvt-s_fpn_8xb2-1x_coco.py: the same detector and recipe with PVT-Small (v1).
+_base_ = './mask-rcnn_acmix-pvt-s_fpn_8xb2-1x_coco.py'
+model = dict(backbone=dict(
+    model_name='pvt_v1_small',
+    init_cfg=dict(type='Pretrained', checkpoint='checkpoints/imagenet/pvt_v1_small.pth')))
