@@ -6,7 +6,8 @@
 """
 from .acmix import ACmix, ATTN_MODES, position_grid
 from .conv_path import MIX_MODES, SHIFT_MODES
+from .sr import ACmixSRAttention
 from .window import ACmixWindowAttention, shifted_window_mask
 
-__all__ = ['ACmix', 'ACmixWindowAttention', 'ATTN_MODES', 'MIX_MODES', 'SHIFT_MODES', 'position_grid',
-           'shifted_window_mask']
+__all__ = ['ACmix', 'ACmixSRAttention', 'ACmixWindowAttention', 'ATTN_MODES', 'MIX_MODES', 'SHIFT_MODES',
+           'position_grid', 'shifted_window_mask']

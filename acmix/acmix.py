@@ -19,11 +19,11 @@ import torch.nn.functional as F
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_dep_conv, check_choice, check_odd_kernel,
                         check_positive, conv_path_features, reset_dep_conv, split_heads)
+from .kernels import IMPLS, local_attention
 
 __all__ = ['ACmix', 'ATTN_MODES', 'position_grid']
 
 ATTN_MODES = ('local', 'patchwise', 'global')
-IMPL_MODES = ('auto', 'fast', 'reference')
 
 
 def position_grid(height: int, width: int, device: torch.device | None = None,
@@ -51,7 +51,8 @@ class ACmix(RateMixer, nn.Module):
             (multi-head attention over all pixels, no position term: locality comes from the conv path).
         mix: one of ``MIX_MODES`` (see ``acmix.conv_path.RateMixer``).
         shift: one of ``SHIFT_MODES`` (see ``acmix.conv_path``).
-        impl: local-attention implementation passed to ``acmix.kernels.local_attention``.
+        impl: local-attention implementation, one of ``acmix.kernels.IMPLS`` (``'auto'``: the fast custom op,
+            windows never materialised; ``'reference'``: explicit windows, like the authors' ``unfold``).
 
     Parameters (authors' names): ``conv1``, ``conv2``, ``conv3`` (q, k, v: 1x1 conv with bias), ``conv_p`` (1x1
     conv 2 -> head_dim, local mode only), ``fc`` (1x1 conv 3*head -> k_c^2, no bias), ``dep_conv`` (shift module,
@@ -73,7 +74,7 @@ class ACmix(RateMixer, nn.Module):
         check_choice('attn_mode', attn_mode, ATTN_MODES)
         check_choice('mix', mix, MIX_MODES)
         check_choice('shift', shift, SHIFT_MODES)
-        check_choice('impl', impl, IMPL_MODES)
+        check_choice('impl', impl, IMPLS)
         check_positive('in_planes', in_planes)
         check_odd_kernel('kernel_att', kernel_att)
         check_odd_kernel('kernel_conv', kernel_conv)
@@ -110,7 +111,6 @@ class ACmix(RateMixer, nn.Module):
             reset_dep_conv(self.dep_conv)
 
     def _local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        from .kernels import local_attention
         b, _, h, w = q.shape
         n = b * self.head
         pe = self.conv_p(position_grid(h, w, q.device, q.dtype))              # (1, head_dim, H, W)

@@ -1,0 +1,298 @@
+"""Tests of the ACmix operator (``acmix.ACmix``, ``ACmixWindowAttention``, ``ACmixSRAttention``).
+
+The authors' fixtures (``tests/fixtures/authors/*.pt``) are written by ``tools/make_authors_fixtures.py`` from
+the authors' own modules with randomised weights.
+"""
+from __future__ import annotations
+
+import importlib.util
+import math
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from timm.models.pvt_v2 import Attention as PvtAttention
+from timm.models.swin_transformer import SwinTransformerBlock
+
+from acmix import ACmix, ACmixSRAttention, ACmixWindowAttention, ATTN_MODES, MIX_MODES, SHIFT_MODES, position_grid
+
+FIXTURES = Path(__file__).parent / 'fixtures' / 'authors'
+HAS_PATCHWISE = importlib.util.find_spec('acmix.patchwise') is not None
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _one_thread():
+    """The tensors here are tiny: intra-op threads only add synchronisation (seconds per test on a busy box)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def _fixtures(kind: str) -> list[Path]:
+    paths = sorted(FIXTURES.glob(f'{kind}*.pt'))
+    assert paths, f'no {kind} fixtures in {FIXTURES}: run tools/make_authors_fixtures.py'
+    return paths
+
+
+def _attn_modes() -> list:
+    skip = pytest.mark.skipif(not HAS_PATCHWISE, reason='acmix/patchwise.py (SAN core) not present')
+    return [pytest.param(m, marks=skip) if m == 'patchwise' else m for m in ATTN_MODES]
+
+
+def _build(kind: str, mix: str = 'learnable', shift: str = 'group_conv', **kw) -> torch.nn.Module:
+    """Small instance of each operator flavour ('local' / 'patchwise' / 'global' image modes, 'window', 'sr')."""
+    if kind == 'window':
+        return ACmixWindowAttention(16, 2, window_size=4, mix=mix, shift=shift, **kw)
+    if kind == 'sr':
+        return ACmixSRAttention(16, 2, sr_ratio=2, mix=mix, shift=shift, **kw)
+    return ACmix(8, 16, kernel_att=5, head=2, attn_mode=kind, mix=mix, shift=shift, **kw)
+
+
+def _run(kind: str, m: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    if kind == 'window':
+        return m(x, (2, 2))
+    if kind == 'sr':
+        return m(x, 6, 7)
+    return m(x)
+
+
+def _input(kind: str, batch: int = 2) -> torch.Tensor:
+    shape = {'window': (batch, 6, 7, 16), 'sr': (batch, 42, 16)}.get(kind, (batch, 8, 6, 7))
+    return torch.randn(shape)
+
+
+# ---------------------------------------------------------------- equivalence with the authors' code
+@pytest.mark.parametrize('impl', ['auto', 'reference'])
+@pytest.mark.parametrize('path', _fixtures('resnet_acmix'), ids=lambda p: p.stem)
+def test_authors_resnet_acmix(path: Path, impl: str) -> None:
+    data = torch.load(path, weights_only=True)
+    m = ACmix(**data['config'], impl=impl).eval()
+    m.load_state_dict(data['state_dict'], strict=True)  # no dep_conv.bias: the authors' init set it to None
+    with torch.no_grad():
+        out = m(data['input'])
+    assert out.shape == data['output'].shape
+    assert (out - data['output']).abs().max().item() < 1e-5
+
+
+@pytest.mark.parametrize('path', _fixtures('swin_window_acmix'), ids=lambda p: p.stem)
+def test_authors_swin_window_acmix(path: Path) -> None:
+    data = torch.load(path, weights_only=True)
+    state = dict(data['state_dict'])
+    state.pop('relative_position_index')  # a persistent buffer in their module, recomputed (non-persistent) here
+    m = ACmixWindowAttention(**data['config']).eval()
+    m.load_state_dict(state, strict=True)
+    shift = (data['shift_size'],) * 2
+    with torch.no_grad():
+        given = m(data['input'], shift, data['attn_mask'])   # their block's mask
+        built = m(data['input'], shift)                      # our mask
+    assert (given - data['output']).abs().max().item() < 1e-5
+    assert (built - data['output']).abs().max().item() < 1e-5
+
+
+# ---------------------------------------------------------------- baselines: mix='attn_only'
+@pytest.mark.parametrize('res, window, shift', [((7, 10), 4, 2), ((8, 8), 4, 0), ((9, 9), 3, 1)])
+def test_window_attn_only_is_timm_swin(res: tuple[int, int], window: int, shift: int) -> None:
+    block = SwinTransformerBlock(16, res, num_heads=2, window_size=window, shift_size=shift).double().eval()
+    m = ACmixWindowAttention(16, 2, window, mix='attn_only').double().eval()
+    with torch.no_grad():
+        for p in block.attn.parameters():
+            p.normal_(std=0.5)
+    m.load_state_dict(block.attn.state_dict(), strict=True)
+    x = torch.randn(2, *res, 16, dtype=torch.float64)
+    with torch.no_grad():  # timm's roll + pad + partition + WindowAttention + reverse + crop + roll back
+        ref = block._attn(x)
+        assert torch.allclose(m(x, block.shift_size), ref, atol=1e-10)
+        assert torch.allclose(m(x, block.shift_size, block.attn_mask), ref, atol=1e-10)
+
+
+@pytest.mark.parametrize('sr_ratio', [1, 2])
+def test_sr_attn_only_is_pvt_attention(sr_ratio: int) -> None:
+    ref = PvtAttention(16, 2, sr_ratio=sr_ratio, qkv_bias=False).eval()  # timm's PVT v2 Attention = v1 when not linear
+    m = ACmixSRAttention(16, 2, sr_ratio, mix='attn_only').eval()
+    m.load_state_dict(ref.state_dict(), strict=True)
+    x = torch.randn(2, 7 * 5, 16)
+    with torch.no_grad():
+        assert torch.allclose(m(x, 7, 5), ref(x, (7, 5)), atol=1e-6)
+
+
+def test_global_attention_matches_explicit_softmax() -> None:
+    torch.manual_seed(0)
+    m = ACmix(8, 8, head=2, stride=2, attn_mode='global', mix='attn_only').eval()
+    x = torch.randn(1, 8, 5, 6)
+    q, k, v = m.conv1(x), m.conv2(x), m.conv3(x)
+    q = q[:, :, ::2, ::2].reshape(2, 4, -1)                               # (head, head_dim, Ho*Wo)
+    k, v = k.reshape(2, 4, -1), v.reshape(2, 4, -1)                       # (head, head_dim, H*W)
+    probs = torch.einsum('hdq,hdk->hqk', q / 2.0, k).softmax(-1)          # head_dim 4 -> scale 1/2
+    ref = torch.einsum('hqk,hdk->hdq', probs, v).reshape(1, 8, 3, 3)
+    with torch.no_grad():
+        assert torch.allclose(m(x), ref, atol=1e-5)
+
+
+# ---------------------------------------------------------------- every mode x mix x shift trains
+@pytest.mark.parametrize('shift', SHIFT_MODES)
+@pytest.mark.parametrize('mix', MIX_MODES)
+@pytest.mark.parametrize('kind', _attn_modes() + ['window', 'sr'])
+def test_train_step(kind: str, mix: str, shift: str) -> None:
+    torch.manual_seed(0)
+    m = _build(kind, mix, shift, **({'stride': 2} if kind in ATTN_MODES else {}))
+    names = {n for n, _ in m.named_parameters()}
+    assert ('fc.weight' in names) == (mix != 'attn_only')
+    assert ('rate1' in names) == (mix == 'learnable')
+    attn_only_names = {'local': 'conv_p.weight', 'window': 'relative_position_bias_table', 'sr': 'sr.weight'}
+    if kind in attn_only_names:
+        assert (attn_only_names[kind] in names) == (mix != 'conv_only')
+    x = _input(kind)
+    before = {n: p.detach().clone() for n, p in m.named_parameters()}
+    out = _run(kind, m, x)
+    expected = {'window': x.shape, 'sr': x.shape}.get(kind, (2, 16, 3, 4))
+    assert out.shape == expected
+    out.square().mean().backward()
+    for n, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), n
+    torch.optim.SGD(m.parameters(), lr=0.1).step()
+    unchanged = {n for n, p in m.named_parameters() if torch.equal(p, before[n])}
+    # a bias that adds the same amount to every logit of a query (the key bias, conv_p's bias) cancels in the
+    # softmax: its gradient is zero up to rounding, so an SGD step may leave it unchanged
+    assert unchanged <= {'conv_p.bias', 'conv1.bias', 'conv2.bias'}, f'not updated: {sorted(unchanged)}'
+
+
+# ---------------------------------------------------------------- shift variants and mixing
+@pytest.mark.parametrize('shift', SHIFT_MODES[1:])
+@pytest.mark.parametrize('kind, kw', [('local', dict(stride=2, dilation=2, kernel_conv=5)), ('local', {}),
+                                      ('window', {}), ('sr', dict(kernel_conv=5))])
+def test_shift_variants_equal_group_conv_at_init(kind: str, kw: dict, shift: str) -> None:
+    ref = _build(kind, **kw).eval()
+    m = _build(kind, shift=shift, **kw).eval()
+    shared = {k: v for k, v in ref.state_dict().items() if not k.startswith('dep_conv.')}
+    missing, unexpected = m.load_state_dict(shared, strict=False)
+    assert not unexpected and all(k.startswith('dep_conv.') for k in missing)
+    x = _input(kind, batch=1)
+    with torch.no_grad():
+        assert torch.allclose(_run(kind, m, x), _run(kind, ref, x), atol=1e-5)
+
+
+def test_fixed_mix_is_unit_rates() -> None:
+    torch.manual_seed(0)
+    learn = ACmix(8, 8, head=2).eval()
+    fixed = ACmix(8, 8, head=2, mix='fixed').eval()
+    fixed.load_state_dict({k: v for k, v in learn.state_dict().items() if not k.startswith('rate')}, strict=True)
+    with torch.no_grad():
+        learn.rate1.fill_(1.0)
+        learn.rate2.fill_(1.0)
+        x = torch.randn(1, 8, 6, 6)
+        assert torch.allclose(fixed(x), learn(x), atol=1e-6)
+    assert 'rate1' not in dict(fixed.named_parameters()) and fixed.rate1.item() == 1.0
+
+
+def test_reset_parameters_restores_shift_init() -> None:
+    m = ACmix(8, 8, head=2, kernel_conv=5)
+    with torch.no_grad():
+        torch.nn.init.kaiming_normal_(m.dep_conv.weight)
+        m.rate1.zero_()
+    m.reset_parameters()
+    w = m.dep_conv.weight                                                   # (out, 25, 5, 5)
+    assert w.sum().item() == 8 * 25 and all(w[:, j, j // 5, j % 5].eq(1).all() for j in range(25))
+    assert m.rate1.item() == 0.5
+
+
+# ---------------------------------------------------------------- robustness
+@pytest.mark.parametrize('size, stride, dilation', [((1, 1), 1, 1), ((2, 3), 1, 1), ((1, 1), 2, 1), ((5, 7), 2, 1),
+                                                    ((13, 9), 2, 2), ((3, 3), 1, 3)])
+@pytest.mark.parametrize('mode', _attn_modes())
+def test_acmix_any_size(mode: str, size: tuple[int, int], stride: int, dilation: int) -> None:
+    m = ACmix(8, 8, kernel_att=7, head=2, stride=stride, dilation=dilation, attn_mode=mode)
+    out = m(torch.randn(2, 8, *size))  # batch 2: the patchwise core has BatchNorm
+    assert out.shape == (2, 8, math.ceil(size[0] / stride), math.ceil(size[1] / stride))
+    assert torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('size', [(1, 1), (2, 3), (7, 10)])
+def test_window_and_sr_any_size(size: tuple[int, int]) -> None:
+    x = torch.randn(1, *size, 16)
+    assert ACmixWindowAttention(16, 2, window_size=4)(x, (2, 2)).shape == x.shape
+    tokens = x.flatten(1, 2)
+    assert ACmixSRAttention(16, 2, sr_ratio=1)(tokens, *size).shape == tokens.shape
+    if min(size) >= 2:
+        assert ACmixSRAttention(16, 2, sr_ratio=2)(tokens, *size).shape == tokens.shape
+
+
+def test_dilation_changes_both_paths() -> None:
+    torch.manual_seed(0)
+    base = ACmix(8, 8, kernel_att=3, head=2).eval()
+    dil = ACmix(8, 8, kernel_att=3, head=2, dilation=2).eval()
+    dil.load_state_dict(base.state_dict())
+    x = torch.randn(1, 8, 9, 9)
+    with torch.no_grad():
+        # centre pixel (4, 4): its dilated 3x3 window / conv taps read rows and columns 2, 4, 6 only, so changing
+        # an odd row must leave it unchanged with dilation 2 and change it with dilation 1
+        y = x.clone()
+        y[:, :, 3] += 1.0
+        assert torch.allclose(dil(x)[..., 4, 4], dil(y)[..., 4, 4], atol=1e-6)
+        assert not torch.allclose(base(x)[..., 4, 4], base(y)[..., 4, 4], atol=1e-3)
+
+
+def test_position_grid() -> None:
+    g = position_grid(3, 2, dtype=torch.float64)
+    assert g.shape == (1, 2, 3, 2) and g.dtype == torch.float64
+    assert g[0, 0].tolist() == [[-1.0, 1.0]] * 3                           # x along the columns
+    assert g[0, 1, :, 0].tolist() == [-1.0, 0.0, 1.0]                      # y along the rows
+
+
+@pytest.mark.parametrize('kind', ['local', 'window', 'sr'])
+def test_bf16_autocast_and_channels_last(kind: str) -> None:
+    torch.manual_seed(0)
+    m = _build(kind).eval()
+    x = _input(kind, batch=1)
+    with torch.no_grad():
+        ref = _run(kind, m, x)
+        with torch.autocast('cpu', dtype=torch.bfloat16):
+            low = _run(kind, m, x)
+        assert low.dtype == torch.bfloat16
+        assert (low.float() - ref).abs().max().item() < 0.05 * ref.abs().max().item()
+        if kind == 'local':
+            assert torch.allclose(m(x.to(memory_format=torch.channels_last)), ref, atol=1e-6)
+
+
+def test_compile_and_export() -> None:
+    torch.manual_seed(0)
+    m = ACmix(8, 8, kernel_att=3, head=2, stride=2).eval()
+    x = torch.randn(1, 8, 7, 6)
+    with torch.no_grad():
+        ref = m(x)
+        assert torch.allclose(torch.compile(m, backend='aot_eager', fullgraph=True)(x), ref, atol=1e-5)
+        assert torch.allclose(torch.export.export(m, (x,)).module()(x), ref, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
+def test_half_on_cuda() -> None:
+    for kind in ['local', 'window', 'sr']:
+        m = _build(kind).cuda().half()
+        out = _run(kind, m, _input(kind).cuda().half())
+        assert out.dtype == torch.float16 and torch.isfinite(out).all()
+
+
+# ---------------------------------------------------------------- loud errors
+@pytest.mark.parametrize('build, match', [
+    (lambda: ACmix(8, 10, head=4), 'out_planes 10 must be divisible by head 4'),
+    (lambda: ACmix(8, 8, kernel_att=4), 'kernel_att must be an odd positive int, got 4'),
+    (lambda: ACmix(8, 8, kernel_conv=0), 'kernel_conv must be an odd positive int, got 0'),
+    (lambda: ACmix(8, 8, attn_mode='sliding'), r"attn_mode must be one of \('local', 'patchwise', 'global'\)"),
+    (lambda: ACmix(8, 8, mix='both'), r"mix must be one of \('learnable', 'fixed', 'attn_only', 'conv_only'\)"),
+    (lambda: ACmix(8, 8, shift='roll'), r"shift must be one of \('group_conv', 'shift_init'"),
+    (lambda: ACmix(8, 8, impl='cuda'), 'impl must be one of'),
+    (lambda: ACmix(8, 8, stride=0), 'stride must be an int >= 1, got 0'),
+    (lambda: ACmixWindowAttention(30, 4), 'dim 30 must be divisible by num_heads 4'),
+    (lambda: ACmixWindowAttention(32, 4, kernel_conv=2), 'kernel_conv must be an odd positive int, got 2'),
+    (lambda: ACmixSRAttention(30, 4), 'dim 30 must be divisible by num_heads 4'),
+    (lambda: ACmixSRAttention(32, 4, sr_ratio=0), 'sr_ratio must be an int >= 1, got 0'),
+])
+def test_errors(build, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        build()
+
+
+def test_sr_token_count_error() -> None:
+    with pytest.raises(ValueError, match=r'token count 10 does not match H\*W = 3\*4 = 12'):
+        ACmixSRAttention(16, 2)(torch.randn(1, 10, 16), 3, 4)
