@@ -14,7 +14,7 @@ import functools
 
 import torch
 
-__all__ = ['check_window_args', 'out_size', 'reflect_index', 'window_index']
+__all__ = ['check_window_args', 'out_size', 'padded_index', 'reflect_index', 'window_index']
 
 
 def check_window_args(kernel_size: int, dilation: int, stride: int) -> None:
@@ -69,3 +69,21 @@ def window_index(n: int, kernel_size: int, dilation: int, stride: int,
         tap ``a`` of output position ``i``.  Treat it as read-only: it is shared between calls.
     """
     return _window_index_on(n, kernel_size, dilation, stride, torch.device(device))
+
+
+@functools.lru_cache(maxsize=256)
+def _padded_index_on(n: int, kernel_size: int, dilation: int, device: torch.device) -> torch.Tensor:
+    pad = dilation * ((kernel_size - 1) // 2)
+    return torch.tensor([reflect_index(p - pad, n) for p in range(n + 2 * pad)], dtype=torch.int64, device=device)
+
+
+def padded_index(n: int, kernel_size: int, dilation: int, device: torch.device | str = 'cpu') -> torch.Tensor:
+    """Source index of every position of the reflection-padded axis, cached per (size, window, device).
+
+    Padding an axis with ``x.index_select(axis, padded_index(...))`` gives a map in which tap ``a`` of output
+    position ``i`` sits at ``i*stride + a*dilation``, so every tap is a strided slice (a view, no gather).
+
+    Returns:
+        ``(n + 2*dilation*((kernel_size-1)//2),)`` int64 tensor; read-only, shared between calls.
+    """
+    return _padded_index_on(n, kernel_size, dilation, torch.device(device))

@@ -1,14 +1,15 @@
 """Fast local attention as PyTorch custom ops, so autograd, ``torch.compile`` and ``torch.export`` treat it
 as one opaque node with a known output shape.
 
-Two ops, both computing in float32/float64 (float16/bfloat16 inputs are upcast inside the op and the results
-cast back, because a half-precision softmax over 49 taps loses too much):
+Two ops, both computing in float32/float64: float16/bfloat16 inputs are upcast inside the op (the Triton
+kernels upcast in registers) and the results cast back, because a half-precision softmax over 49 taps loses
+too much:
 
 - ``acmix::local_attention_fwd(q, k, v, K, dilation, stride, backend) -> (out, probs)``
 - ``acmix::local_attention_bwd(grad_out, q, k, v, probs, K, dilation, stride, backend) -> (dq, dk, dv)``
 
-``probs`` (N, K*K, Ho, Wo) are the softmax weights saved for backward: D times smaller than one window
-tensor of the reference.  ``backend`` picks the implementation inside the op (so graphs stay device
+``probs`` (N, K*K, Ho, Wo), float64 for float64 inputs and float32 otherwise, are the softmax weights saved
+for backward: D times smaller than one window tensor of the reference.  ``backend`` picks the implementation inside the op (so graphs stay device
 agnostic): ``'auto'`` = C++ on CPU (pure PyTorch if the build failed), Triton on CUDA when importable,
 pure PyTorch otherwise; ``'cpp'``, ``'triton'``, ``'torch'`` force one (for tests and benchmarks).
 """
@@ -63,30 +64,34 @@ def _upcast(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t if t.dtype in _COMPUTE_DTYPES else t.float() for t in tensors]
 
 
+def _probs_dtype(dtype: torch.dtype) -> torch.dtype:
+    return dtype if dtype in _COMPUTE_DTYPES else torch.float32
+
+
 @torch.library.custom_op('acmix::local_attention_fwd', mutates_args=())
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, dilation: int, stride: int,
             backend: str) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = q.shape[-2:]
     rows = window_index(h, kernel_size, dilation, stride, q.device)  # (Ho, K)
     cols = window_index(w, kernel_size, dilation, stride, q.device)  # (Wo, K)
-    qc, kc, vc = _upcast(q, k, v)
     chosen = resolve_backend(backend, q.device)
+    if chosen == 'triton':
+        return _triton_module().forward(q, k, v, rows, cols, stride)
+    qc, kc, vc = _upcast(q, k, v)
     if chosen == 'cpp':
         out, probs = cpu_ext.load().forward(_channels_last(qc), _channels_last(kc), _channels_last(vc),
                                             rows, cols, stride)
         out = out.permute(0, 3, 1, 2).contiguous()                   # (N, Ho, Wo, D) -> (N, D, Ho, Wo)
-    elif chosen == 'triton':
-        out, probs = _triton_module().forward(q, k, v, rows, cols, stride)
     else:
-        out, probs = torch_loop.forward(qc, kc, vc, rows, cols, stride)
-    return out.to(q.dtype), probs.to(q.dtype)
+        out, probs = torch_loop.forward(qc, kc, vc, kernel_size, dilation, stride)
+    return out.to(q.dtype), probs
 
 
 @_fwd_op.register_fake
 def _fwd_fake(q, k, v, kernel_size, dilation, stride, backend):
     n, d, h, w = q.shape
     ho, wo = out_size(h, stride), out_size(w, stride)
-    return q.new_empty(n, d, ho, wo), q.new_empty(n, kernel_size * kernel_size, ho, wo)
+    return q.new_empty(n, d, ho, wo), q.new_empty(n, kernel_size * kernel_size, ho, wo, dtype=_probs_dtype(q.dtype))
 
 
 @torch.library.custom_op('acmix::local_attention_bwd', mutates_args=())
@@ -106,7 +111,7 @@ def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.T
                                             _channels_last(vc), pc.contiguous(), rows, cols, stride)
             grads = [g.permute(0, 3, 1, 2).contiguous() for g in grads]  # (N, H, W, D) -> (N, D, H, W)
         else:
-            grads = torch_loop.backward(gc, qc, kc, vc, pc, rows, cols, stride)
+            grads = torch_loop.backward(gc, qc, kc, vc, pc, kernel_size, dilation, stride)
     return tuple(g.to(q.dtype) for g in grads)
 
 

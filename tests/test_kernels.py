@@ -1,0 +1,175 @@
+"""acmix.kernels: the fast local-attention paths agree with the readable reference, and the op works under
+autograd, gradcheck, torch.compile and torch.export.  The first run builds the C++ extension (~1 min, then
+cached in TORCH_EXTENSIONS_DIR)."""
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from acmix.kernels import cpu_ext, local_attention, ops, window_index
+from acmix.kernels.indexing import padded_index, reflect_index
+from acmix.kernels.reference import _gather_windows
+
+FAST_CPU = ['cpp', 'torch']
+
+# (N, D, H, W, K, dilation, stride): strides 1/2, dilation 1/2, odd sizes, maps smaller than the window
+CASES = [
+    (2, 4, 9, 11, 7, 1, 1),
+    (2, 4, 9, 11, 7, 1, 2),
+    (2, 3, 10, 7, 3, 2, 1),
+    (1, 5, 11, 9, 5, 2, 2),
+    (3, 2, 1, 1, 7, 1, 1),
+    (2, 4, 2, 3, 7, 1, 1),
+    (2, 4, 3, 3, 7, 1, 2),
+    (1, 3, 6, 5, 1, 1, 3),
+]
+
+
+def _qkv(n, d, h, w, dtype=torch.float64, seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(n, d, h, w, dtype=dtype, generator=gen).requires_grad_() for _ in range(3)]
+
+
+@pytest.mark.parametrize('impl', FAST_CPU)
+@pytest.mark.parametrize('case', CASES, ids=str)
+def test_fast_matches_reference(impl, case):
+    n, d, h, w, kernel, dilation, stride = case
+    qkv = _qkv(n, d, h, w)
+    ref = local_attention(*qkv, kernel, dilation, stride, impl='reference')
+    out = local_attention(*qkv, kernel, dilation, stride, impl=impl)
+    assert out.shape == (n, d, -(-h // stride), -(-w // stride))
+    torch.testing.assert_close(out, ref)
+    grad_out = torch.randn_like(ref)
+    for g, g_ref in zip(torch.autograd.grad(out, qkv, grad_out), torch.autograd.grad(ref, qkv, grad_out)):
+        torch.testing.assert_close(g, g_ref)
+
+
+@pytest.mark.parametrize('impl', FAST_CPU)
+@pytest.mark.parametrize('case', [(1, 2, 3, 4, 3, 1, 1), (1, 1, 5, 4, 3, 2, 2), (1, 1, 2, 3, 5, 1, 1)], ids=str)
+def test_gradcheck(impl, case):
+    n, d, h, w, kernel, dilation, stride = case
+    qkv = _qkv(n, d, h, w, seed=1)
+    assert torch.autograd.gradcheck(lambda q, k, v: local_attention(q, k, v, kernel, dilation, stride, impl=impl),
+                                    qkv)
+
+
+@pytest.mark.parametrize('h,w,kernel,dilation,stride', [(9, 11, 7, 1, 1), (9, 11, 7, 1, 2), (8, 9, 3, 2, 2),
+                                                        (4, 4, 7, 1, 1)])
+def test_windows_equal_reflection_pad_unfold(h, w, kernel, dilation, stride):
+    # where ReflectionPad2d is defined (pad < size) the generalised reflection must agree with it
+    x = torch.randn(2, 3, h, w)
+    pad = dilation * (kernel - 1) // 2
+    unfolded = F.unfold(torch.nn.ReflectionPad2d(pad)(x), kernel, dilation=dilation, stride=stride)
+    windows = _gather_windows(x, window_index(h, kernel, dilation, stride), window_index(w, kernel, dilation, stride))
+    torch.testing.assert_close(windows.flatten(3), unfolded.view(2, 3, kernel * kernel, -1), rtol=0, atol=0)
+    torch.testing.assert_close(padded_index(h, kernel, dilation),
+                               torch.nn.ReflectionPad1d(pad)(torch.arange(h, dtype=torch.float)[None]).long()[0])
+
+
+def test_reflection_small_maps():
+    # period 2(n-1): ... 1 0 [0 1 2] 1 0 1 2 1 ...; n=1 always reads 0
+    assert [reflect_index(p, 3) for p in range(-4, 7)] == [0, 1, 2, 1, 0, 1, 2, 1, 0, 1, 2]
+    assert [reflect_index(p, 1) for p in (-3, 0, 5)] == [0, 0, 0]
+    assert window_index(2, 7, 1, 1).tolist() == [[1, 0, 1, 0, 1, 0, 1], [0, 1, 0, 1, 0, 1, 0]]
+
+
+@pytest.mark.parametrize('impl', FAST_CPU)
+def test_low_precision(impl):
+    qkv = _qkv(2, 8, 7, 6, dtype=torch.bfloat16)
+    out = local_attention(*qkv, 7, impl=impl)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    assert all(t.grad.dtype == torch.bfloat16 for t in qkv)
+    ref = local_attention(*[t.detach().float() for t in qkv], 7, impl='reference')
+    torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize('kwargs,match', [
+    (dict(kernel_size=4), 'kernel_size'), (dict(kernel_size=0), 'kernel_size'), (dict(kernel_size=-3), 'kernel_size'),
+    (dict(kernel_size=7, dilation=0), 'dilation'), (dict(kernel_size=7, stride=0), 'stride'),
+    (dict(kernel_size=7, impl='unfold'), 'impl'),
+])
+def test_bad_arguments(kwargs, match):
+    q = torch.randn(2, 4, 5, 5)
+    with pytest.raises(ValueError, match=match):
+        local_attention(q, q, q, **kwargs)
+
+
+def test_bad_shapes():
+    q = torch.randn(2, 4, 5, 5)
+    with pytest.raises(ValueError, match=r'\(2, 4, 5, 6\)'):
+        local_attention(q, torch.randn(2, 4, 5, 6), q, 7)
+    with pytest.raises(ValueError, match=r'\(8, 5, 5\)'):
+        local_attention(q.flatten(0, 1), q.flatten(0, 1), q.flatten(0, 1), 7)
+
+
+class _TinyAttention(torch.nn.Module):
+    """A 1x1 qkv projection followed by the fast op, as the ACmix module uses it."""
+
+    def __init__(self, dim=4, heads=2):
+        super().__init__()
+        self.heads = heads
+        self.qkv = torch.nn.Conv2d(dim, 3 * dim, 1)
+
+    def forward(self, x):
+        b, c, h, w = x.shape
+        q, k, v = self.qkv(x).reshape(3, b * self.heads, c // self.heads, h, w).unbind(0)
+        return local_attention(q, k, v, 3, stride=2, impl='fast').reshape(b, c, -(-h // 2), -(-w // 2))
+
+
+def test_torch_compile():
+    torch.manual_seed(0)
+    model = _TinyAttention()
+    x = torch.randn(2, 4, 7, 6)
+    compiled = torch.compile(model, backend='aot_eager', fullgraph=True)
+    out, out_eager = compiled(x), model(x)
+    torch.testing.assert_close(out, out_eager)
+    grad = torch.autograd.grad(out.sum(), model.qkv.weight)[0]
+    torch.testing.assert_close(grad, torch.autograd.grad(out_eager.sum(), model.qkv.weight)[0])
+
+
+def test_torch_export():
+    torch.manual_seed(0)
+    model = _TinyAttention()
+    x = torch.randn(2, 4, 7, 6)
+    exported = torch.export.export(model, (x,))
+    assert 'acmix.local_attention_fwd' in str(exported.graph)
+    torch.testing.assert_close(exported.module()(x), model(x))
+
+
+def test_build_failure_falls_back_with_one_warning(monkeypatch):
+    import torch.utils.cpp_extension as cpp_extension
+
+    def broken(*args, **kwargs):
+        raise RuntimeError('no compiler')
+
+    monkeypatch.setattr(cpp_extension, 'load_inline', broken)
+    monkeypatch.setattr(cpu_ext, '_state', {})
+    with pytest.warns(RuntimeWarning, match='pure-PyTorch') as record:
+        assert ops.resolve_backend('auto', torch.device('cpu')) == 'torch'
+        q = torch.randn(1, 2, 4, 4)
+        torch.testing.assert_close(local_attention(q, q, q, 3), local_attention(q, q, q, 3, impl='reference'))
+    assert len(record) == 1
+
+
+def test_triton_interpreter():
+    pytest.importorskip('triton')
+    # TRITON_INTERPRET must be set before triton itself is imported (its own library functions are jit-decorated
+    # at import), and other tests import it through torch.compile, so the check runs in a fresh interpreter
+    code = (
+        'import torch\n'
+        'from acmix.kernels import local_attention\n'
+        'for n, d, h, w, kernel, dil, stride in [(2, 3, 5, 4, 3, 2, 2), (1, 2, 2, 3, 5, 1, 1)]:\n'
+        '    qkv = [torch.randn(n, d, h, w, dtype=torch.float64, requires_grad=True) for _ in range(3)]\n'
+        '    outs = [local_attention(*qkv, kernel, dil, stride, impl=i) for i in ("triton", "reference")]\n'
+        '    torch.testing.assert_close(outs[0], outs[1])\n'
+        '    g = torch.randn_like(outs[1])\n'
+        '    for a, b in zip(*[torch.autograd.grad(o, qkv, g) for o in outs]):\n'
+        '        torch.testing.assert_close(a, b)\n'
+    )
+    env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
