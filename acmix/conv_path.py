@@ -32,8 +32,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-__all__ = ['MIX_MODES', 'SHIFT_MODES', 'check_choice', 'check_odd_kernel', 'check_positive', 'split_heads', 'build_dep_conv',
-           'shift_kernel_', 'reset_dep_conv', 'conv_path_features', 'ShiftConv', 'TensorShift', 'RateMixer']
+__all__ = ['MIX_MODES', 'SHIFT_MODES', 'check_choice', 'check_odd_kernel', 'check_positive', 'split_heads',
+           'build_dep_conv', 'shift_kernel_', 'reset_dep_conv', 'conv_path_features', 'ShiftConv', 'TensorShift',
+           'RateMixer']
 
 MIX_MODES = ('learnable', 'fixed', 'attn_only', 'conv_only')
 SHIFT_MODES = ('group_conv', 'shift_init', 'fixed_kernel', 'tensor')

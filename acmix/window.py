@@ -12,8 +12,6 @@ the real map), builds the mask itself when none is given, and can change its win
 """
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import torch.nn.functional as F
 from timm.models.pvt_v2 import Attention as PvtAttention
 from timm.models.swin_transformer import SwinTransformerBlock
 
@@ -173,6 +172,16 @@ def test_shift_variants_equal_group_conv_at_init(kind: str, kw: dict, shift: str
         assert torch.allclose(_run(kind, m, x), _run(kind, ref, x), atol=1e-5)
 
 
+@pytest.mark.filterwarnings('ignore::UserWarning')  # raised inside timm's table interpolation
+def test_window_set_window_size() -> None:
+    m = ACmixWindowAttention(16, 2, window_size=4)
+    x = torch.randn(1, 6, 6, 16)
+    m.set_window_size(3)
+    assert m.window_size == (3, 3) and m.relative_position_bias_table.shape == (25, 2)
+    assert m.relative_position_index.shape == (9, 9) and 'relative_position_index' not in m.state_dict()
+    assert m(x, (1, 1)).shape == x.shape
+
+
 def test_fixed_mix_is_unit_rates() -> None:
     torch.manual_seed(0)
     learn = ACmix(8, 8, head=2).eval()
@@ -240,7 +249,7 @@ def test_position_grid() -> None:
     assert g[0, 1, :, 0].tolist() == [-1.0, 0.0, 1.0]                      # y along the rows
 
 
-@pytest.mark.parametrize('kind', ['local', 'window', 'sr'])
+@pytest.mark.parametrize('kind', _attn_modes() + ['window', 'sr'])
 def test_bf16_autocast_and_channels_last(kind: str) -> None:
     torch.manual_seed(0)
     m = _build(kind).eval()
@@ -251,7 +260,7 @@ def test_bf16_autocast_and_channels_last(kind: str) -> None:
             low = _run(kind, m, x)
         assert low.dtype == torch.bfloat16
         assert (low.float() - ref).abs().max().item() < 0.05 * ref.abs().max().item()
-        if kind == 'local':
+        if kind in ATTN_MODES:
             assert torch.allclose(m(x.to(memory_format=torch.channels_last)), ref, atol=1e-6)
 
 

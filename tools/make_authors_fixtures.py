@@ -35,9 +35,12 @@ SWIN_PATH = 'Swin-Transformer/models/swin_transformer_acmix.py'
 
 # name -> ACmix constructor kwargs (authors' positional names) and input shape (B, C, H, W)
 RESNET_CASES = {
-    'resnet_acmix_s1': (dict(in_planes=16, out_planes=16, kernel_att=7, head=4, kernel_conv=3, stride=1), (1, 16, 12, 10)),
-    'resnet_acmix_s2': (dict(in_planes=16, out_planes=16, kernel_att=7, head=4, kernel_conv=3, stride=2), (1, 16, 12, 10)),
-    'resnet_acmix_in8_k5': (dict(in_planes=8, out_planes=16, kernel_att=5, head=2, kernel_conv=3, stride=1), (2, 8, 6, 7)),
+    'resnet_acmix_s1': (dict(in_planes=16, out_planes=16, kernel_att=7, head=4, kernel_conv=3, stride=1),
+                        (1, 16, 12, 10)),
+    'resnet_acmix_s2': (dict(in_planes=16, out_planes=16, kernel_att=7, head=4, kernel_conv=3, stride=2),
+                        (1, 16, 12, 10)),
+    'resnet_acmix_in8_k5': (dict(in_planes=8, out_planes=16, kernel_att=5, head=2, kernel_conv=3, stride=1),
+                            (2, 8, 6, 7)),
 }
 # name -> (dim, num_heads, window, shift, input shape (B, H, W, C))
 SWIN_CASES = {
