@@ -1,0 +1,176 @@
+"""The timm model contract, for every registered ``acmix_*`` model and every baseline it is compared with.
+
+Modelled on timm's own ``tests/test_models.py``: forward / backward, default cfg, features_only, classifier reset,
+pre-logits, forward_intermediates, gradient checkpointing, no_weight_decay, checkpoint round trips through timm's
+``pretrained_cfg_overlay=dict(file=...)`` in each format we accept, and odd input sizes.  Small inputs keep the
+default run fast; the full 224x224 forward is ``slow``.
+"""
+import copy
+import math
+from functools import lru_cache, partial
+
+import pytest
+import timm
+import torch
+from timm.layers import PatchEmbed
+
+import models  # noqa: F401  (registers the entrypoints)
+from tools.model_table import BASELINES, baseline_of
+
+torch.set_num_threads(1)
+
+ACMIX_MODELS = sorted(timm.list_models('acmix_*'))
+BASELINE_MODELS = sorted(b for b in set(BASELINES.values()) if b in timm.list_models())
+MODELS = ACMIX_MODELS + BASELINE_MODELS
+# timm's own Swin baselines are built for 224 only unless asked: same any-size behaviour as our entrypoints.
+_ANY_SIZE = dict(strict_img_size=False, embed_layer=partial(PatchEmbed, dynamic_img_pad=True))
+CREATE_KWARGS = {n: _ANY_SIZE for n in BASELINE_MODELS if n.startswith('swin_')}
+FORMATS = ('plain', 'model', 'ddp')
+
+
+def _size(name: str):
+    """(H, W): non-square for token models, square for conv-like ones; reductions divide both exactly."""
+    return (64, 96) if ('swin' in name or 'pvt' in name) else (64, 64)
+
+
+def _create(name: str, **kwargs):
+    return timm.create_model(name, **dict(CREATE_KWARGS.get(name, {}), **kwargs))
+
+
+@lru_cache(maxsize=None)
+def _model(name: str):
+    """One eval-mode instance per model (tests that mutate it work on a deep copy)."""
+    torch.manual_seed(0)
+    return _create(name).eval()
+
+
+def _input(name: str, batch: int = 1, size=None):
+    g = torch.Generator().manual_seed(0)
+    return torch.randn(batch, 3, *(size or _size(name)), generator=g)
+
+
+def test_every_acmix_model_has_a_baseline():
+    missing = [n for n in ACMIX_MODELS if baseline_of(n) is None]
+    assert not missing, f'no registered baseline for {missing}'
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_backward(name):
+    model = copy.deepcopy(_model(name))  # eval mode: no drop-path, so every parameter is on the graph
+    x = _input(name, batch=2)
+    out = model(x)
+    assert out.shape == (2, model.num_classes)
+    assert torch.isfinite(out).all()
+    out.square().mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, f'parameters without a gradient: {no_grad[:10]}'
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_odd_input_size(name):
+    with torch.no_grad():
+        out = _model(name)(_input(name, size=(33, 45)))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_default_cfg(name):
+    model = _model(name)
+    cfg = model.pretrained_cfg
+    assert len(cfg['input_size']) == 3 and cfg['input_size'][0] == 3
+    assert len(cfg['mean']) == 3 and len(cfg['std']) == 3
+    assert cfg['num_classes'] == model.num_classes == 1000
+    first = model.get_submodule(cfg['first_conv'])
+    assert isinstance(first, torch.nn.Conv2d) and first.in_channels == 3
+    head = model.get_submodule(cfg['classifier'])
+    assert isinstance(head, torch.nn.Linear) and head.out_features == 1000
+    assert head is model.get_classifier()
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_head_and_reset_classifier(name):
+    model = copy.deepcopy(_model(name))
+    x = _input(name)
+    with torch.no_grad():
+        feats = model.forward_features(x)
+        assert model.forward_head(feats, pre_logits=True).shape == (1, model.num_features)
+        model.reset_classifier(3)
+        assert model(x).shape == (1, 3)
+        model.reset_classifier(0)
+        assert model(x).shape == (1, model.num_features)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_features_only(name):
+    model = _create(name, features_only=True).eval()
+    h, w = _size(name)
+    with torch.no_grad():
+        outs = model(_input(name))
+    nhwc = str(getattr(model, 'output_fmt', 'NCHW')).endswith('NHWC')
+    chs, reds = model.feature_info.channels(), model.feature_info.reduction()
+    assert len(outs) == len(chs) == len(reds)
+    for o, c, r in zip(outs, chs, reds):
+        oh, ow, oc = (o.shape[1], o.shape[2], o.shape[3]) if nhwc else (o.shape[2], o.shape[3], o.shape[1])
+        assert (oc, oh, ow) == (c, math.ceil(h / r), math.ceil(w / r)), f'reduction {r}'
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_intermediates(name):
+    model = _model(name)
+    h, w = _size(name)
+    with torch.no_grad():
+        final, inter = model.forward_intermediates(_input(name))
+        only = model.forward_intermediates(_input(name), intermediates_only=True)
+    info = model.feature_info
+    assert len(inter) == len(only) == len(info)
+    for t, t2, fi in zip(inter, only, info):
+        assert t.shape == (1, fi['num_chs'], math.ceil(h / fi['reduction']), math.ceil(w / fi['reduction']))
+        torch.testing.assert_close(t, t2)
+    with torch.no_grad():
+        torch.testing.assert_close(final, model.forward_features(_input(name)))
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_grad_checkpointing(name):
+    model = copy.deepcopy(_model(name))
+    x = _input(name)
+    with torch.no_grad():
+        ref = model(x)
+    model.set_grad_checkpointing(True)
+    out = model(x)
+    torch.testing.assert_close(out, ref)
+    out.sum().backward()
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_no_weight_decay_names_exist(name):
+    model = _model(name)
+    if not hasattr(model, 'no_weight_decay'):
+        pytest.skip('no no_weight_decay()')
+    params = dict(model.named_parameters())
+    unknown = [n for n in model.no_weight_decay() if n not in params]
+    assert not unknown, f'no_weight_decay names that are not parameters: {unknown}'
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_checkpoint_round_trip(name, tmp_path):
+    """Our checkpoints load through timm's file mechanism: formats rotate over the models (all are covered)."""
+    fmt = FORMATS[MODELS.index(name) % len(FORMATS)]
+    src = _model(name)
+    sd = src.state_dict()
+    blob = {'plain': sd, 'model': {'model': sd, 'epoch': 3},
+            'ddp': {'state_dict': {f'module.{k}': v for k, v in sd.items()}}}[fmt]
+    path = tmp_path / 'ck.pth'
+    torch.save(blob, path)
+    model = _create(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path))).eval()
+    got = model.state_dict()
+    assert got.keys() == sd.keys()
+    assert all(torch.equal(got[k], sd[k]) for k in sd), fmt
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name', MODELS)
+def test_forward_224(name):
+    with torch.no_grad():
+        out = _model(name)(_input(name, size=(224, 224)))
+    assert out.shape == (1, 1000) and torch.isfinite(out).all()
