@@ -90,6 +90,25 @@ def test_authors_swin_window_acmix(path: Path) -> None:
     assert (built - data['output']).abs().max().item() < 1e-5
 
 
+AUTHORS_REPO = Path('/work/.mirror/LeapLabTHU+ACmix/repo')
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not AUTHORS_REPO.exists(), reason=f'authors\' repository not mirrored at {AUTHORS_REPO}')
+def test_fixtures_regenerate(tmp_path: Path) -> None:
+    """The committed fixtures are what the tool writes from the authors' code (seed 0)."""
+    tool = importlib.util.spec_from_file_location('make_authors_fixtures',
+                                                  Path(__file__).parents[1] / 'tools' / 'make_authors_fixtures.py')
+    module = importlib.util.module_from_spec(tool)
+    tool.loader.exec_module(module)
+    module.main(['--authors-repo', str(AUTHORS_REPO), '--out', str(tmp_path)])
+    for path in sorted(FIXTURES.glob('*.pt')):
+        old, new = torch.load(path, weights_only=True), torch.load(tmp_path / path.name, weights_only=True)
+        assert torch.equal(old['input'], new['input']), path.name
+        assert torch.allclose(old['output'], new['output'], atol=1e-6), path.name  # thread count may change rounding
+        assert old['state_dict'].keys() == new['state_dict'].keys()
+
+
 # ---------------------------------------------------------------- baselines: mix='attn_only'
 @pytest.mark.parametrize('res, window, shift', [((7, 10), 4, 2), ((8, 8), 4, 0), ((9, 9), 3, 1)])
 def test_window_attn_only_is_timm_swin(res: tuple[int, int], window: int, shift: int) -> None:
