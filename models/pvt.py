@@ -21,8 +21,7 @@ attention (parameter names ``q, kv, proj, sr, norm``); ``mixer='acmix'`` is the 
 Decisions where PVT v1 or the ACmix paper leave room:
     * No class token; global average pooling over the last stage's tokens (as timm's PVT v2).  PVT v1 prepends a
       class token in stage 4, but ACmix's conv path needs the tokens to form an ``H x W`` map, so both the
-      baseline and the twin pool instead (PVT v1 minus 512 parameters: Tiny 13,229,864 -> 13,229,352 ... see the
-      entrypoints for the measured counts).
+      baseline and the twin pool instead (1,024 parameters fewer than PVT v1: the token and its position entry).
     * Any input size: each patch embedding zero-pads its input on the right/bottom to a multiple of its patch
       size (timm ``PatchEmbed(dynamic_img_pad=True)``), so a stage has ``ceil`` of the previous size; this is
       PVT v1 exactly for sizes divisible by 32.  Position embeddings are stored for the 224 grid (56, 28, 14, 7)
@@ -33,6 +32,8 @@ Decisions where PVT v1 or the ACmix paper leave room:
       entry are dropped, so released PVT v1 weights load as a backbone (the head was trained on the class token).
     * Init as PVT v1: trunc-normal(0.02) for linear layers and position embeddings, LayerNorm 1/0; convolutions
       keep PyTorch's default (the ACmix conv path keeps its shift initialisation).
+    * Counts (entrypoint docstrings): MACs = ``FlopCounterMode`` FLOPs / 2, measured under the math SDPA backend
+      (the counter has no formula for the fused CPU attention kernel, which would silently count 0).
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -216,9 +217,9 @@ class PVT(nn.Module):
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
-        return dict(stem=r'^stages\.0\.(patch_embed|pos_embed)', blocks=[
+        return dict(stem=r'^stages\.0\.(?:patch_embed|pos_embed)', blocks=[
             (r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.blocks\.(\d+)', None),
-            (r'^stages\.(\d+)\.(patch_embed|pos_embed)', (0,)),
+            (r'^stages\.(\d+)\.(?:patch_embed|pos_embed)', (0,)),
             (r'^norm', (99999,)),
         ])
 
@@ -364,27 +365,27 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 def pvt_v1_tiny(pretrained: bool = False, **kwargs: Any) -> PVT:
-    """PVT v1 Tiny, avg-pooled (PVT reports 13.2M params with its class token)."""
+    """PVT v1 Tiny, avg-pooled: 13,228,264 params, 1.93 GMACs at 224 (PVT: 13.2M, 1.9G)."""
     model_args = dict(depths=(2, 2, 2, 2), mixer='attn')
     return _create_pvt('pvt_v1_tiny', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def pvt_v1_small(pretrained: bool = False, **kwargs: Any) -> PVT:
-    """PVT v1 Small, avg-pooled (PVT reports 24.5M params with its class token)."""
+    """PVT v1 Small, avg-pooled: 24,484,840 params, 3.81 GMACs at 224 (PVT: 24.5M, 3.8G)."""
     model_args = dict(depths=(3, 4, 6, 3), mixer='attn')
     return _create_pvt('pvt_v1_small', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def acmix_pvt_tiny(pretrained: bool = False, **kwargs: Any) -> PVT:
-    """PVT-Tiny with ACmix (paper: 13M params, 2.0G FLOPs)."""
+    """PVT-Tiny with ACmix: 13,395,104 params, 2.19 GMACs at 224 (paper: 13M, 2.0G)."""
     model_args = dict(depths=(2, 2, 2, 2), mixer='acmix')
     return _create_pvt('acmix_pvt_tiny', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def acmix_pvt_small(pretrained: bool = False, **kwargs: Any) -> PVT:
-    """PVT-Small with ACmix (paper: 25M params, 3.9G FLOPs)."""
+    """PVT-Small with ACmix: 24,823,731 params, 4.38 GMACs at 224 (paper: 25M, 3.9G)."""
     model_args = dict(depths=(3, 4, 6, 3), mixer='acmix')
     return _create_pvt('acmix_pvt_small', pretrained, **dict(model_args, **kwargs))

@@ -33,7 +33,8 @@ Other decisions:
     * Weights keep PyTorch's default init (as SAN does); ACmix modules keep their own shift init.
     * ``checkpoint_filter_fn`` also maps SAN's released layout (``conv_in``, ``bn_in``, ``conv{i}``, ``bn{i}``,
       ``layer{i}.{j}.sam.*``, ``fc``) onto ours, so SAN's published patchwise weights load into ``san*``.
-    * Parameter counts / MACs are measured by ``tests/test_san_pvt.py`` and ``torch.utils.flop_counter``.
+    * Counts (entrypoint docstrings): parameters as ``sum(p.numel())``; MACs = ``FlopCounterMode`` FLOPs / 2 plus
+      the aggregation's ``K*K`` MACs per output element (an index/multiply-add loop the counter does not see).
 """
 from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 
@@ -214,7 +215,7 @@ class SAN(nn.Module):
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stem', blocks=r'^stages\.(\d+)' if coarse else [
             (r'^stages\.(\d+)\.blocks\.(\d+)', None),
-            (r'^stages\.(\d+)\.(conv|pool)', (0,)),
+            (r'^stages\.(\d+)\.(?:conv|pool)', (0,)),
             (r'^stages\.(\d+)\.bn', (99999,)),
         ])
 
@@ -337,41 +338,41 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 def san10(pretrained: bool = False, **kwargs: Any) -> SAN:
-    """SAN-10, patchwise (SAN reports 11.8M params, 1.9G FLOPs)."""
+    """SAN-10, patchwise: 11,841,124 params, 1.79 GMACs at 224 (SAN reports 11.8M, 1.9G)."""
     model_args = dict(layers=(2, 1, 2, 4, 1), mixer='san')
     return _create_san('san10', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def san15(pretrained: bool = False, **kwargs: Any) -> SAN:
-    """SAN-15, patchwise (SAN reports 16.2M params, 2.6G FLOPs)."""
+    """SAN-15, patchwise: 16,181,310 params, 2.48 GMACs at 224 (SAN reports 16.2M, 2.6G)."""
     model_args = dict(layers=(3, 2, 3, 5, 2), mixer='san')
     return _create_san('san15', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def san19(pretrained: bool = False, **kwargs: Any) -> SAN:
-    """SAN-19, patchwise (SAN reports 20.5M params, 3.3G FLOPs)."""
+    """SAN-19, patchwise: 20,518,470 params, 3.13 GMACs at 224 (SAN reports 20.5M, 3.3G)."""
     model_args = dict(layers=(3, 3, 4, 6, 3), mixer='san')
     return _create_san('san19', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def acmix_san10(pretrained: bool = False, **kwargs: Any) -> SAN:
-    """SAN-10 with ACmix (paper: 12.1M params, 1.9G FLOPs)."""
+    """SAN-10 with ACmix: 12,381,084 params, 1.95 GMACs at 224 (paper: 12.1M, 1.9G)."""
     model_args = dict(layers=(2, 1, 2, 4, 1), mixer='acmix')
     return _create_san('acmix_san10', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def acmix_san15(pretrained: bool = False, **kwargs: Any) -> SAN:
-    """SAN-15 with ACmix (paper: 16.6M params, 2.7G FLOPs)."""
+    """SAN-15 with ACmix: 17,025,130 params, 2.73 GMACs at 224 (paper: 16.6M, 2.7G)."""
     model_args = dict(layers=(3, 2, 3, 5, 2), mixer='acmix')
     return _create_san('acmix_san15', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def acmix_san19(pretrained: bool = False, **kwargs: Any) -> SAN:
-    """SAN-19 with ACmix (paper: 21.2M params, 3.4G FLOPs)."""
+    """SAN-19 with ACmix: 21,664,090 params, 3.44 GMACs at 224 (paper: 21.2M, 3.4G)."""
     model_args = dict(layers=(3, 3, 4, 6, 3), mixer='acmix')
     return _create_san('acmix_san19', pretrained, **dict(model_args, **kwargs))

@@ -152,6 +152,16 @@ def test_features_only(name, channels, strides):
     assert [tuple(f.shape) for f in feats] == [(1, c, 64 // s, 96 // s) for c, s in zip(channels, strides)]
 
 
+@pytest.mark.parametrize('name', ['acmix_san10', 'acmix_pvt_tiny'])
+def test_group_matcher_layer_decay(small_models, name):
+    from timm.models import group_parameters
+    model = small_models[name]
+    for coarse in (False, True):
+        groups = group_parameters(model, model.group_matcher(coarse=coarse))
+        assert sum(len(g) for g in groups.values()) == len(list(model.parameters()))
+        assert len(groups) >= len(model.feature_info) + 1
+
+
 def test_pvt_pos_embed_follows_input_size(small_models):
     model = small_models['pvt_v1_tiny']
     assert model.no_weight_decay() == {f'stages.{i}.pos_embed' for i in range(4)}
