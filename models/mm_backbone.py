@@ -29,6 +29,7 @@ import timm
 import torch
 from mmengine.model import BaseModule
 from torch import nn
+from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
 try:  # registering our acmix_* entrypoints is optional while the model families are in flux
@@ -36,7 +37,7 @@ try:  # registering our acmix_* entrypoints is optional while the model families
 except ImportError:  # pragma: no cover - only during partial checkouts
     pass
 
-__all__ = ['ACmixBackbone', 'CheckpointMismatchError', 'load_backbone_state_dict', 'read_state_dict']
+__all__ = ['ACmixBackbone', 'CheckpointMismatchError', 'stage_channels', 'load_backbone_state_dict', 'read_state_dict']
 
 
 class CheckpointMismatchError(KeyError):
@@ -75,6 +76,27 @@ def read_state_dict(path: str) -> dict[str, torch.Tensor]:
     if ckpt and all(k.startswith('module.') for k in ckpt):
         ckpt = {k[len('module.'):]: v for k, v in ckpt.items()}
     return dict(ckpt)
+
+
+def _meta_model(model_name: str, **model_kwargs: Any) -> nn.Module:
+    """The headless classification model (``num_classes=0``), parameter-free on the meta device when possible."""
+    kwargs = dict(model_kwargs, num_classes=0)
+    try:
+        with torch.device('meta'):
+            return timm.create_model(model_name, pretrained=False, **kwargs)
+    except Exception:  # a family whose __init__ cannot run on meta tensors: build it for real
+        return timm.create_model(model_name, pretrained=False, **kwargs)
+
+
+def _stage_info(model: nn.Module) -> list[dict]:
+    """feature_info entries of the OpenMMLab stages (stride >= 4), in order."""
+    return [f for f in model.feature_info if f['reduction'] >= 4]
+
+
+def stage_channels(model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), **model_kwargs: Any) -> list[int]:
+    """Channels ``ACmixBackbone(model_name, out_indices, **model_kwargs)`` returns, without building it."""
+    stages = _stage_info(_meta_model(model_name, **model_kwargs))
+    return [stages[i]['num_chs'] for i in out_indices]
 
 
 def _checkpoint_filter(model_name: str):
@@ -144,6 +166,10 @@ class ACmixBackbone(BaseModule):
             the first ``k`` stages; frozen parameters get ``requires_grad=False`` and their modules (norm
             layers included) stay in eval mode.
         norm_eval: keep every BatchNorm of the backbone in eval mode (frozen running statistics) in training.
+        pad_to: zero-pad the input on the right/bottom to a multiple of this before the model and crop each
+            output back to ``ceil(H / stride)`` x ``ceil(W / stride)``, so patch-embedding families (Swin, PVT)
+            take any size (mmseg's whole-image test feeds unpadded images) and every family returns the same
+            sizes; ``None`` or 1 feeds the input as is.
         pretrained: deprecated alias of ``init_cfg=dict(type='Pretrained', checkpoint=pretrained)``.
         init_cfg: ``dict(type='Pretrained', checkpoint=path_or_url)`` to load a classification checkpoint.
         **model_kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``strict_img_size``, ...).
@@ -152,8 +178,8 @@ class ACmixBackbone(BaseModule):
     """
 
     def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
-                 norm_eval: bool = False, pretrained: str | None = None, init_cfg: dict | None = None,
-                 **model_kwargs: Any) -> None:
+                 norm_eval: bool = False, pad_to: int | None = 32, pretrained: str | None = None,
+                 init_cfg: dict | None = None, **model_kwargs: Any) -> None:
         if pretrained is not None:
             if init_cfg is not None:
                 raise ValueError('give either pretrained= or init_cfg=, not both')
@@ -169,7 +195,7 @@ class ACmixBackbone(BaseModule):
         self.model_kwargs = dict(model_kwargs)
 
         # Read the feature layout from a parameter-free copy of the full model (meta device: no memory, no init).
-        full = self._full_model(meta=True)
+        full = _meta_model(model_name, **self.model_kwargs)
         info = list(full.feature_info)
         self._full_shapes = {k: tuple(v.shape) for k, v in full.state_dict().items()}
         classifier = (getattr(full, 'pretrained_cfg', None) or {}).get('classifier') or ()
@@ -186,6 +212,9 @@ class ACmixBackbone(BaseModule):
         self.out_indices = out_indices
         self.frozen_stages = frozen_stages
         self.norm_eval = norm_eval
+        if pad_to is not None and pad_to < 1:
+            raise ValueError(f'pad_to must be a positive int or None, got {pad_to}')
+        self.pad_to = pad_to or 1
         self._stage_modules = [info[i]['module'] for i in stage_ids]
 
         self.body = timm.create_model(model_name, pretrained=False, features_only=True,
@@ -195,16 +224,6 @@ class ACmixBackbone(BaseModule):
         self.strides = list(self.body.feature_info.reduction())
         self._freeze_stages()
 
-    def _full_model(self, meta: bool) -> nn.Module:
-        """The headless classification model (``num_classes=0``), parameter-free on the meta device."""
-        kwargs = dict(self.model_kwargs, num_classes=0)
-        if meta:
-            try:
-                with torch.device('meta'):
-                    return timm.create_model(self.model_name, pretrained=False, **kwargs)
-            except Exception:  # a family whose __init__ cannot run on meta tensors: build it for real
-                pass
-        return timm.create_model(self.model_name, pretrained=False, **kwargs)
 
     @property
     def out_channels(self) -> list[int]:
@@ -236,14 +255,15 @@ class ACmixBackbone(BaseModule):
             last = {id(p) for p in self._resolve(self._stage_modules[self.frozen_stages - 1]).parameters()}
             cut = max(i for i, p in enumerate(params) if id(p) in last) + 1
         frozen = {id(p) for p in params[:cut]}
+        # every module whose parameters are all frozen, containers included (their dropout/drop-path go to eval)
         return [m for m in self.body.modules()
-                if any(True for _ in m.parameters(recurse=False))
-                and all(id(p) in frozen for p in m.parameters(recurse=False))]
+                if any(True for _ in m.parameters()) and all(id(p) in frozen for p in m.parameters())]
 
     def _freeze_stages(self) -> None:
+        """``requires_grad=False`` and eval mode for the frozen prefix (re-applied after every ``train()``)."""
         for m in self._frozen_modules():
             m.eval()
-            for p in m.parameters(recurse=False):
+            for p in m.parameters():
                 p.requires_grad = False
 
     def train(self, mode: bool = True) -> 'ACmixBackbone':
@@ -267,7 +287,7 @@ class ACmixBackbone(BaseModule):
             state_dict = read_state_dict(path)
             filter_fn = _checkpoint_filter(self.model_name)
             if filter_fn is not None:
-                state_dict = filter_fn(state_dict, self._full_model(meta=True))
+                state_dict = filter_fn(state_dict, _meta_model(self.model_name, **self.model_kwargs))
             state_dict = {k: v for k, v in state_dict.items()
                           if not any(k.startswith(c + '.') for c in self._classifier)}
             load_backbone_state_dict(self.body, self._full_shapes, state_dict, path)
@@ -276,11 +296,17 @@ class ACmixBackbone(BaseModule):
 
     # ----------------------------------------------------------------------------------------- forward
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``(B, 3, H, W)`` -> tuple of NCHW feature maps, strides ``self.strides``."""
+        """``(B, 3, H, W)`` -> tuple of NCHW maps ``(B, C_i, ceil(H / s_i), ceil(W / s_i))``, ``s_i = strides[i]``."""
+        h, w = x.shape[-2:]
+        pad_h, pad_w = -h % self.pad_to, -w % self.pad_to
+        if pad_h or pad_w:
+            x = F.pad(x, (0, pad_w, 0, pad_h))
         feats = self.body(x)
         if self._nhwc:
-            feats = [f.permute(0, 3, 1, 2).contiguous() for f in feats]
-        return tuple(feats)
+            feats = [f.permute(0, 3, 1, 2) for f in feats]
+        if pad_h or pad_w:
+            feats = [f[..., :-(-h // s), :-(-w // s)] for f, s in zip(feats, self.strides)]
+        return tuple(f.contiguous() for f in feats)
 
 
 def _register() -> None:

@@ -3,13 +3,7 @@ default_scope = 'mmseg'
 # registers ACmixBackbone (any timm / acmix_* feature extractor) in mmseg's MODELS
 custom_imports = dict(imports=['models.mm_backbone'], allow_failed_imports=False)
 
-default_hooks = dict(
-    timer=dict(type='IterTimerHook'),
-    logger=dict(type='LoggerHook', interval=50, log_metric_by_epoch=False),
-    param_scheduler=dict(type='ParamSchedulerHook'),
-    checkpoint=dict(type='CheckpointHook', by_epoch=False, interval=4000, max_keep_ckpts=3),
-    sampler_seed=dict(type='DistSamplerSeedHook'),
-    visualization=dict(type='SegVisualizationHook'))
+# default_hooks live in the schedule files (their checkpoint interval follows the schedule).
 
 env_cfg = dict(
     cudnn_benchmark=True,
