@@ -32,8 +32,10 @@ to 1x1; identical to ``ReflectionPad2d`` wherever that works.  Queries are subsa
 
 Implementations (``impl``): ``'reference'`` gathers the ``K*K`` value windows (readable, ``K*K`` times the
 value memory); ``'loop'`` aggregates tap by tap with a hand-written backward, so neither forward nor backward
-stores per-tap value tensors; ``'auto'`` = ``'loop'``.  gamma's input, ``qk_planes * (K*K + 1)`` channels per
-output pixel, is materialised in both, exactly as in SAN's own code (its CUDA kernels cover the aggregation only).
+stores per-tap value tensors, and in inference (eval mode, no autograd) it also builds gamma's first layer tap by
+tap; ``'auto'`` = ``'loop'``.  In training gamma's input, ``qk_planes * (K*K + 1)`` channels per output pixel, is
+materialised (its BatchNorm needs batch statistics per tap), as in SAN's own code, whose CUDA kernels cover the
+aggregation only.
 """
 from __future__ import annotations
 
@@ -193,10 +195,48 @@ class PatchwiseAttention(nn.Module):
         cols = window_index(w, self.kernel_att, self.dilation, self.stride, q.device)  # (Wo, K)
         ho, wo = rows.shape[0], cols.shape[0]
         q_s = q[:, :, ::self.stride, ::self.stride].reshape(b, n, -1, ho, wo)          # (B, N, dq, Ho, Wo)
+        if self.impl != 'reference' and not self.training and not torch.is_grad_enabled():
+            hidden = self._first_layer_by_tap(q_s, k, rows, cols)                      # (B, hidden, Ho, Wo)
+            return self.conv_w[3:](hidden).reshape(b, self.weight_planes, kk, ho, wo)
         k_win = _gather_windows(k, rows, cols).reshape(b, n, -1, ho, wo)               # (B, N, dq*K*K, Ho, Wo)
         # per head: [query channels, key patch channel-major (c*K*K + tap)]; head=1 is SAN's channel order
         feat = torch.cat([q_s, k_win], dim=2).reshape(b, -1, ho, wo)                   # (B, qk*(K*K+1), Ho, Wo)
         return self.conv_w(feat).reshape(b, self.weight_planes, kk, ho, wo)
+
+    def _first_layer_by_tap(self, q_s: torch.Tensor, k: torch.Tensor, rows: torch.Tensor,
+                            cols: torch.Tensor) -> torch.Tensor:
+        """Inference-only (eval BN, no autograd) gamma layers 0-2, one key tap at a time.
+
+        BN (running statistics), ReLU and the grouped 1x1 conv act channel by channel, so the conv over
+        ``[q, k patch]`` is a sum of one term for the query and one per tap: only a (B, qk, Ho, W) row gather is
+        alive at a time instead of the (B, qk*(K*K+1), Ho, Wo) input.
+
+        Args:
+            q_s: (B, N, dq, Ho, Wo) strided queries; k: (B, qk, H, W); rows (Ho, K), cols (Wo, K): tap indices.
+
+        Returns:
+            (B, hidden, Ho, Wo), the output of ``conv_w[2]``.
+        """
+        bn, conv = self.conv_w[0], self.conv_w[2]
+        b, n, dq, ho, wo = q_s.shape
+        kdim = rows.shape[1]
+        scale = bn.weight * torch.rsqrt(bn.running_var + bn.eps)                       # (qk*(K*K+1),)
+        shift = (bn.bias - bn.running_mean * scale).reshape(n, -1)
+        scale = scale.reshape(n, -1)                                                   # (N, dq*(K*K+1))
+        wgt = conv.weight.reshape(n, -1, dq * (kdim * kdim + 1))                       # (N, hid_h, dq*(K*K+1))
+        norm_q = torch.relu(q_s * scale[:, :dq, None, None] + shift[:, :dq, None, None])
+        out = torch.einsum('nod,bndhw->bnohw', wgt[..., :dq], norm_q)                 # (B, N, hid_h, Ho, Wo)
+        scale_k = scale[:, dq:].reshape(n, dq, -1)                                     # (N, dq, K*K)
+        shift_k = shift[:, dq:].reshape(n, dq, -1)
+        wgt_k = wgt[..., dq:].reshape(*wgt.shape[:2], dq, -1)                          # (N, hid_h, dq, K*K)
+        for a in range(kdim):
+            k_rows = k.index_select(2, rows[:, a])                                     # (B, qk, Ho, W)
+            for c in range(kdim):
+                t = a * kdim + c
+                k_t = k_rows.index_select(3, cols[:, c]).reshape(b, n, dq, ho, wo)
+                z = torch.relu(k_t * scale_k[..., t, None, None] + shift_k[..., t, None, None])
+                out += torch.einsum('nod,bndhw->bnohw', wgt_k[..., t], z)
+        return out.reshape(b, -1, ho, wo)
 
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Args: q, k (B, qk_planes, H, W), v (B, planes, H, W).  Returns (B, planes, ceil(H/s), ceil(W/s))."""

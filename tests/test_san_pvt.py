@@ -75,6 +75,26 @@ def test_patchwise_shapes_grads_and_lean_path(size, stride, dilation, kernel, he
         torch.testing.assert_close(a, b)
 
 
+@pytest.mark.parametrize('size,stride,dilation,kernel,head,qk', [
+    ((5, 7), 2, 1, 3, 4, None), ((1, 1), 1, 1, 7, 2, None), ((9, 4), 1, 3, 5, 2, None), ((6, 7), 1, 1, 3, 1, 4)])
+def test_patchwise_inference_path_matches(size, stride, dilation, kernel, head, qk):
+    """Eval + no_grad builds gamma's first layer tap by tap; it must equal the materialised input."""
+    torch.manual_seed(0)
+    m = PatchwiseAttention(16, head, kernel, stride, dilation, qk_planes=qk).double()
+    with torch.no_grad():
+        for bn in (m.conv_w[0], m.conv_w[3]):
+            bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2), bn.weight.normal_(), bn.bias.normal_()
+    m.eval()
+    q, k = (torch.randn(2, qk or 16, *size, dtype=torch.double) for _ in range(2))
+    v = torch.randn(2, 16, *size, dtype=torch.double)
+    with torch.no_grad():
+        lean = m(q, k, v)
+    torch.testing.assert_close(lean, m(q, k, v))  # grad enabled: materialised gamma input
+    m.impl = 'reference'
+    with torch.no_grad():
+        torch.testing.assert_close(lean, m(q, k, v))
+
+
 def test_patchwise_aggregate_gradcheck():
     v = torch.randn(2, 2, 3, 5, 4, dtype=torch.double, requires_grad=True)
     w = torch.randn(2, 3, 9, 3, 2, dtype=torch.double, requires_grad=True)
