@@ -108,12 +108,14 @@ MODELS = [  # (timm name, short name, paper keys: default ACmix model, exact att
 def _build_ablations() -> List[Ablation]:
     rows = []
     for model, short, default_key, attn_key in MODELS:
+        default = dict(mix='learnable', shift='group_conv')  # one run, the default row of both tables
         for mix, label in MIX_ROWS:
             paper = default_key if mix == 'learnable' else attn_key if mix == 'attn_only' else None
-            rows.append(Ablation('mix', model, short, mix, dict(mix=mix), label, paper))
+            rows.append(Ablation('mix', model, short, mix, default if mix == 'learnable' else dict(mix=mix),
+                                 label, paper))
         for shift, label in SHIFT_ROWS:
-            rows.append(Ablation('shift', model, short, shift, dict(shift=shift), label,
-                                 default_key if shift == 'group_conv' else None))
+            rows.append(Ablation('shift', model, short, shift, default if shift == 'group_conv' else dict(shift=shift),
+                                 label, default_key if shift == 'group_conv' else None))
     return rows
 
 
