@@ -17,7 +17,8 @@
 Markdown goes to stdout and ``<out>/tables.md``; CSVs to ``<out>/imagenet.csv`` and ``<out>/speed.csv``.
 A pair whose models are not registered (a family not built yet) is reported and skipped, never silently dropped.
 
-``PAPER`` below is the one copy of the paper's numbers in this repository; other tools import it.
+The paper's params/FLOPs, the authors'-code counts and the baseline of each model come from
+``tools/model_table.py``; the paper's top-1 column is ``PAPER_TOP1`` here.  ``PAPER`` joins them per model.
 """
 from __future__ import annotations
 
@@ -34,16 +35,33 @@ from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / 'tools'):  # tools/model_table.py holds the paper's params/FLOPs
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 
 # --------------------------------------------------------------------------------------------------------------
-# The paper's numbers (authors' README, ImageNet-1K, 224x224) and the counts measured from the authors' code.
+# The paper's numbers.  Params/FLOPs of the README, the authors' code counts and the baseline of each model live in
+# tools/model_table.py (one copy); the top-1 column is added here.  ``PAPER`` is a per-model view of all of them.
 # --------------------------------------------------------------------------------------------------------------
+from model_table import AUTHORS_CODE, BASELINES, PAPER as PAPER_COUNTS  # noqa: E402
+
+# ImageNet-1K top-1 (%) of the authors' README; for baselines, the number the paper compares against.
+PAPER_TOP1: Dict[str, float] = {
+    'acmix_resnet26': 76.1, 'acmix_resnet38': 77.4, 'acmix_resnet50': 77.8,
+    'conv_resnet26': 73.6, 'conv_resnet38': 76.0, 'resnet50': 76.9,
+    'acmix_san10': 77.6, 'acmix_san15': 78.4, 'acmix_san19': 78.7,
+    'san10': 77.1, 'san15': 78.0, 'san19': 78.2,                      # patchwise SAN
+    'acmix_pvt_tiny': 78.0, 'acmix_pvt_small': 81.7,
+    'pvt_v1_tiny': 75.1, 'pvt_v1_small': 79.8,                         # PVT v1
+    'acmix_swin_tiny_patch4_window7_224': 81.9, 'acmix_swin_small_patch4_window7_224': 83.5,
+    'swin_tiny_patch4_window7_224': 81.3, 'swin_small_patch4_window7_224': 83.0,
+}
+
+
 @dataclass(frozen=True)
 class PaperEntry:
     """One model's published numbers.  ``None`` = not published for this model.
@@ -62,46 +80,22 @@ class PaperEntry:
     code_gmacs: Optional[float] = None
 
 
-PAPER: Dict[str, PaperEntry] = {
-    # ResNet family: SASA-style local attention in every bottleneck; baselines are conv ResNets with the same depths.
-    'acmix_resnet26': PaperEntry(76.1, 10.6, 2.3, 10_487_816, 2.22),
-    'acmix_resnet38': PaperEntry(77.4, 14.6, 2.9, 14_410_896, 2.86),
-    'acmix_resnet50': PaperEntry(77.8, 18.6, 3.6, 18_333_976, 3.50),
-    'conv_resnet26': PaperEntry(73.6, code_params=13_696_552, code_gmacs=2.34),
-    'conv_resnet38': PaperEntry(76.0, code_params=19_626_792, code_gmacs=3.22),
-    'resnet50': PaperEntry(76.9, code_params=25_557_032, code_gmacs=4.09),
-    # SAN (patchwise attention); no authors' code exists for SAN-ACmix.
-    'acmix_san10': PaperEntry(77.6, 12.1, 1.9),
-    'acmix_san15': PaperEntry(78.4, 16.6, 2.7),
-    'acmix_san19': PaperEntry(78.7, 21.2, 3.4),
-    'san10': PaperEntry(77.1),
-    'san15': PaperEntry(78.0),
-    'san19': PaperEntry(78.2),
-    # PVT v1 (spatial-reduction global attention); no authors' code exists for PVT-ACmix.
-    'acmix_pvt_tiny': PaperEntry(78.0, 13.0, 2.0),
-    'acmix_pvt_small': PaperEntry(81.7, 25.0, 3.9),
-    'pvt_v1_tiny': PaperEntry(75.1),
-    'pvt_v1_small': PaperEntry(79.8),
-    # Swin (shifted windows); the authors released these two models' code and weights.
-    'acmix_swin_tiny_patch4_window7_224': PaperEntry(81.9, 30.0, 4.6, 28_649_908, 4.649),
-    'acmix_swin_small_patch4_window7_224': PaperEntry(83.5, 51.0, 9.0, 50_345_080, 8.999),
-    'swin_tiny_patch4_window7_224': PaperEntry(81.3, code_params=28_288_354, code_gmacs=4.494),
-    'swin_small_patch4_window7_224': PaperEntry(83.0, code_params=49_606_258, code_gmacs=8.747),
-}
+def _paper_entry(name: str) -> PaperEntry:
+    params_m, gflops = PAPER_COUNTS.get(name, (None, None))
+    code_params, code_gmacs = AUTHORS_CODE.get(name, (None, None))
+    return PaperEntry(PAPER_TOP1.get(name), params_m, gflops, code_params, code_gmacs)
 
-# (family, ACmix model, its baseline), in the paper's order.
-PAIRS: List[tuple[str, str, str]] = [
-    ('ResNet', 'acmix_resnet26', 'conv_resnet26'),
-    ('ResNet', 'acmix_resnet38', 'conv_resnet38'),
-    ('ResNet', 'acmix_resnet50', 'resnet50'),
-    ('SAN', 'acmix_san10', 'san10'),
-    ('SAN', 'acmix_san15', 'san15'),
-    ('SAN', 'acmix_san19', 'san19'),
-    ('PVT', 'acmix_pvt_tiny', 'pvt_v1_tiny'),
-    ('PVT', 'acmix_pvt_small', 'pvt_v1_small'),
-    ('Swin', 'acmix_swin_tiny_patch4_window7_224', 'swin_tiny_patch4_window7_224'),
-    ('Swin', 'acmix_swin_small_patch4_window7_224', 'swin_small_patch4_window7_224'),
-]
+
+def _family(name: str) -> str:
+    for key, family in (('resnet', 'ResNet'), ('san', 'SAN'), ('pvt', 'PVT'), ('swin', 'Swin')):
+        if key in name:
+            return family
+    raise ValueError(f'no family for {name!r}')
+
+
+# (family, ACmix model, its baseline), in the paper's order; PAPER: every model of these pairs.
+PAIRS: List[tuple[str, str, str]] = [(_family(a), a, b) for a, b in BASELINES.items()]
+PAPER: Dict[str, PaperEntry] = {n: _paper_entry(n) for _, a, b in PAIRS for n in (a, b)}
 
 
 def short_name(model: str) -> str:
