@@ -197,3 +197,24 @@ def test_mac_counter_matches_analytic(name, kwargs, size):
 def test_macs_near_authors_code_count(name, gmacs):
     """Within 0.2% of the authors'-code count: Swin's own flops() also counts LayerNorms and pooling (~4M MACs)."""
     assert count_macs(timm.create_model(name)) / 1e9 == pytest.approx(gmacs, rel=2e-3)
+
+
+def test_swin_attn_only_mixer_has_the_baseline_layout():
+    """``mixer_args=dict(mix='attn_only')`` drops the conv path: the parameters of timm's Swin, key for key."""
+    kw = dict(img_size=64, embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4)
+    ours = timm.create_model('acmix_swin_tiny_patch4_window7_224', mixer_args=dict(mix='attn_only'), **kw)
+    ref = timm.create_model('swin_tiny_patch4_window7_224', **kw)
+    assert {k: v.shape for k, v in ours.named_parameters()} == {k: v.shape for k, v in ref.named_parameters()}
+
+
+def test_swin_resize_and_window_change(tmp_path):
+    """timm's set_input_size and its relative-position-table resize on load work for the ACmix mixer too."""
+    kw = dict(img_size=64, embed_dim=16, depths=(2, 2), num_heads=(1, 2), window_size=4, num_classes=5)
+    model = timm.create_model('acmix_swin_tiny_patch4_window7_224', **kw).eval()
+    torch.save({'model': model.state_dict()}, tmp_path / 'w4.pth')
+    model.set_input_size(img_size=(80, 80), window_size=5)
+    assert model.layers[0].blocks[1].attn.window_size == (5, 5)
+    assert model(torch.randn(1, 3, 80, 80)).shape == (1, 5)
+    loaded = timm.create_model('acmix_swin_tiny_patch4_window7_224', pretrained=True, pretrained_cfg_overlay=dict(
+        file=str(tmp_path / 'w4.pth'), num_classes=5), **dict(kw, img_size=80, window_size=5))
+    assert loaded.layers[0].blocks[0].attn.relative_position_bias_table.shape == (81, 1)
