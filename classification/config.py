@@ -236,7 +236,11 @@ def load_config(config_file: str | os.PathLike | None = None, opts: Sequence[str
             cfg.merge_from_list(list(opts))
         except KeyError as e:
             raise ConfigError(_unknown_key_message(e, '--opts')) from None
-        except (ValueError, AssertionError) as e:
+        except AssertionError as e:  # yacs: 'Non-existent key: X' (merge_from_list asserts)
+            if 'Non-existent' in str(e):
+                raise ConfigError(_unknown_key_message(e, '--opts')) from None
+            raise ConfigError(f'--opts: {e}') from None
+        except ValueError as e:
             raise ConfigError(f'--opts: {e}') from None
     check_config(cfg)
     cfg.freeze()
