@@ -14,8 +14,9 @@ and the conv baseline is timm's own ``Bottleneck`` unchanged.  ResNet-50's basel
 Initialisation (authors' defect 7): timm's ``ResNet.init_weights`` applies Kaiming-normal to every ``nn.Conv2d``,
 ACmix's ``dep_conv`` included, which erases its shift initialisation.  The authors' ResNet did the same.
 ``acmix_init='shift'`` (default) re-runs each ACmix module's ``reset_parameters`` after the global init, which
-restores the one-hot shift kernels and ``rate1 = rate2 = 0.5`` but re-draws the q/k/v/position/fc convs with
-ACmix's own init; ``acmix_init='kaiming'`` keeps timm's (and the authors') Kaiming everywhere.
+restores the one-hot shift kernels of ``dep_conv`` and ``rate1 = rate2 = 0.5`` (the q/k/v, ``conv_p`` and ``fc``
+convs keep timm's Kaiming init); ``acmix_init='kaiming'`` keeps Kaiming on ``dep_conv`` too, as the authors' code
+effectively trained.
 """
 from typing import Any, Dict, Optional, Type
 
@@ -70,8 +71,8 @@ class ACmixResNet(ResNet):
         layers: blocks per stage.
         mixer: ``'acmix'`` or ``'conv'`` for every bottleneck's 3x3 slot.
         mixer_args: forwarded to ``ACmix`` (see ``MixerBottleneck``).
-        acmix_init: ``'shift'`` re-initialises each ACmix after timm's global Kaiming init (restores the shift
-            kernels); ``'kaiming'`` keeps the global init, as the authors' code effectively did.
+        acmix_init: ``'shift'`` re-runs each ACmix's ``reset_parameters`` after timm's global Kaiming init
+            (shift kernels in ``dep_conv``, rates 0.5); ``'kaiming'`` keeps the global init, as the authors' code did.
         **kwargs: timm ``ResNet`` arguments (``num_classes``, ``drop_path_rate``, ``zero_init_last``, ...).
     """
 
