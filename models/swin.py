@@ -86,6 +86,8 @@ class ACmixSwinTransformer(SwinTransformer):
             raise ValueError(f'mixer {mixer!r} not in {_MIXERS}')
         if mixer == 'attn' and mixer_args:
             raise ValueError(f'mixer_args {sorted(mixer_args)} given for mixer="attn"')
+        if mixer == 'acmix' and kwargs.get('head_dim') is not None:
+            raise ValueError(f'head_dim={kwargs["head_dim"]}: ACmixWindowAttention uses head_dim = dim // num_heads')
         super().__init__(**kwargs)
         self.mixer = mixer
         if mixer == 'attn':
