@@ -87,7 +87,13 @@ class ACmixSRAttention(RateMixer, nn.Module):
         out_att = None
         if self.has_attn:
             if self.sr_ratio > 1:
-                x_r = self.sr(x.transpose(1, 2).reshape(b, c, H, W)).flatten(2).transpose(1, 2)  # (B, N', C)
+                x_map = x.transpose(1, 2).reshape(b, c, H, W)
+                # PVT v1 floors H/sr_ratio; a map smaller than sr_ratio would reduce to nothing, so only then
+                # zero-pad it (bottom/right) up to one reduction cell.  Identical to PVT v1 wherever it works.
+                pad_h, pad_w = max(self.sr_ratio - H, 0), max(self.sr_ratio - W, 0)
+                if pad_h or pad_w:
+                    x_map = F.pad(x_map, (0, pad_w, 0, pad_h))
+                x_r = self.sr(x_map).flatten(2).transpose(1, 2)                   # (B, N', C)
                 kv = self.kv(self.norm(x_r))
             else:
                 kv = kv_full

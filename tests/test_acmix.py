@@ -242,8 +242,22 @@ def test_window_and_sr_any_size(size: tuple[int, int]) -> None:
     assert ACmixWindowAttention(16, 2, window_size=4)(x, (2, 2)).shape == x.shape
     tokens = x.flatten(1, 2)
     assert ACmixSRAttention(16, 2, sr_ratio=1)(tokens, *size).shape == tokens.shape
-    if min(size) >= 2:
-        assert ACmixSRAttention(16, 2, sr_ratio=2)(tokens, *size).shape == tokens.shape
+    # maps smaller than sr_ratio (PVT v1 would reduce them to zero tokens) are padded to one reduction cell
+    for sr_ratio in (2, 8):
+        out = ACmixSRAttention(16, 2, sr_ratio=sr_ratio)(tokens, *size)
+        assert out.shape == tokens.shape and torch.isfinite(out).all()
+
+
+def test_sr_padding_only_below_ratio() -> None:
+    """Where PVT v1's floor reduction works (map >= sr_ratio), nothing is padded: a 5x6 map with sr 2 uses
+    only the 4x6 top rows for keys, so changing the last row must not change the attention of other tokens."""
+    torch.manual_seed(0)
+    m = ACmixSRAttention(16, 2, sr_ratio=2, mix='attn_only').eval()
+    x = torch.randn(1, 5 * 6, 16)
+    y = x.clone()
+    y[:, -6:] += 1.0                       # last row: dropped by the floor reduction, only its queries change
+    with torch.no_grad():
+        assert torch.allclose(m(x, 5, 6)[:, :-6], m(y, 5, 6)[:, :-6], atol=1e-6)
 
 
 def test_dilation_changes_both_paths() -> None:
