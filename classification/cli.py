@@ -17,7 +17,6 @@ import os
 import random
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -494,7 +493,3 @@ def _test(args: argparse.Namespace, opts: list[str]) -> int:
         (work_dir / 'metrics.json').write_text(json.dumps(metrics, indent=2) + '\n')
         log(f'metrics written to {work_dir / "metrics.json"}')
     return 0
-
-
-if __name__ == '__main__':  # pragma: no cover
-    warnings.warn('use tools/train.py or tools/test.py')
