@@ -20,6 +20,7 @@ _SOURCE = r"""
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -46,9 +47,25 @@ inline void axpy(T alpha, const T* x, T* y, int64_t d) {
   for (int64_t c = 0; c < d; ++c) y[c] += alpha * x[c];
 }
 
-template <typename T>
+// Calls f(std::integral_constant<int64_t, D>) for the common head dims and f(<0>) otherwise: with D a
+// compile-time constant the length-D dot/axpy loops unroll into a few SIMD instructions, which matters
+// because at D = 16 their loop overhead would cost as much as the arithmetic.
+template <typename F>
+void with_head_dim(int64_t d, F&& f) {
+  switch (d) {
+    case 8: f(std::integral_constant<int64_t, 8>{}); break;
+    case 16: f(std::integral_constant<int64_t, 16>{}); break;
+    case 32: f(std::integral_constant<int64_t, 32>{}); break;
+    case 64: f(std::integral_constant<int64_t, 64>{}); break;
+    case 128: f(std::integral_constant<int64_t, 128>{}); break;
+    default: f(std::integral_constant<int64_t, 0>{});
+  }
+}
+
+template <typename T, int64_t DC>  // DC: the head dim when known at compile time, else 0
 void forward_kernel(const T* q, const T* k, const T* v, const int64_t* rows, const int64_t* cols,
                     T* out, T* probs, const Geometry g) {
+  const int64_t d = DC > 0 ? DC : g.d;
   // one task = one output row of one image; rows are independent in forward
   at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
     std::vector<T> logit(g.taps());
@@ -61,7 +78,7 @@ void forward_kernel(const T* q, const T* k, const T* v, const int64_t* rows, con
         T top = -std::numeric_limits<T>::infinity();
         for (int64_t a = 0; a < g.k; ++a)
           for (int64_t b = 0; b < g.k; ++b) {
-            const T l = dot(qp, k + g.pixel(img, row[a], col[b]), g.d);
+            const T l = dot(qp, k + g.pixel(img, row[a], col[b]), d);
             logit[a * g.k + b] = l;
             top = std::max(top, l);
           }
@@ -69,23 +86,24 @@ void forward_kernel(const T* q, const T* k, const T* v, const int64_t* rows, con
         for (auto& l : logit) total += (l = std::exp(l - top));  // max-subtracted softmax
         const T inv = T(1) / total;
         T* op = out + g.out_pixel(img, i, j);
-        std::fill(op, op + g.d, T(0));
+        std::fill(op, op + d, T(0));
         for (int64_t a = 0; a < g.k; ++a)
           for (int64_t b = 0; b < g.k; ++b) {
             const int64_t t = a * g.k + b;
             const T p = logit[t] * inv;
             probs[g.prob(img, t, i, j)] = p;
-            axpy(p, v + g.pixel(img, row[a], col[b]), op, g.d);
+            axpy(p, v + g.pixel(img, row[a], col[b]), op, d);
           }
       }
     }
   });
 }
 
-template <typename T>
+template <typename T, int64_t DC>
 void backward_kernel(const T* grad_out, const T* q, const T* k, const T* v, const T* probs,
                      const int64_t* rows, const int64_t* cols, T* grad_q, T* grad_k, T* grad_v,
                      const Geometry g) {
+  const int64_t d = DC > 0 ? DC : g.d;
   // overlapping windows scatter into the same key/value pixels, so a task owns a whole image
   // (N = batch*heads is normally at least the thread count) and no two threads write one pixel
   at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
@@ -102,7 +120,7 @@ void backward_kernel(const T* grad_out, const T* q, const T* k, const T* v, cons
           for (int64_t a = 0; a < g.k; ++a)
             for (int64_t b = 0; b < g.k; ++b) {
               const int64_t t = a * g.k + b;
-              grad_p[t] = dot(gop, v + g.pixel(img, row[a], col[b]), g.d);
+              grad_p[t] = dot(gop, v + g.pixel(img, row[a], col[b]), d);
               weighted += probs[g.prob(img, t, i, j)] * grad_p[t];
             }
           for (int64_t a = 0; a < g.k; ++a)
@@ -111,9 +129,9 @@ void backward_kernel(const T* grad_out, const T* q, const T* k, const T* v, cons
               const int64_t src = g.pixel(img, row[a], col[b]);
               const T p = probs[g.prob(img, t, i, j)];
               const T dl = p * (grad_p[t] - weighted);
-              axpy(dl, k + src, grad_q + qoff, g.d);
-              axpy(dl, q + qoff, grad_k + src, g.d);
-              axpy(p, gop, grad_v + src, g.d);
+              axpy(dl, k + src, grad_q + qoff, d);
+              axpy(dl, q + qoff, grad_k + src, d);
+              axpy(p, gop, grad_v + src, d);
             }
         }
       }
@@ -142,9 +160,11 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
   auto out = at::empty({g.n, g.ho, g.wo, g.d}, q.options());
   auto probs = at::empty({g.n, g.taps(), g.ho, g.wo}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_local_attention_forward", [&] {
-    forward_kernel<scalar_t>(q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-                             rows.data_ptr<int64_t>(), cols.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
-                             probs.data_ptr<scalar_t>(), g);
+    with_head_dim(g.d, [&](auto dc) {
+      forward_kernel<scalar_t, dc()>(q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
+                                     rows.data_ptr<int64_t>(), cols.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
+                                     probs.data_ptr<scalar_t>(), g);
+    });
   });
   return {out, probs};
 }
@@ -157,10 +177,12 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
   const Geometry g = geometry(q, rows, cols, stride);
   auto grad_q = at::zeros_like(q), grad_k = at::zeros_like(k), grad_v = at::zeros_like(v);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_local_attention_backward", [&] {
-    backward_kernel<scalar_t>(grad_out.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-                              v.data_ptr<scalar_t>(), probs.data_ptr<scalar_t>(), rows.data_ptr<int64_t>(),
-                              cols.data_ptr<int64_t>(), grad_q.data_ptr<scalar_t>(),
-                              grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(), g);
+    with_head_dim(g.d, [&](auto dc) {
+      backward_kernel<scalar_t, dc()>(grad_out.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
+                                      v.data_ptr<scalar_t>(), probs.data_ptr<scalar_t>(), rows.data_ptr<int64_t>(),
+                                      cols.data_ptr<int64_t>(), grad_q.data_ptr<scalar_t>(),
+                                      grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(), g);
+    });
   });
   return {grad_q, grad_k, grad_v};
 }
