@@ -9,13 +9,19 @@ too much:
 - ``acmix::local_attention_bwd(grad_out, q, k, v, probs, K, dilation, stride, backend) -> (dq, dk, dv)``
 
 ``probs`` (N, K*K, Ho, Wo), float64 for float64 inputs and float32 otherwise, are the softmax weights saved
-for backward: D times smaller than one window tensor of the reference.  ``backend`` picks the implementation inside the op (so graphs stay device
-agnostic): ``'auto'`` = C++ on CPU (pure PyTorch if the build failed), Triton on CUDA when importable,
-pure PyTorch otherwise; ``'cpp'``, ``'triton'``, ``'torch'`` force one (for tests and benchmarks).
+for backward: D times smaller than one window tensor of the reference.  Every backend reads and writes the
+same ``probs``, so forward and backward may even run on different backends.
+
+``backend`` picks the implementation inside the op, so graphs stay device agnostic: ``'auto'`` = C++ on CPU
+(pure PyTorch, with one warning, if the build fails), Triton on CUDA (pure PyTorch, with one warning, if
+Triton is missing or its first launch fails), pure PyTorch elsewhere; ``'cpp'``, ``'triton'``, ``'torch'``
+force one and fail loudly instead (tests, benchmarks; ``'triton'`` on CPU needs ``TRITON_INTERPRET=1``).
 """
 from __future__ import annotations
 
 import functools
+import os
+import warnings
 
 import torch
 
@@ -30,12 +36,33 @@ _COMPUTE_DTYPES = (torch.float32, torch.float64)
 
 @functools.cache
 def _triton_module():
-    """The Triton kernels, or None when Triton (or a GPU for it) is unavailable."""
+    """The Triton kernels, or None when Triton is not importable."""
     try:
         from . import triton_kernel
     except ImportError:
         return None
     return triton_kernel
+
+
+# 'auto' trusts Triton once a launch has worked; until then a failure (no usable compiler or driver) is
+# reported once and the PyTorch loop takes over for the rest of the process
+_triton_health = {'verified': False, 'failed': False}
+
+
+def _call_triton(name: str, fallback_ok: bool, *args):
+    """``triton_kernel.<name>(*args)``, or None (after one warning) if its first launch fails and fallback_ok."""
+    kernel = getattr(_triton_module(), name)
+    if _triton_health['verified'] or not fallback_ok:
+        return kernel(*args)
+    try:
+        result = kernel(*args)
+    except Exception as exc:  # compile/launch problems must not break the model: the loop gives the same result
+        warnings.warn(f'acmix: the Triton local-attention kernel failed, falling back to the pure-PyTorch path '
+                      f'(slower, same results): {exc!r}', RuntimeWarning, stacklevel=3)
+        _triton_health['failed'] = True
+        return None
+    _triton_health['verified'] = True
+    return result
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
@@ -45,13 +72,15 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     if backend == 'auto':
         if device.type == 'cpu':
             return 'cpp' if cpu_ext.load() is not None else 'torch'
-        if device.type == 'cuda' and _triton_module() is not None:
+        if device.type == 'cuda' and _triton_module() is not None and not _triton_health['failed']:
             return 'triton'
         return 'torch'
     if backend == 'cpp' and (device.type != 'cpu' or cpu_ext.load() is None):
         raise RuntimeError(f'backend cpp needs a CPU tensor and a working C++ build (device {device})')
-    if backend == 'triton' and _triton_module() is None:
-        raise RuntimeError('backend triton needs an importable triton')
+    if backend == 'triton' and (_triton_module() is None or
+                                (device.type != 'cuda' and os.environ.get('TRITON_INTERPRET') != '1')):
+        raise RuntimeError(f'backend triton needs an importable triton and a CUDA tensor (device {device}), '
+                           f'or TRITON_INTERPRET=1 for CPU tensors')
     return backend
 
 
@@ -76,13 +105,15 @@ def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int,
     cols = window_index(w, kernel_size, dilation, stride, q.device)  # (Wo, K)
     chosen = resolve_backend(backend, q.device)
     if chosen == 'triton':
-        return _triton_module().forward(q, k, v, rows, cols, stride)
+        result = _call_triton('forward', backend == 'auto', q, k, v, rows, cols, stride)
+        if result is not None:
+            return result
     qc, kc, vc = _upcast(q, k, v)
     if chosen == 'cpp':
         out, probs = cpu_ext.load().forward(_channels_last(qc), _channels_last(kc), _channels_last(vc),
                                             rows, cols, stride)
         out = out.permute(0, 3, 1, 2).contiguous()                   # (N, Ho, Wo, D) -> (N, D, Ho, Wo)
-    else:
+    else:  # 'torch', or 'triton' that failed its first launch
         out, probs = torch_loop.forward(qc, kc, vc, kernel_size, dilation, stride)
     return out.to(q.dtype), probs
 
@@ -91,7 +122,8 @@ def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int,
 def _fwd_fake(q, k, v, kernel_size, dilation, stride, backend):
     n, d, h, w = q.shape
     ho, wo = out_size(h, stride), out_size(w, stride)
-    return q.new_empty(n, d, ho, wo), q.new_empty(n, kernel_size * kernel_size, ho, wo, dtype=_probs_dtype(q.dtype))
+    probs = q.new_empty(n, kernel_size * kernel_size, ho, wo, dtype=_probs_dtype(q.dtype))
+    return q.new_empty(n, d, ho, wo), probs
 
 
 @torch.library.custom_op('acmix::local_attention_bwd', mutates_args=())
@@ -102,15 +134,16 @@ def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.T
     rows = window_index(h, kernel_size, dilation, stride, q.device)
     cols = window_index(w, kernel_size, dilation, stride, q.device)
     chosen = resolve_backend(backend, q.device)
+    grads = None
     if chosen == 'triton':
-        grads = _triton_module().backward(grad_out, q, k, v, probs, rows, cols, stride)
-    else:
+        grads = _call_triton('backward', backend == 'auto', grad_out, q, k, v, probs, rows, cols, stride)
+    if grads is None:
         gc, qc, kc, vc, pc = _upcast(grad_out, q, k, v, probs)
         if chosen == 'cpp':
             grads = cpu_ext.load().backward(_channels_last(gc), _channels_last(qc), _channels_last(kc),
                                             _channels_last(vc), pc.contiguous(), rows, cols, stride)
             grads = [g.permute(0, 3, 1, 2).contiguous() for g in grads]  # (N, H, W, D) -> (N, D, H, W)
-        else:
+        else:  # 'torch', or 'triton' that failed its first launch
             grads = torch_loop.backward(gc, qc, kc, vc, pc, kernel_size, dilation, stride)
     return tuple(g.to(q.dtype) for g in grads)
 

@@ -14,12 +14,12 @@ __all__ = ['check_qkv', 'local_attention_reference']
 
 
 def check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
-    """Raise ``ValueError`` naming the shapes unless q, k, v are all ``(N, D, H, W)`` of one shape/dtype/device."""
+    """Raise ``ValueError`` naming the shapes unless q, k, v are ``(N, D, H, W)`` of one shape, float dtype, device."""
     if q.dim() != 4 or k.shape != q.shape or v.shape != q.shape:
         raise ValueError(f'q, k, v must all be (N, D, H, W) of one shape, got q {tuple(q.shape)}, '
                          f'k {tuple(k.shape)}, v {tuple(v.shape)}')
-    if k.dtype != q.dtype or v.dtype != q.dtype:
-        raise ValueError(f'q, k, v must share a dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
+    if not q.is_floating_point() or k.dtype != q.dtype or v.dtype != q.dtype:
+        raise ValueError(f'q, k, v must share one floating dtype, got {q.dtype}, {k.dtype}, {v.dtype}')
     if k.device != q.device or v.device != q.device:
         raise ValueError(f'q, k, v must share a device, got {q.device}, {k.device}, {v.device}')
 

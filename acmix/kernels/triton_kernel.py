@@ -16,7 +16,8 @@ import triton.language as tl
 
 __all__ = ['forward', 'backward']
 
-_BLOCK_P = 64
+# pixels per program: the (BLOCK_P, BLOCK_D) accumulator tiles stay at 2048 elements whatever the head dim
+_TILE = 2048
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -113,9 +114,10 @@ def _backward_kernel(grad_out_ptr, q_ptr, k_ptr, v_ptr, probs_ptr, rows_ptr, col
 def _launch_args(q: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor):
     n, d, h, w = q.shape
     ho, wo = rows.shape[0], cols.shape[0]
-    grid = (triton.cdiv(ho * wo, _BLOCK_P), n)
-    meta = dict(K=rows.shape[1], BLOCK_P=_BLOCK_P, BLOCK_D=triton.next_power_of_2(d),
-                COMPUTE=_tl_dtype(q.dtype))
+    block_d = triton.next_power_of_2(d)
+    block_p = max(16, min(128, _TILE // block_d))
+    grid = (triton.cdiv(ho * wo, block_p), n)
+    meta = dict(K=rows.shape[1], BLOCK_P=block_p, BLOCK_D=block_d, COMPUTE=_tl_dtype(q.dtype))
     return grid, (d, h, w, wo, ho * wo), meta
 
 
