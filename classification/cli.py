@@ -83,6 +83,8 @@ def build_model(cfg: CfgNode, pretrained_file: str | None = None, **overrides: A
         kwargs['drop_path_rate'] = cfg.MODEL.DROP_PATH
     if cfg.MODEL.DROP_RATE > 0:
         kwargs['drop_rate'] = cfg.MODEL.DROP_RATE
+    if cfg.MODEL.MIXER_ARGS:
+        kwargs['mixer_args'] = {k: v for k, v in cfg.MODEL.MIXER_ARGS.items()}
     file = pretrained_file or cfg.MODEL.PRETRAINED_FILE
     if file:
         if not Path(file).is_file():

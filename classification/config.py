@@ -42,6 +42,9 @@ _C.MODEL.NUM_CLASSES = 1000
 _C.MODEL.DROP_PATH = 0.0
 # Classifier dropout (timm `drop_rate`); 0 = not passed to the model.
 _C.MODEL.DROP_RATE = 0.0
+# Keyword arguments for the model's ACmix mixer, passed as `mixer_args=` (only when non-empty), e.g. the
+# ablations' {mix: attn_only} or {shift: tensor}; see models/ and acmix/ for the accepted names.
+_C.MODEL.MIXER_ARGS = CN(new_allowed=True)
 # Initialise from the model's pretrained cfg (timm hub/url) before training.
 _C.MODEL.PRETRAINED = False
 # Initialise from this checkpoint file instead (any of: our checkpoint, the authors' {'model': ...},

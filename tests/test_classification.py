@@ -22,7 +22,8 @@ from classification.config import ConfigError, load_config
 from classification.data import DataError, build_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / 'configs' / 'classification').glob('*.yaml'))
+CONFIG_DIR = ROOT / 'configs' / 'classification'
+CONFIGS = sorted(CONFIG_DIR.rglob('*.yaml'))  # with ablations/
 CLASSES = ('circle', 'square', 'triangle')
 
 # A tiny timm model and a short, fully random regime (RandAugment, mixup/cutmix, random erasing, drop-path, EMA)
@@ -143,7 +144,7 @@ def test_resume_explicit_path_and_missing(tmp_path, data_root, tiny_cfg, capsys)
 # --------------------------------------------------------------------------------------------------------
 # Configs
 # --------------------------------------------------------------------------------------------------------
-@pytest.mark.parametrize('path', CONFIGS, ids=[p.stem for p in CONFIGS])
+@pytest.mark.parametrize('path', CONFIGS, ids=[str(p.relative_to(CONFIG_DIR)) for p in CONFIGS])
 def test_every_config_loads_and_builds(path):
     cfg = load_config(path)
     with torch.device('meta'):  # structure only: no weight init cost
@@ -155,7 +156,7 @@ def test_every_config_loads_and_builds(path):
 
 
 def test_config_names_match_models_and_recipes():
-    for path in CONFIGS:
+    for path in CONFIG_DIR.glob('*.yaml'):
         if path.stem.startswith('_base_') or path.stem == 'demo':
             continue
         cfg = load_config(path)
