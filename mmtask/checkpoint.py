@@ -3,10 +3,17 @@
 torch >= 2.6 loads with ``weights_only=True`` by default, and mmengine 0.10.7 calls ``torch.load`` without the
 argument.  The checkpoints mmengine writes are not plain tensors: ``message_hub`` holds ``HistoryBuffer`` objects
 with numpy arrays, ``meta`` holds numpy scalars.  Rather than switching the safety check off
-(``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), we keep ``weights_only=True`` and allow exactly the non-tensor types that
-mmengine itself writes (:func:`allow_mmengine_checkpoints`).  A checkpoint holding anything else still fails,
-with torch's message naming the type; to load such a file you trust, set ``ACMIX_TRUST_CHECKPOINTS=1``, which
-makes :func:`allow_mmengine_checkpoints` set ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` for this process.
+(``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1``), :func:`allow_mmengine_checkpoints` keeps ``weights_only=True`` and
+
+* allows exactly the non-tensor types mmengine writes: ``HistoryBuffer``, numpy arrays, scalars and dtypes;
+* stops ``HistoryBuffer`` from pickling its statistics *functions* (mmengine's ``__getstate__`` stores
+  ``HistoryBuffer.min`` etc., which unpickle through ``getattr`` and cannot be allowed safely).  They are class
+  level and re-registered on import, and mmengine's ``__setstate__`` accepts a state without them, so the
+  checkpoints our runs write load with ``weights_only=True`` here and in stock mmengine alike.
+
+A checkpoint holding anything else (e.g. one written by stock mmengine, with those functions) fails with torch's
+message naming the global; to load such a file you trust, set ``ACMIX_TRUST_CHECKPOINTS=1``, which makes
+:func:`allow_mmengine_checkpoints` set ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1`` for this process.
 
 Backbone (classification) checkpoints are always read with ``weights_only=True`` and no allow-list
 (:mod:`models.mm_backbone`).
@@ -53,3 +60,10 @@ def allow_mmengine_checkpoints() -> None:
     if not SAFE_GLOBALS:
         SAFE_GLOBALS.extend(_numpy_globals() + _mmengine_globals())
         torch.serialization.add_safe_globals(SAFE_GLOBALS)
+        from mmengine.logging import HistoryBuffer
+        HistoryBuffer.__getstate__ = _history_buffer_state
+
+
+def _history_buffer_state(self) -> dict:
+    """``HistoryBuffer`` state without the statistics functions (data only: max_length and two arrays)."""
+    return {k: v for k, v in self.__dict__.items() if k != 'statistics_methods'}
