@@ -291,6 +291,28 @@ def test_authors_style_checkpoint_loads_through_timm_filter(tmp_path, data_root)
     assert {'top1', 'top5'} <= json.loads((tmp_path / 'e' / 'metrics.json').read_text()).keys()
 
 
+@pytest.mark.parametrize('name,fmt', [('acmix_swin_tiny_patch4_window7_224', 'swin'), ('acmix_resnet26', 'resnet')])
+def test_authors_release_layout_loads_for_test(tmp_path, name, fmt):
+    """The authors' full key layout (tests/fixtures/authors_models, recorded from their code) in their file format:
+    Swin release {'model': ...} and ResNet script {'state_dict': {'module.*'}}, loaded by test.py's loader."""
+    from tools.make_authors_model_fixtures import authors_format
+    shapes = json.loads((ROOT / 'tests/fixtures/authors_models' / f'keys_{name}.json').read_text())
+    gen = torch.Generator().manual_seed(0)
+    theirs = {k: torch.randn(s, generator=gen) if 'index' not in k else torch.zeros(s, dtype=torch.long)
+              for k, s in shapes.items()}
+    file = tmp_path / f'{name}.pth'
+    torch.save(authors_format(theirs, fmt), file)
+    cfg = load_config(CONFIG_DIR / f'{name}.yaml', ['MODEL.NUM_CLASSES', '1000'])
+    model = cli.load_for_test(cfg, file)
+    ours = model.state_dict()
+    shared = [k for k in ('patch_embed.proj.weight', 'conv1.weight', 'fc.weight') if k in theirs and k in ours]
+    assert shared
+    for k in shared:
+        torch.testing.assert_close(ours[k], theirs[k])
+    rates = [k for k in ours if k.endswith('rate1')]
+    assert rates and all(torch.equal(ours[k], theirs[k]) for k in rates if k in theirs)
+
+
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root, tiny_cfg, monkeypatch, capsys):
     real = engine.train_one_epoch
 
