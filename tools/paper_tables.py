@@ -347,10 +347,10 @@ def main(argv: Optional[Sequence[str]] = None) -> Dict[str, List[Dict[str, Any]]
             row = dict(family=family, acmix=acmix_name, baseline=base_name, device=args.device, batch=batch,
                        img_size=args.img_size)
             row.update(measure_speed(acmix_name, base_name, device, batch, args.img_size, args.warmup, args.reps))
-            log(f'speed {acmix_name} vs {base_name}: infer x{row["infer_ratio"]:.2f}, train x{row["train_ratio"]:.2f} '
-                f'({time.perf_counter() - t0:.0f}s)')
+            log(f'speed {acmix_name} vs {base_name} (img/s): infer {row["infer_acmix"]:.2f} vs {row["infer_base"]:.2f}, '
+                f'train {row["train_acmix"]:.2f} vs {row["train_base"]:.2f} ({time.perf_counter() - t0:.0f}s)')
             speed.append(row)
-        write_csv(args.out / 'speed.csv', speed)
+            write_csv(args.out / 'speed.csv', speed)  # after every pair: a long run that is cut short keeps its rows
         out['speed'] = speed
         md.append(f'## Throughput, batch {batch} at {args.img_size}x{args.img_size}: {device_description(device)}\n'
                   f'Median of {args.reps} reps after {args.warmup} warm-up; ratio = ACmix / baseline throughput.\n\n'
