@@ -109,9 +109,10 @@ def build_model(cfg: CfgNode, pretrained_file: str | None = None, **overrides: A
 def _create(name: str, file: str | None, **kwargs: Any) -> nn.Module:
     try:
         return timm.create_model(name, **kwargs)
-    except RuntimeError as e:
-        if file and ('state_dict' in str(e) or 'size mismatch' in str(e)):
-            raise ckpt_lib.CheckpointError(f'{file} does not fit model {name}: {e}') from e
+    except (RuntimeError, KeyError) as e:  # timm's strict load / the model's checkpoint filter
+        if file:
+            msg = e.args[0] if isinstance(e, KeyError) and e.args else e
+            raise ckpt_lib.CheckpointError(f'{file} does not fit model {name}: {msg}') from e
         raise
 
 

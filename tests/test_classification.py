@@ -311,6 +311,10 @@ def test_authors_release_layout_loads_for_test(tmp_path, name, fmt):
         torch.testing.assert_close(ours[k], theirs[k])
     rates = [k for k in ours if k.endswith('rate1')]
     assert rates and all(torch.equal(ours[k], theirs[k]) for k in rates if k in theirs)
+    if fmt == 'resnet':  # a ResNet-26 file given to the ResNet-38 config: a clean error naming the keys
+        cfg = load_config(CONFIG_DIR / 'acmix_resnet38.yaml', ['MODEL.NUM_CLASSES', '1000'])
+        with pytest.raises(ckpt_lib.CheckpointError, match=r'does not fit model acmix_resnet38.*layer1\.1\.'):
+            cli.load_for_test(cfg, file)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root, tiny_cfg, monkeypatch, capsys):
