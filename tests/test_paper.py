@@ -174,7 +174,7 @@ def test_ablation_configs_are_the_generated_ones():
 
 # Shrunken depths/widths keep the build cheap; the mixer arguments still come from the config.
 _SMALL = {'acmix_swin_tiny_patch4_window7_224': dict(depths=(1, 1, 1, 1), embed_dim=24),
-          'acmix_resnet26': dict(layers=(1, 1, 1, 1))}
+          'acmix_resnet26': dict(layers=(1, 1, 1, 1), base_width=16)}
 
 
 @pytest.mark.parametrize('name', sorted(collect_ablations.configs()))
