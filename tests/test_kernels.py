@@ -117,7 +117,8 @@ class _TinyAttention(torch.nn.Module):
     def forward(self, x):
         b, c, h, w = x.shape
         q, k, v = self.qkv(x).reshape(3, b * self.heads, c // self.heads, h, w).unbind(0)
-        return local_attention(q, k, v, 3, stride=2, impl='fast').reshape(b, c, -(-h // 2), -(-w // 2))
+        out = local_attention(q, k, v, 3, stride=2, impl='fast')  # (B*heads, C/heads, ceil(H/2), ceil(W/2))
+        return out.reshape(b, c, *out.shape[-2:])
 
 
 def test_torch_compile():
@@ -135,9 +136,13 @@ def test_torch_export():
     torch.manual_seed(0)
     model = _TinyAttention()
     x = torch.randn(2, 4, 7, 6)
-    exported = torch.export.export(model, (x,))
+    # symbolic H, W: the op's fake must derive ceil(H/2) itself (min 3 keeps reshape from guarding on size 1)
+    dims = {2: torch.export.Dim('h', min=3, max=64), 3: torch.export.Dim('w', min=3, max=64)}
+    exported = torch.export.export(model, (x,), dynamic_shapes=(dims,))
     assert 'acmix.local_attention_fwd' in str(exported.graph)
     torch.testing.assert_close(exported.module()(x), model(x))
+    x_other = torch.randn(2, 4, 13, 5)
+    torch.testing.assert_close(exported.module()(x_other), model(x_other))
 
 
 def test_build_failure_falls_back_with_one_warning(monkeypatch):
