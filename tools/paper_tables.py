@@ -210,7 +210,8 @@ def measure_speed(acmix_name: str, base_name: str, device: torch.device, batch: 
     nets = [create(n, img_size).to(device) for n in (acmix_name, base_name)]
     x = torch.randn(batch, 3, img_size, img_size, device=device)
     row: Dict[str, Any] = {}
-    for mode, make in (('infer', _inference_step), ('train', _training_step)):
+    # training first: index tensors that a module caches on its first call must not be born in inference mode
+    for mode, make in (('train', _training_step), ('infer', _inference_step)):
         secs = time_alternating([make(m, x) for m in nets], device, warmup, reps)
         row[f'{mode}_acmix'] = batch / secs[0]
         row[f'{mode}_base'] = batch / secs[1]
