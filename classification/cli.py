@@ -249,6 +249,18 @@ def _resolve_config(args: argparse.Namespace, opts: list[str]) -> CfgNode:
     return load_config(args.config, opts + extra)
 
 
+def _config_changes(old: CfgNode, new: CfgNode, prefix: str = '') -> list[str]:
+    """'KEY: old -> new' for every leaf that differs (paths excluded)."""
+    out = []
+    for k, v in new.items():
+        key, before = f'{prefix}{k}', old.get(k)
+        if isinstance(v, CfgNode):
+            out += _config_changes(before if isinstance(before, CfgNode) else CfgNode(), v, f'{key}.')
+        elif before != v and key not in ('OUTPUT', 'DATA.DATA_PATH'):
+            out.append(f'{key}: {before!r} -> {v!r}')
+    return out
+
+
 def _run(main: Callable[[], int | None]) -> None:
     """Run ``main`` turning expected failures into a one-line message and a non-zero exit status."""
     try:
@@ -345,9 +357,19 @@ def _train_loop(cfg: CfgNode, args: argparse.Namespace, rank: int, world_size: i
     start_epoch, num_updates, best_top1 = 0, 0, -1.0
     if resume is not None:
         ckpt_lib.load_model_weights(model, ckpt_lib.extract_state_dict(resume), str(resume_path))
+        changed = _config_changes(config_from_string(resume['config']), cfg)
+        if changed:
+            log(f'note: config differs from the checkpoint\'s: {"; ".join(changed)}')
+        # timm schedulers are functions of the step count; their saved state also fixes the schedule's length,
+        # so it is restored only when the schedule settings are unchanged (e.g. not when TRAIN.EPOCHS grew)
+        new_schedule = any(c.startswith(('TRAIN.', 'DATA.BATCH_SIZE')) and not c.startswith(('TRAIN.OPTIMIZER',
+                           'TRAIN.WEIGHT_DECAY', 'TRAIN.CLIP_GRAD')) for c in changed)
+        if new_schedule:
+            log('note: the learning-rate schedule follows the new config')
         try:
             optimizer.load_state_dict(resume['optimizer'])
-            scheduler.load_state_dict(resume['scheduler'])
+            if not new_schedule:
+                scheduler.load_state_dict(resume['scheduler'])
             if scaler is not None and resume.get('scaler'):
                 scaler.load_state_dict(resume['scaler'])
             if ema is not None:

@@ -24,6 +24,31 @@ from yacs.config import CfgNode
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
 
+def _posterize_keeping_zero_bits() -> None:
+    """Compatibility: timm's RandAugment 'inc1' posterize keeps ``4 - int(level / 10 * 4)`` bits, i.e. 0 bits at
+    magnitude 10, which 'mstd0.5' reaches; Pillow used to return a black image for 0 bits, Pillow >= 13 raises
+    ``ValueError: bits must be between or equal to 1 and 8`` (random crash of the Swin/PVT recipe).  Keep the
+    old result by routing 0 bits to a black image; every other case is timm's own function."""
+    from timm.data import auto_augment as aa
+    original = aa.posterize
+    if getattr(original, 'zero_bits_black', False):
+        return
+
+    def posterize(img, bits_to_keep, **kwargs):
+        if bits_to_keep < 1:
+            return img.point(lambda _: 0)
+        return original(img, bits_to_keep, **kwargs)
+
+    posterize.zero_bits_black = True
+    for name, fn in list(aa.NAME_TO_OP.items()):
+        if fn is original:
+            aa.NAME_TO_OP[name] = posterize
+    aa.posterize = posterize
+
+
+_posterize_keeping_zero_bits()
+
+
 class DataError(ValueError):
     """The dataset on disk is unusable; the message names the folder or file."""
 

@@ -256,6 +256,16 @@ def test_corrupt_images_skipped_with_warning_or_error(tmp_path):
         ds[[p for p, _ in ds.samples].index(str(bad))]
 
 
+def test_randaugment_posterize_zero_bits_does_not_crash():
+    """rand-m9-mstd0.5-inc1 can ask posterize for 0 bits; Pillow >= 13 rejects that (see classification/data.py)."""
+    from PIL import Image
+    from timm.data import auto_augment as aa
+    img = Image.new('RGB', (8, 8), (200, 100, 50))
+    op = aa.AugmentOp('PosterizeIncreasing', prob=1.0, magnitude=10)  # level 10 -> 4 - 4 = 0 bits
+    assert op(img).getextrema() == ((0, 0), (0, 0), (0, 0))
+    assert aa.NAME_TO_OP['Posterize'](img, 4).getpixel((0, 0)) == (192, 96, 48)
+
+
 # --------------------------------------------------------------------------------------------------------
 # Bad checkpoints, NaN loss, full disk
 # --------------------------------------------------------------------------------------------------------
