@@ -174,7 +174,8 @@ class ACmixBackbone(BaseModule):
         init_cfg: ``dict(type='Pretrained', checkpoint=path_or_url)`` to load a classification checkpoint.
         **model_kwargs: passed to ``timm.create_model`` (``drop_path_rate``, ``strict_img_size``, ...).
 
-    Input ``(B, 3, H, W)`` -> tuple of ``(B, C_i, ~H/s_i, ~W/s_i)`` NCHW maps, one per ``out_indices``.
+    Input ``(B, 3, H, W)`` -> tuple of NCHW maps ``(B, C_i, ceil(H / s_i), ceil(W / s_i))``, one per
+    ``out_indices``, with ``C_i = out_channels[i]`` and ``s_i = strides[i]``.
     """
 
     def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
@@ -188,8 +189,8 @@ class ACmixBackbone(BaseModule):
             raise ValueError(f"ACmixBackbone init_cfg must be dict(type='Pretrained', checkpoint=...), "
                              f'got {init_cfg}')
         super().__init__(init_cfg=None)
-        self.pretrained_cfg = init_cfg   # handled by our init_weights, never by mmengine's initialisers
-        if model_name not in timm.list_models() and model_name not in timm.list_models(pretrained=True):
+        self._pretrained = init_cfg   # handled by our init_weights, never by mmengine's initialisers
+        if not timm.is_model(model_name):
             raise KeyError(f'unknown timm model {model_name!r} (is `import models` registering it?)')
         self.model_name = model_name
         self.model_kwargs = dict(model_kwargs)
@@ -223,7 +224,6 @@ class ACmixBackbone(BaseModule):
         self._out_channels = list(self.body.feature_info.channels())
         self.strides = list(self.body.feature_info.reduction())
         self._freeze_stages()
-
 
     @property
     def out_channels(self) -> list[int]:
@@ -282,8 +282,8 @@ class ACmixBackbone(BaseModule):
         Deliberately does not recurse into the timm modules: some have an ``init_weights`` of their own that
         would re-randomise them.
         """
-        if self.pretrained_cfg is not None:
-            path = str(self.pretrained_cfg['checkpoint'])
+        if self._pretrained is not None:
+            path = str(self._pretrained['checkpoint'])
             state_dict = read_state_dict(path)
             filter_fn = _checkpoint_filter(self.model_name)
             if filter_fn is not None:
