@@ -20,6 +20,7 @@ Usage::
     python tools/benchmark_acmix.py                 # CPU, and CUDA too when available
     python tools/benchmark_acmix.py --device cuda   # one device only
     python tools/benchmark_acmix.py --quick         # batch 2, two stages, 2 reps: a smoke run
+    python tools/benchmark_acmix.py --threads 1     # CPU threads (on a loaded shared machine 1 is steadier)
 """
 from __future__ import annotations
 
@@ -40,6 +41,7 @@ import torch  # noqa: E402
 
 from acmix import ACmix  # noqa: E402
 from acmix.kernels import local_attention  # noqa: E402
+from acmix.kernels.ops import resolve_backend  # noqa: E402
 
 STAGES = ((64, 56), (128, 28), (256, 14), (512, 7))  # (channels, feature-map size) of ResNet stages 1-4
 HEADS, KERNEL = 4, 7
@@ -142,7 +144,7 @@ def peak_bytes(scope: str, channels: int, size: int, batch: int, impl: str, devi
         _forward_backward(run)
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
-    cmd = [sys.executable, os.path.abspath(__file__), '--_cpu-peak',
+    cmd = [sys.executable, os.path.abspath(__file__), '--threads', str(torch.get_num_threads()), '--_cpu-peak',
            json.dumps([scope, channels, size, batch, impl])]
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return int(result.stdout.strip().splitlines()[-1])
@@ -185,8 +187,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--batch', type=int, default=8)
     parser.add_argument('--reps', type=int, default=5)
     parser.add_argument('--scopes', default='kernel,module', help='comma-separated subset of kernel,module')
+    parser.add_argument('--threads', type=int, help='torch.set_num_threads for CPU runs (default: torch default)')
     parser.add_argument('--_cpu-peak', dest='cpu_peak', help=argparse.SUPPRESS)  # internal: subprocess mode
     args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.cpu_peak:
         print(cpu_peak_bytes_here(*json.loads(args.cpu_peak)))
         return
@@ -200,7 +205,8 @@ def main(argv: list[str] | None = None) -> None:
         device = torch.device(name)
         where = (torch.cuda.get_device_name(device) if name == 'cuda'
                  else f'CPU, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}')
-        print(f'\n### {where}: batch {batch}, {HEADS} heads, K={KERNEL}, median of {reps}\n\n{HEADER}', flush=True)
+        print(f'\n### {where}: batch {batch}, {HEADS} heads, K={KERNEL}, median of {reps}, '
+              f'fast backend {resolve_backend("auto", device)!r}\n\n{HEADER}', flush=True)
         for scope in scopes:
             for channels, size in stages:
                 print(_fmt_row(scope, channels, size, measure(scope, channels, size, batch, device, reps)),
