@@ -101,7 +101,7 @@ else
         mkdir -p "$WHEEL_DIR"
         (cd "$BUILD/mmcv-$MMCV_VERSION" && MMCV_WITH_OPS=1 FORCE_CUDA=$FORCE_CUDA MAX_JOBS="${MAX_JOBS:-$(nproc)}" \
             "${PIP[@]}" wheel --no-build-isolation --no-deps -v . -w "$BUILD/dist" 2>&1 \
-            | grep --line-buffered -E '^\[[0-9]+/[0-9]+\]|error|Error' || true)
+            | sed -u -n -E -e 's#^ *(\[[0-9]+/[0-9]+\]) .* ([^ ]+\.(cpp|cu)) .*#    \1 \2#p' -e '/[Ee]rror/p' || true)
         compgen -G "$BUILD/dist/mmcv-$MMCV_VERSION-*.whl" >/dev/null \
             || { echo "no mmcv wheel was produced; see the compiler errors above" >&2; false; }
         # Publish atomically, so an interrupted build never leaves a broken wheel in the cache.
