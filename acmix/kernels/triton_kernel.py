@@ -62,6 +62,9 @@ def _forward_kernel(q_ptr, k_ptr, v_ptr, rows_ptr, cols_ptr, out_ptr, probs_ptr,
             top = new_top
     out_off = n * D * P + ch[None, :] * P + pix[:, None]
     tl.store(out_ptr + out_off, (acc / total[:, None]).to(out_ptr.dtype.element_ty), mask=mask2)
+    # the raw logits were stored by whichever threads held them after the reduction; make them visible to
+    # the threads that read them back (different layouts need not map a pixel to the same thread)
+    tl.debug_barrier()
     for t in range(K * K):
         logit = tl.load(probs_base + t * P, mask=pmask, other=0.)
         tl.store(probs_base + t * P, tl.exp(logit - top) / total, mask=pmask)
