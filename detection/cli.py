@@ -62,9 +62,26 @@ def train(argv: Sequence[str]) -> str:
     return run_train(args, cfg)
 
 
+_COCO_SUFFIXES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
+
+
 def _summarize(raw: dict[str, Any], runner: Any) -> dict[str, Any]:
-    # CocoMetric reports 'coco/bbox_mAP', ... : keep mmdet's numbers, drop the prefix
-    return {k.split('/', 1)[-1]: jsonable(v) for k, v in raw.items()}
+    """CocoMetric's 'coco/bbox_mAP', ... without the prefix (mmdet's numbers, 0-1).
+
+    When the model detects nothing at all, CocoMetric returns no numbers (only a log warning); the scores are
+    then 0 by definition, and ``empty_results: true`` says so.
+    """
+    out = {k.split('/', 1)[-1]: jsonable(v) for k, v in raw.items()}
+    evaluators = runner.cfg.get('test_evaluator')
+    for ev in evaluators if isinstance(evaluators, (list, tuple)) else [evaluators]:
+        if not ev or ev.get('type') != 'CocoMetric':
+            continue
+        kinds = ev.get('metric', 'bbox')
+        for kind in [kinds] if isinstance(kinds, str) else kinds:
+            if f'{kind}_mAP' not in out:
+                out.update({f'{kind}_{s}': 0.0 for s in _COCO_SUFFIXES})
+                out['empty_results'] = True
+    return out
 
 
 def test(argv: Sequence[str]) -> dict[str, Any]:
