@@ -181,3 +181,19 @@ def test_triton_interpreter():
     env = dict(os.environ, TRITON_INTERPRET='1', PYTHONPATH=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     result = subprocess.run([sys.executable, '-c', code], env=env, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-3000:]
+
+
+@pytest.mark.parametrize('attn_mode', ['local', 'patchwise'])
+def test_inference_mode_first_call_then_training(attn_mode: str) -> None:
+    """Window indices cached during a first call under inference_mode must still serve a later backward."""
+    from acmix import ACmix
+    from acmix.kernels import indexing
+    indexing._window_index_cpu.cache_clear()
+    indexing._window_index_on.cache_clear()
+    indexing._padded_index_on.cache_clear()
+    m = ACmix(8, 8, kernel_att=3, head=2, attn_mode=attn_mode)
+    x = torch.randn(2, 8, 11, 13)
+    with torch.inference_mode():
+        m.eval()(x)
+    m.train()(x).sum().backward()
+    assert all(p.grad is not None for p in m.parameters() if p.requires_grad)

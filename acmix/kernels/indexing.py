@@ -41,7 +41,10 @@ def reflect_index(p: int, n: int) -> int:
     return period - p if p >= n else p
 
 
+# The cached index tensors are shared between calls: build them outside inference mode, or a first call under
+# torch.inference_mode() would cache inference tensors that a later training step cannot save for backward.
 @functools.lru_cache(maxsize=256)
+@torch.inference_mode(False)
 def _window_index_cpu(n: int, kernel_size: int, dilation: int, stride: int) -> torch.Tensor:
     half = (kernel_size - 1) // 2
     rows = [[reflect_index(i * stride + dilation * (a - half), n) for a in range(kernel_size)]
@@ -50,6 +53,7 @@ def _window_index_cpu(n: int, kernel_size: int, dilation: int, stride: int) -> t
 
 
 @functools.lru_cache(maxsize=256)
+@torch.inference_mode(False)
 def _window_index_on(n: int, kernel_size: int, dilation: int, stride: int, device: torch.device) -> torch.Tensor:
     # a second cache level so that each device receives its copy once, not once per call
     return _window_index_cpu(n, kernel_size, dilation, stride).to(device)
@@ -72,6 +76,7 @@ def window_index(n: int, kernel_size: int, dilation: int, stride: int,
 
 
 @functools.lru_cache(maxsize=256)
+@torch.inference_mode(False)
 def _padded_index_on(n: int, kernel_size: int, dilation: int, device: torch.device) -> torch.Tensor:
     pad = dilation * ((kernel_size - 1) // 2)
     return torch.tensor([reflect_index(p - pad, n) for p in range(n + 2 * pad)], dtype=torch.int64, device=device)
