@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from models._checkpoint import unwrap_state_dict
+
 LAST_CHECKPOINT = 'last_checkpoint'
 
 
@@ -122,8 +124,11 @@ def extract_state_dict(ckpt: Mapping[str, Any], use_ema: bool = False) -> dict[s
             raise CheckpointError('TEST.USE_EMA is set but the checkpoint has no EMA weights (EMA.ENABLE was off)')
         sd = ckpt['ema']
     else:
-        sd = next((ckpt[k] for k in ('model', 'state_dict') if isinstance(ckpt.get(k), Mapping)), ckpt)
-    return {(k[len('module.'):] if k.startswith('module.') else k): v for k, v in sd.items()}
+        sd = ckpt
+    try:
+        return unwrap_state_dict(sd)
+    except TypeError as e:
+        raise CheckpointError(str(e)) from e
 
 
 def load_model_weights(model: nn.Module, state_dict: Mapping[str, torch.Tensor], source: str) -> None:
