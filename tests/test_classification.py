@@ -156,22 +156,12 @@ def test_every_config_loads_and_builds(path):
             f'{cfg.MODEL.NAME} has no rate1/rate2 modules'
 
 
-def test_config_names_match_models_and_recipes():
+def test_config_names_match_models():
+    """Each model YAML is named after its model (the recipes are checked in tests/test_recipes.py)."""
     for path in CONFIG_DIR.glob('*.yaml'):
         if path.stem.startswith('_base_') or path.stem == 'demo':
             continue
-        cfg = load_config(path)
-        assert cfg.MODEL.NAME == path.stem
-        if 'swin' in path.stem or 'pvt' in path.stem:
-            assert (cfg.TRAIN.OPTIMIZER.NAME, cfg.TRAIN.EPOCHS, cfg.TRAIN.WARMUP_EPOCHS) == ('adamw', 300, 20)
-            assert (cfg.AUG.MIXUP, cfg.AUG.CUTMIX, cfg.AUG.REPROB, cfg.TRAIN.CLIP_GRAD) == (0.8, 1.0, 0.25, 5.0)
-            expected_dp = 0.1 if 'pvt' in path.stem else (0.2 if 'tiny' in path.stem else 0.3)
-            assert cfg.MODEL.DROP_PATH == expected_dp
-        else:
-            assert (cfg.TRAIN.OPTIMIZER.NAME, cfg.TRAIN.EPOCHS, cfg.TRAIN.WARMUP_EPOCHS) == ('sgd', 100, 5)
-            # 0.1 at total batch 256
-            assert cfg.TRAIN.BASE_LR * 256 / 512 == pytest.approx(0.1)
-            assert cfg.TRAIN.WEIGHT_DECAY == 1e-4 and cfg.AUG.LABEL_SMOOTHING == 0.1
+        assert load_config(path).MODEL.NAME == path.stem
 
 
 def test_unknown_config_key_in_file_and_opts(tmp_path):
