@@ -9,6 +9,22 @@ window multiples (like timm: zero tokens go through ``qkv`` and are cropped afte
 the real map), builds the mask itself when none is given, and can change its window size
 (``set_window_size``, used by timm's ``set_input_size``).  With ``mix='attn_only'`` it is timm's Swin
 ``WindowAttention`` plus the block's roll / pad / partition (``SwinTransformerBlock._attn``).
+
+Two orders of padding and roll (``pad_first``):
+
+* ``False`` (Swin's classification code as timm has it): roll the real H x W map, then pad.  The shifted-window
+  mask is Swin's mask for the padded size, so on maps that are not window multiples its seams sit ``pad`` rows /
+  columns away from the real ones (timm does the same).
+* ``True`` (Swin's detection / segmentation code, Swin-Transformer-Object-Detection and mmdet's port): zero-pad
+  to window multiples (Hp, Wp) on the bottom / right, then roll over the padded size, so Swin's mask for Hp x Wp
+  is exact.  Padded tokens are zero before ``qkv`` (their q, k, v are the Linear's bias) and are attended to
+  like real ones (not masked, as in that code).  The conv path keeps the authors' rule, "the whole rolled map",
+  which here is the rolled *padded* map: in a shifted block the rolled map holds, along each axis, the real
+  rows ``sh .. H-1``, then the ``Hp - H`` padding rows, then the wrapped-around rows ``0 .. sh-1``; so the
+  k_c x k_c conv path of the real pixels next to that padding band sees padding features (computed from the
+  ``qkv`` bias) where the authors' unpadded map would have the wrapped pixels, and the outer border of the
+  rolled map gets ``dep_conv``'s zero padding as in the authors' code.  Padded outputs are cropped after the
+  reverse roll.  On window multiples (every stage at 224) both orders are the authors' computation.
 """
 from __future__ import annotations
 
@@ -62,6 +78,8 @@ class ACmixWindowAttention(RateMixer, nn.Module):
         kernel_conv: odd kernel size k_c of the convolution path (authors: 3).
         mix: one of ``MIX_MODES``; ``'attn_only'`` is plain Swin window attention.
         shift: one of ``SHIFT_MODES``.
+        pad_first: pad to window multiples before the cyclic shift (Swin's detection code) instead of after it
+            (timm); see the module docstring for what each path sees at the padded borders.
 
     Parameters (authors' names): ``qkv``, ``proj``, ``relative_position_bias_table``, ``fc`` (1x1 conv
     3*N -> k_c^2 with bias), ``dep_conv`` (no bias), ``rate1``, ``rate2``; ``relative_position_index`` is a
@@ -74,7 +92,7 @@ class ACmixWindowAttention(RateMixer, nn.Module):
 
     def __init__(self, dim: int, num_heads: int, window_size: int | tuple[int, int] = 7, qkv_bias: bool = True,
                  attn_drop: float = 0., proj_drop: float = 0., *, kernel_conv: int = 3, mix: str = 'learnable',
-                 shift: str = 'group_conv') -> None:
+                 shift: str = 'group_conv', pad_first: bool = False) -> None:
         super().__init__()
         check_choice('mix', mix, MIX_MODES)
         check_choice('shift', shift, SHIFT_MODES)
@@ -84,6 +102,7 @@ class ACmixWindowAttention(RateMixer, nn.Module):
         for w in self.window_size:
             check_positive('window_size', w)
         self.dim, self.num_heads, self.kernel_conv, self.shift = dim, num_heads, kernel_conv, shift
+        self.pad_first = pad_first
         self._init_rates(mix)
 
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
@@ -162,29 +181,36 @@ class ACmixWindowAttention(RateMixer, nn.Module):
         """
         b, h, w, c = x.shape
         sh, sw = to_2tuple(shift_size)
-        if sh or sw:
-            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
         wh, ww = self.window_size
         pad_h, pad_w = (wh - h % wh) % wh, (ww - w % ww) % ww
-        if self.has_attn and (pad_h or pad_w):
+        padded = bool(pad_h or pad_w)
+        if self.pad_first and padded:
+            x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+        if sh or sw:
+            x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
+        if not self.pad_first and self.has_attn and padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         qkv = self.qkv(x)                                                         # (B, Hp, Wp, 3C) or (B, H, W, 3C)
+        # the map the roll acted on, which the conv path and the mix cover: padded (pad_first) or real
+        hr, wr = (h + pad_h, w + pad_w) if self.pad_first else (h, w)
 
         out_att = None
         if self.has_attn:
-            out_att = self._window_attention(qkv, (sh, sw), attn_mask)[:, :h, :w]  # (B, H, W, C)
-            qkv = qkv[:, :h, :w]
+            out_att = self._window_attention(qkv, (sh, sw), attn_mask)[:, :hr, :wr]  # (B, hr, wr, C)
+            qkv = qkv[:, :hr, :wr]
         out_conv = None
         if self.has_conv:
-            # (B, H, W, 3C) -> (B, 3*heads, head_dim, H*W), channel order (q|k|v, head, d) as in the Linear
-            f = qkv.permute(0, 3, 1, 2).reshape(b, 3 * self.num_heads, self.head_dim, h * w)
-            out_conv = self.dep_conv(conv_path_features(self.fc, f, h, w)).permute(0, 2, 3, 1)  # (B, H, W, C)
+            # (B, hr, wr, 3C) -> (B, 3*heads, head_dim, hr*wr), channel order (q|k|v, head, d) as in the Linear
+            f = qkv.permute(0, 3, 1, 2).reshape(b, 3 * self.num_heads, self.head_dim, hr * wr)
+            out_conv = self.dep_conv(conv_path_features(self.fc, f, hr, wr)).permute(0, 2, 3, 1)  # (B, hr, wr, C)
 
         x = self.proj_drop(self._mix(out_att, out_conv))
         if sh or sw:
             x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
+        if self.pad_first and padded:
+            x = x[:, :h, :w]
         return x
 
     def extra_repr(self) -> str:
         return (f'dim={self.dim}, window_size={self.window_size}, num_heads={self.num_heads}, '
-                f'kernel_conv={self.kernel_conv}, mix={self.mix!r}, shift={self.shift!r}')
+                f'kernel_conv={self.kernel_conv}, mix={self.mix!r}, shift={self.shift!r}, pad_first={self.pad_first}')

@@ -12,10 +12,19 @@ only the token mixer differs.  ``mixer='attn'`` is exactly timm's ``SwinTransfor
 block's ``_attn`` hands it the whole ``(B, H, W, C)`` map with the shift and mask; the operator does roll, conv
 path, padding, partition, masked attention, reverse, crop, mix and the reverse roll itself.
 
-Window rule (same as the authors' code and timm): a stage whose feature map is not larger than the window uses the
-map size as window and no shift; at 224x224 the last stage (7x7, window 7) therefore never shifts.  The rule is
-fixed by ``img_size`` at construction.  With ``strict_img_size=False`` (our entrypoints' default) any input size is
-accepted: maps are padded to window multiples and the shift masks are built per forward for the padded size.
+Window rule, ``window_rule='classification'`` (default; the authors' code and timm): a stage whose feature map is
+not larger than the window uses the map size as window and no shift; at 224x224 the last stage (7x7, window 7)
+therefore never shifts.  The rule is fixed by ``img_size`` at construction.  With ``strict_img_size=False`` (our
+entrypoints' default) any input size is accepted: maps are rolled, then padded to window multiples (timm's order),
+and the shift masks are built per forward for the padded size.
+
+``window_rule='detection'`` is the backbone of Swin's detection and segmentation code
+(SwinTransformer/Swin-Transformer-Object-Detection ``mmdet/models/backbones/swin_transformer.py``; mmdet's
+``SwinTransformer`` is its port): every block keeps the full window and every odd block shifts by window // 2
+whatever the map size, maps are padded to window multiples *before* the roll, and the mask is built per forward
+for the padded size.  Both mixers then run their window step through ``ACmixWindowAttention(pad_first=True)``
+(``mixer='attn'`` as ``mix='attn_only'``: the parameters of timm's ``WindowAttention``, key for key).  That code
+also puts a LayerNorm on every output stage: ``models.mm_backbone.ACmixBackbone(out_norm=True)`` adds it.
 """
 from functools import partial
 from typing import Any, Dict, Optional
@@ -37,6 +46,7 @@ from ._checkpoint import filter_state_dict
 __all__ = ['ACmixSwinTransformerBlock', 'ACmixSwinTransformer']
 
 _MIXERS = ('attn', 'acmix')
+_WINDOW_RULES = ('classification', 'detection')
 
 
 class ACmixSwinTransformerBlock(SwinTransformerBlock):
@@ -62,8 +72,12 @@ class ACmixSwinTransformer(SwinTransformer):
     """timm ``SwinTransformer`` with a choice of token mixer (one class for Swin and Swin-ACmix).
 
     Args:
-        mixer: ``'attn'`` (timm's ``WindowAttention``, plain Swin) or ``'acmix'`` (``ACmixWindowAttention``).
+        mixer: ``'attn'`` (plain Swin: timm's ``WindowAttention``, or ``ACmixWindowAttention(mix='attn_only')``
+            under ``window_rule='detection'``) or ``'acmix'`` (``ACmixWindowAttention``).
         mixer_args: extra keyword arguments for ``ACmixWindowAttention`` (``kernel_conv``, ``mix``, ``shift``).
+        window_rule: ``'classification'`` (timm's and the authors' windows and shifts, fixed from ``img_size``) or
+            ``'detection'`` (Swin's detection/segmentation code: shift in every odd block at any size, pad before
+            the roll; implies ``strict_img_size=False``); see the module docstring.
         dynamic_img_pad: pad inputs to a multiple of the patch size (default: on when ``strict_img_size=False``).
         **kwargs: timm ``SwinTransformer`` arguments (``img_size``, ``embed_dim``, ``depths``, ``num_heads``,
             ``window_size``, ``strict_img_size``, ``drop_path_rate``, ``weight_init``, ...).
@@ -75,9 +89,17 @@ class ACmixSwinTransformer(SwinTransformer):
             self,
             mixer: str = 'acmix',
             mixer_args: Optional[Dict[str, Any]] = None,
+            window_rule: str = 'classification',
             dynamic_img_pad: Optional[bool] = None,
             **kwargs: Any,
     ):
+        if window_rule not in _WINDOW_RULES:
+            raise ValueError(f'window_rule {window_rule!r} not in {_WINDOW_RULES}')
+        if window_rule == 'detection':
+            for key, value in (('strict_img_size', False), ('always_partition', True)):
+                if kwargs.get(key, value) != value:
+                    raise ValueError(f'window_rule="detection" needs {key}={value}, got {kwargs[key]}')
+                kwargs[key] = value  # full windows and shifts at every stage, masks per forward
         if dynamic_img_pad is None:  # any input size: pad the image to a patch multiple too, not just windows
             dynamic_img_pad = not kwargs.get('strict_img_size', True) or kwargs.get('dynamic_img_size', False)
         if dynamic_img_pad:
@@ -86,12 +108,15 @@ class ACmixSwinTransformer(SwinTransformer):
             raise ValueError(f'mixer {mixer!r} not in {_MIXERS}')
         if mixer == 'attn' and mixer_args:
             raise ValueError(f'mixer_args {sorted(mixer_args)} given for mixer="attn"')
-        if mixer == 'acmix' and kwargs.get('head_dim') is not None:
+        if (mixer == 'acmix' or window_rule == 'detection') and kwargs.get('head_dim') is not None:
             raise ValueError(f'head_dim={kwargs["head_dim"]}: ACmixWindowAttention uses head_dim = dim // num_heads')
         super().__init__(**kwargs)
         self.mixer = mixer
+        self.window_rule = window_rule
         if mixer == 'attn':
-            return
+            if window_rule == 'classification':
+                return
+            mixer_args = dict(mix='attn_only')
         init_fn = None
         if kwargs.get('weight_init', '') != 'skip':
             # timm's init for the new modules: Linear trunc-normal(0.02); the operator's own init stays for its
@@ -107,6 +132,7 @@ class ACmixSwinTransformer(SwinTransformer):
                     qkv_bias=old.qkv.bias is not None,
                     attn_drop=old.attn_drop.p,
                     proj_drop=old.proj_drop.p,
+                    pad_first=window_rule == 'detection',
                     **(mixer_args or {}),
                 )
                 if init_fn is not None:
