@@ -1,11 +1,16 @@
-# Cascade Mask R-CNN 3x on COCO with Swin-T-ACmix (shifted windows + conv path), multi-scale training with crops;
-# Swin's cascade heads (4 conv + 1 fc, GIoU loss) and 3x recipe: AdamW lr 1e-4, wd 0.05, 36 epochs, 8 GPUs x 2.
-# ImageNet weights: checkpoints/imagenet/<model_name>.pth (ours: {'model': state_dict}, as tools/train.py
-# writes for classification, or the authors' Swin-ACmix release); change the path with
-# --opts model.backbone.init_cfg.checkpoint=PATH, or train from scratch with --opts model.backbone.init_cfg=None.
+# Cascade Mask R-CNN 3x on COCO with Swin-T-ACmix (shifted windows + conv path), multi-scale training with crops.
+# Recipe: Swin's (SwinTransformer/Swin-Transformer-Object-Detection configs/swin/
+# cascade_mask_rcnn_swin_tiny_patch4_window7_mstrain_480-800_giou_4conv1f_adamw_3x_coco.py): cascade heads with
+# 4 convs + 1 fc and GIoU loss (models/cascade-mask-rcnn_fpn.py), AdamW lr 1e-4, wd 0.05, 500 warm-up iterations,
+# 36 epochs (x0.1 after 27 and 33), 480-800 multi-scale + crop, 8 GPUs x 2 images, drop path 0.2 (Swin-S: same).
+# Deviations: as mask-rcnn_acmix-swin-t_fpn_8xb2-ms-crop-1x_coco.py (our backbone, mmdet 3.x heads and transforms,
+# fp32 unless --amp, no decay on rate1/rate2); the heads' BN becomes SyncBN only in distributed runs (mmtask).
+# ImageNet weights: checkpoints/imagenet/<model_name>.pth: ours (tools/train.py on configs/classification/
+# <model_name>.yaml) or the authors' Swin-ACmix release; change with --opts model.backbone.init_cfg.checkpoint=PATH,
+# or train from scratch with --opts model.backbone.init_cfg=None.
 _base_ = [
     '_base_/models/cascade-mask-rcnn_fpn.py', '_base_/datasets/coco_instance_ms-crop.py',
-    '_base_/schedules/schedule_3x.py', '_base_/default_runtime.py'
+    '_base_/schedules/schedule_3x.py', '_base_/schedules/optim_adamw-swin.py', '_base_/default_runtime.py'
 ]
 model = dict(
     backbone=dict(

@@ -11,7 +11,7 @@
 #       --data-path data/coco-demo --work-dir work_dirs/det-demo
 _base_ = [
     '_base_/models/mask-rcnn_fpn.py', '_base_/datasets/coco_instance.py',
-    '_base_/schedules/schedule_1x.py', '_base_/default_runtime.py'
+    '_base_/schedules/schedule_1x.py', '_base_/schedules/optim_adamw-pvt.py', '_base_/default_runtime.py'
 ]
 data_root = 'data/coco-demo/'
 _width = 64

@@ -1,11 +1,14 @@
 # Mask R-CNN 1x on COCO with ResNet-50-ACmix (ACmix in the 3x3 slot of every bottleneck).
-# PVT's detection recipe for every backbone of this table: AdamW lr 2e-4, wd 1e-4, 12 epochs, 8 GPUs x 2 images.
-# ImageNet weights: checkpoints/imagenet/<model_name>.pth (ours: {'model': state_dict}, as tools/train.py
-# writes for classification, or the authors' Swin-ACmix release); change the path with
-# --opts model.backbone.init_cfg.checkpoint=PATH, or train from scratch with --opts model.backbone.init_cfg=None.
+# Recipe: mmdet's R-50 1x (open-mmlab/mmdetection configs/mask_rcnn/mask-rcnn_r50_fpn_1x_coco.py): SGD lr 0.02,
+# momentum 0.9, wd 1e-4, 500 warm-up iterations, 12 epochs (x0.1 after 8 and 11), 1333x800 + flip, 8 GPUs x 2
+# images, stem and stage 1 frozen, BatchNorm statistics frozen. Ours: the paper trains no ACmix-ResNet/SAN detector,
+# so the ACmix and SAN backbones take the recipe of their ResNet-50 twin.
+# ImageNet weights: checkpoints/imagenet/acmix_resnet50.pth, e.g. tools/train.py on
+# configs/classification/acmix_resnet50.yaml; change with --opts model.backbone.init_cfg.checkpoint=PATH, or train
+# from scratch with --opts model.backbone.init_cfg=None.
 _base_ = [
     '_base_/models/mask-rcnn_fpn.py', '_base_/datasets/coco_instance.py',
-    '_base_/schedules/schedule_1x.py', '_base_/default_runtime.py'
+    '_base_/schedules/schedule_1x.py', '_base_/schedules/optim_sgd.py', '_base_/default_runtime.py'
 ]
 model = dict(
     backbone=dict(
@@ -14,4 +17,3 @@ model = dict(
         norm_eval=True,
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/imagenet/acmix_resnet50.pth')),
     neck=dict(in_channels=[256, 512, 1024, 2048]))
-optim_wrapper = dict(optimizer=dict(lr=0.0002))

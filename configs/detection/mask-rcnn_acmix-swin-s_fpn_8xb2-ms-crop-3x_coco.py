@@ -1,5 +1,6 @@
 # Mask R-CNN 3x on COCO with Swin-S-ACmix: the Swin-T-ACmix config (mask-rcnn_acmix-swin-t_fpn_8xb2-ms-crop-3x_coco.py)
-# with the small backbone; recipe, schedule and data are inherited unchanged.
+# with the small backbone; recipe, schedule and data are inherited unchanged (Swin's
+# mask_rcnn_swin_small_patch4_window7_mstrain_480-800_adamw_3x_coco.py has the same values).
 _base_ = './mask-rcnn_acmix-swin-t_fpn_8xb2-ms-crop-3x_coco.py'
 model = dict(backbone=dict(
     model_name='acmix_swin_small_patch4_window7_224',

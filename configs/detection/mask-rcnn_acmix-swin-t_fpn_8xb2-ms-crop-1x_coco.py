@@ -1,30 +1,22 @@
-# Mask R-CNN 1x on COCO with Swin-T-ACmix (shifted windows + conv path).
-# Swin's detection recipe: AdamW lr 1e-4, wd 0.05 (none on norms, position tables and ACmix's rate1/rate2),
-# 1000 warm-up iterations, 12 epochs, 8 GPUs x 2 images.
-# ImageNet weights: checkpoints/imagenet/<model_name>.pth (ours: {'model': state_dict}, as tools/train.py
-# writes for classification, or the authors' Swin-ACmix release); change the path with
-# --opts model.backbone.init_cfg.checkpoint=PATH, or train from scratch with --opts model.backbone.init_cfg=None.
+# Mask R-CNN 1x on COCO with Swin-T-ACmix (shifted windows + conv path), multi-scale training with crops.
+# Recipe: Swin's (SwinTransformer/Swin-Transformer-Object-Detection configs/swin/
+# mask_rcnn_swin_tiny_patch4_window7_mstrain_480-800_adamw_1x_coco.py): AdamW lr 1e-4, wd 0.05 (schedules/
+# optim_adamw-swin.py), 500 warm-up iterations, 12 epochs (x0.1 after 8 and 11), 480-800 multi-scale + crop
+# (datasets/coco_instance_ms-crop.py), 8 GPUs x 2 images, drop path 0.1.
+# Deviations: the backbone is ours (timm Swin + ACmix through ACmixBackbone, made to behave like Swin's detection
+# backbone), the heads and transforms are mmdet 3.x's port of Swin's mmdet 2.x ones; Swin trained with apex fp16
+# (pass --amp for mixed precision); no decay on rate1/rate2 is ours (schedules/optim_adamw-swin.py).
+# ImageNet weights: checkpoints/imagenet/<model_name>.pth: ours (tools/train.py on configs/classification/
+# <model_name>.yaml) or the authors' Swin-ACmix release; change with --opts model.backbone.init_cfg.checkpoint=PATH,
+# or train from scratch with --opts model.backbone.init_cfg=None.
 _base_ = [
-    '_base_/models/mask-rcnn_fpn.py', '_base_/datasets/coco_instance.py',
-    '_base_/schedules/schedule_1x.py', '_base_/default_runtime.py'
+    '_base_/models/mask-rcnn_fpn.py', '_base_/datasets/coco_instance_ms-crop.py',
+    '_base_/schedules/schedule_1x.py', '_base_/schedules/optim_adamw-swin.py', '_base_/default_runtime.py'
 ]
 model = dict(
     backbone=dict(
         model_name='acmix_swin_tiny_patch4_window7_224',
-        drop_path_rate=0.2,
+        drop_path_rate=0.1,
         strict_img_size=False,  # any input size (padded to windows)
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/imagenet/acmix_swin_tiny_patch4_window7_224.pth')),
     neck=dict(in_channels=[96, 192, 384, 768]))
-optim_wrapper = dict(
-    optimizer=dict(lr=0.0001, weight_decay=0.05),
-    paramwise_cfg=dict(custom_keys={
-        'absolute_pos_embed': dict(decay_mult=0.),
-        'relative_position_bias_table': dict(decay_mult=0.),
-        'norm': dict(decay_mult=0.),
-        'rate1': dict(decay_mult=0.),
-        'rate2': dict(decay_mult=0.),
-    }))
-param_scheduler = [
-    dict(type='LinearLR', start_factor=0.001, by_epoch=False, begin=0, end=1000),
-    dict(type='MultiStepLR', begin=0, end=12, by_epoch=True, milestones=[8, 11], gamma=0.1),
-]

@@ -1,5 +1,7 @@
-# Baseline of mask-rcnn_acmix-swin-s_fpn_8xb2-1x_coco.py: the same detector and recipe with timm's Swin-S.
-_base_ = './mask-rcnn_acmix-swin-t_fpn_8xb2-1x_coco.py'
+# Baseline of mask-rcnn_acmix-swin-s_fpn_8xb2-ms-crop-1x_coco.py: the same detector and recipe with timm's Swin-S
+# (drop path 0.2, see there).
+_base_ = './mask-rcnn_acmix-swin-t_fpn_8xb2-ms-crop-1x_coco.py'
 model = dict(backbone=dict(
     model_name='swin_small_patch4_window7_224',
+    drop_path_rate=0.2,
     init_cfg=dict(type='Pretrained', checkpoint='checkpoints/imagenet/swin_small_patch4_window7_224.pth')))

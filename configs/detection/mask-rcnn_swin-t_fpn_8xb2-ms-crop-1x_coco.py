@@ -1,5 +1,5 @@
-# Baseline of mask-rcnn_acmix-swin-t_fpn_8xb2-1x_coco.py: the same detector and recipe with timm's Swin-T.
-_base_ = './mask-rcnn_acmix-swin-t_fpn_8xb2-1x_coco.py'
+# Baseline of mask-rcnn_acmix-swin-t_fpn_8xb2-ms-crop-1x_coco.py: the same detector and recipe with timm's Swin-T.
+_base_ = './mask-rcnn_acmix-swin-t_fpn_8xb2-ms-crop-1x_coco.py'
 model = dict(backbone=dict(
     model_name='swin_tiny_patch4_window7_224',
     init_cfg=dict(type='Pretrained', checkpoint='checkpoints/imagenet/swin_tiny_patch4_window7_224.pth')))

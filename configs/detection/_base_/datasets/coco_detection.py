@@ -1,5 +1,7 @@
 # COCO 2017 boxes: train2017 / val2017, single scale 1333x800, flip.  --data-path replaces data_root (and the
 # evaluator's annotation file with it).
+# Source: mmdet configs/_base_/datasets/coco_detection.py (PVT's detection/configs/_base_/datasets/coco_detection.py
+# is its mmdet 2.x version: same scale, flip, 2 images per GPU).
 dataset_type = 'CocoDataset'
 data_root = 'data/coco/'
 backend_args = None
