@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / 'configs' / 'detection').glob('*.py'))
 DEMO = next(p for p in CONFIGS if p.name.startswith('demo_'))
 # one config per algorithm is built in the default run, every config under -m slow
-CHEAP = {'retinanet_acmix-r50_fpn_8xb2-1x_coco.py', 'mask-rcnn_acmix-swin-t_fpn_8xb2-1x_coco.py',
+CHEAP = {'retinanet_acmix-r50_fpn_8xb2-1x_coco.py', 'mask-rcnn_acmix-swin-t_fpn_8xb2-ms-crop-1x_coco.py',
          'cascade-mask-rcnn_acmix-swin-t_fpn_8xb2-ms-crop-3x_coco.py', DEMO.name}
 
 
