@@ -15,7 +15,7 @@ pytestmark = pytest.mark.mm
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = sorted((ROOT / 'configs' / 'segmentation').glob('*.py'))
 DEMO = next(p for p in CONFIGS if p.name.startswith('demo_'))
-CHEAP = {'fpn_acmix-r50_8xb2-40k_ade20k-512x512.py', 'upernet_acmix-swin-t_8xb2-160k_ade20k-512x512.py', DEMO.name}
+CHEAP = {'fpn_acmix-r50_8xb4-40k_ade20k-512x512.py', 'upernet_acmix-swin-t_8xb2-160k_ade20k-512x512.py', DEMO.name}
 
 
 def _cfg(path):

@@ -1,11 +1,13 @@
-# Semantic FPN on ADE20K with PVT-Small-ACmix: PVT's recipe for every backbone of this table (AdamW lr 2e-4,
-# wd 1e-4, poly decay, 40k iterations, 512x512 crops, 8 GPUs x 2 images).
-# ImageNet weights: checkpoints/imagenet/<model_name>.pth (ours: {'model': state_dict}, or the authors'
-# Swin-ACmix release); change with --opts model.backbone.init_cfg.checkpoint=PATH, or train from scratch
-# with --opts model.backbone.init_cfg=None.
+# Semantic FPN on ADE20K with PVT-Small-ACmix. Recipe: PVT's (whai362/PVT
+# segmentation/configs/sem_fpn/PVT/fpn_pvt_s_ade20k_40k.py): AdamW lr 2e-4, wd 1e-4 (schedules/optim_adamw-pvt.py),
+# poly decay (power 0.9) over 40k iterations, 512x512 crops, 8 GPUs x 4 images, drop path 0.1. Deviation: the test
+# resize, see datasets/ade20k.py.
+# ImageNet weights: checkpoints/imagenet/acmix_pvt_small.pth, e.g. tools/train.py on
+# configs/classification/acmix_pvt_small.yaml; change with --opts model.backbone.init_cfg.checkpoint=PATH, or train
+# from scratch with --opts model.backbone.init_cfg=None.
 _base_ = [
     '_base_/models/fpn.py', '_base_/datasets/ade20k.py',
-    '_base_/schedules/schedule_40k.py', '_base_/default_runtime.py'
+    '_base_/schedules/schedule_40k.py', '_base_/schedules/optim_adamw-pvt.py', '_base_/default_runtime.py'
 ]
 model = dict(
     backbone=dict(

@@ -1,5 +1,5 @@
-# Baseline of fpn_acmix-pvt-s_8xb2-40k_ade20k-512x512.py: the same segmenter and recipe with PVT-Small (v1).
-_base_ = './fpn_acmix-pvt-s_8xb2-40k_ade20k-512x512.py'
+# Baseline of fpn_acmix-pvt-s_8xb4-40k_ade20k-512x512.py: the same segmenter and recipe with PVT-Small (v1).
+_base_ = './fpn_acmix-pvt-s_8xb4-40k_ade20k-512x512.py'
 model = dict(backbone=dict(
     model_name='pvt_v1_small',
     init_cfg=dict(type='Pretrained', checkpoint='checkpoints/imagenet/pvt_v1_small.pth')))

@@ -1,6 +1,12 @@
 # ADE20K (ADEChallengeData2016), 150 classes; label 0 (unlabelled) is ignored (reduce_zero_label).
-# Train: random resize of 2048x512 by 0.5-2.0, 512x512 crops (at most 75% one class), flip, photometric noise.
+# Train: random resize of 2048x512 by 0.5-2.0, 512x512 crops (at most 75% one class), flip, photometric noise,
+# 4 images per GPU (Swin's UperNet configs set 2).
 # Test: resize to 2048x512 (whole image); tools/test.py --slide / --tta switch to sliding windows / multi-scale+flip.
+# Source: mmseg configs/_base_/datasets/ade20k.py, whose mmseg 0.x version is the base of whai362/PVT
+# segmentation/configs/_base_/datasets/ade20k.py and of Swin-Transformer-Semantic-Segmentation's ADE20K configs.
+# Deviation: PVT tests with its own AlignResize (the resized image rounded to a multiple of 32); mmseg 1.x has no
+# such transform, so the image keeps its resized size and ACmixBackbone pads it to a multiple of 32 and crops
+# the features back.
 dataset_type = 'ADE20KDataset'
 data_root = 'data/ade/ADEChallengeData2016'
 crop_size = (512, 512)
@@ -30,7 +36,7 @@ tta_pipeline = [
     ]),
 ]
 train_dataloader = dict(
-    batch_size=2,
+    batch_size=4,
     num_workers=4,
     persistent_workers=True,
     sampler=dict(type='InfiniteSampler', shuffle=True),

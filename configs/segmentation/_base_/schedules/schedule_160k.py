@@ -1,15 +1,9 @@
-# 160k iterations: Swin's UperNet recipe, AdamW lr 6e-5, wd 0.01 (none on norms, position tables and ACmix's
-# rate1/rate2), linear warm-up over 1500 iterations then linear (poly power 1) decay, 8 GPUs x 2 images.
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.00006, betas=(0.9, 0.999), weight_decay=0.01),
-    paramwise_cfg=dict(custom_keys={
-        'absolute_pos_embed': dict(decay_mult=0.),
-        'relative_position_bias_table': dict(decay_mult=0.),
-        'norm': dict(decay_mult=0.),
-        'rate1': dict(decay_mult=0.),
-        'rate2': dict(decay_mult=0.),
-    }))
+# 160k iterations: linear warm-up from 1e-6 x lr over 1500 iterations, then linear (poly power 1) decay to 0.
+# Source: SwinTransformer/Swin-Transformer-Semantic-Segmentation configs/swin/
+# upernet_swin_{tiny,small}_patch4_window7_512x512_160k_ade20k.py (lr_config) and _base_/schedules/schedule_160k.py.
+# Deviation, as mmseg 1.x's port of these configs: the poly decay runs from iteration 1500 to 160k; Swin's mmcv
+# hook decays over 0..160k and scales the warm-up by it (at most 1 % of the base lr apart).
+# The optimizers live in schedules/optim_*.py.
 param_scheduler = [
     dict(type='LinearLR', start_factor=1e-6, by_epoch=False, begin=0, end=1500),
     dict(type='PolyLR', eta_min=0.0, power=1.0, begin=1500, end=160000, by_epoch=False),

@@ -1,8 +1,7 @@
-# 40k iterations, poly decay (power 0.9): PVT's Semantic FPN recipe, AdamW lr 2e-4, wd 1e-4, 8 GPUs x 2 images.
-optim_wrapper = dict(
-    type='OptimWrapper',
-    optimizer=dict(type='AdamW', lr=0.0002, betas=(0.9, 0.999), weight_decay=0.0001),
-    clip_grad=None)
+# 40k iterations, poly decay (power 0.9) to 0, no warm-up: PVT's Semantic FPN schedule.
+# Source: whai362/PVT segmentation/configs/sem_fpn/PVT/fpn_pvt_{t,s}_ade20k_40k.py and
+# sem_fpn/fpn_r50_512x512_40k_ade20k.py (lr_config poly, power 0.9, min_lr 0, max_iters 80000 // 2 for 8 GPUs).
+# The optimizers live in schedules/optim_*.py.
 param_scheduler = [
     dict(type='PolyLR', eta_min=0.0, power=0.9, begin=0, end=40000, by_epoch=False),
 ]
