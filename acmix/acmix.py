@@ -132,24 +132,29 @@ class ACmix(RateMixer, nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)                          # (B, head, Ho*Wo, head_dim)
         return out.transpose(-2, -1).reshape(b, self.out_planes, ho, wo)
 
+    def _stage1(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Stage I: (B, in_planes, H, W) -> q, k, v, each (B, out_planes, H, W)."""
+        return self.conv1(x), self.conv2(x), self.conv3(x)
+
+    def _attention_path(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(B, out_planes, H, W) x3 -> (B, out_planes, Ho, Wo)."""
+        if self.attn_mode == 'local':
+            return self._local_attention(q, k, v)
+        if self.attn_mode == 'global':
+            return self._global_attention(q, k, v)
+        return self.attn(q, k, v)
+
+    def _conv_path(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """(B, out_planes, H, W) x3 -> ``dep_conv(fc(q | k | v))`` (B, out_planes, Ho, Wo)."""
+        b, _, h, w = q.shape
+        qkv = torch.cat([q, k, v], dim=1).reshape(b, 3 * self.head, self.head_dim, h * w)
+        return self.dep_conv(conv_path_features(self.fc, qkv, h, w))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))."""
-        q, k, v = self.conv1(x), self.conv2(x), self.conv3(x)                  # (B, out_planes, H, W) each
-        b, _, h, w = q.shape
-
-        out_att = None
-        if self.has_attn:
-            if self.attn_mode == 'local':
-                out_att = self._local_attention(q, k, v)
-            elif self.attn_mode == 'global':
-                out_att = self._global_attention(q, k, v)
-            else:
-                out_att = self.attn(q, k, v)
-
-        out_conv = None
-        if self.has_conv:
-            qkv = torch.cat([q, k, v], dim=1).reshape(b, 3 * self.head, self.head_dim, h * w)
-            out_conv = self.dep_conv(conv_path_features(self.fc, qkv, h, w))  # (B, out_planes, Ho, Wo)
+        q, k, v = self._stage1(x)
+        out_att = self._attention_path(q, k, v) if self.has_attn else None
+        out_conv = self._conv_path(q, k, v) if self.has_conv else None
         return self._mix(out_att, out_conv)
 
     def extra_repr(self) -> str:

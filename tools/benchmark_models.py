@@ -1,0 +1,383 @@
+"""Whole-model speed and memory of every ACmix model next to its baseline, plus a per-part profile of one block.
+
+    python tools/benchmark_models.py                              # every pair, batch 4 at 224, best of 3
+    python tools/benchmark_models.py --models 'acmix_resnet*' --threads 1 --iters 5
+    python tools/benchmark_models.py --parts-only                 # only the per-part profile of one block per family
+    python tools/benchmark_models.py --models acmix_resnet26 --img 32 --batch 1 --iters 1   # smoke run
+
+Pairs: every ``acmix_*`` model matching ``--models`` and its baseline (``tools/model_table.py``: ``BASELINES`` /
+``baseline_of``).  For each pair it reports
+
+- inference throughput (``torch.inference_mode``, eval mode) and training throughput (train mode, forward,
+  cross-entropy, backward, SGD-with-momentum step), images/s for each side and the ratio ACmix / baseline.  The
+  two models are timed alternately (A, B, A, B, ...) after one untimed warm-up step each, and each side keeps its
+  best of ``--iters``: machine noise hits both sides, and the best time is the least disturbed one.
+- peak training memory: each model runs in a fresh subprocess (``MALLOC_MMAP_THRESHOLD_=65536``, so glibc returns
+  freed tensors to the system at once and the resident set follows the live tensors).  After one warm-up training
+  step the peak resident set (VmHWM) is reset through ``/proc/self/clear_refs``; the reported number is the peak
+  during the next training step minus the resident set measured after ``import torch`` and the model package,
+  i.e. parameters, gradients, optimizer state, activations and workspace together.
+- ``saved``: the bytes autograd keeps from forward to backward in one training forward (distinct storages, via
+  ``torch.autograd.graph.saved_tensors_hooks``): the activation memory, exact and free of allocator noise.
+
+The per-part profile times the pieces of one ACmix block of each family separately, at the sizes they have inside
+the model at ``--img`` (forward, and forward + backward with a random output gradient; best of ``--iters``):
+Stage I projections, the attention path, the convolution path (``fc`` + shift/``dep_conv``), the mix, and the
+layout changes between them.  See ``block_parts``.
+
+The header states batch, image size, threads, torch version, CPU model, cores and the load average before and
+after the run.  Numbers from a shared machine are only comparable within one run: compare the ratios.
+"""
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+for _p in (ROOT, os.path.join(ROOT, 'tools')):
+    if _p not in sys.path:
+        sys.path.insert(0, _p)
+
+import timm  # noqa: E402
+import torch  # noqa: E402
+import torch.nn as nn  # noqa: E402
+
+import models  # noqa: E402,F401  (registers the acmix_* models and their baselines)
+from model_table import BASELINES, baseline_of  # noqa: E402
+
+MiB = 2 ** 20
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Steps and timing
+# ----------------------------------------------------------------------------------------------------------------
+def create(name: str, img: int) -> nn.Module:
+    """``timm.create_model(name)``, with ``img_size`` for the families whose geometry depends on it."""
+    kwargs = {'img_size': img} if ('swin' in name or 'pvt' in name) and img != 224 else {}
+    return timm.create_model(name, **kwargs)
+
+
+def training_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    """Forward, cross-entropy, backward and an SGD (momentum 0.9) step, in train mode."""
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
+    target = torch.randint(0, 1000, (x.shape[0],))
+    loss_fn = nn.CrossEntropyLoss()
+
+    def step() -> None:
+        opt.zero_grad(set_to_none=True)
+        loss_fn(model(x), target).backward()
+        opt.step()
+    return step
+
+
+def inference_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
+    def step() -> None:
+        model.eval()
+        with torch.inference_mode():
+            model(x)
+    return step
+
+
+def best_alternating(steps: Sequence[Callable[[], None]], iters: int) -> List[float]:
+    """Best seconds per call of each step, the steps run in turn (A, B, A, B, ...) after one warm-up each."""
+    for step in steps:
+        step()
+    best = [float('inf')] * len(steps)
+    for _ in range(iters):
+        for i, step in enumerate(steps):
+            t0 = time.perf_counter()
+            step()
+            best[i] = min(best[i], time.perf_counter() - t0)
+    return best
+
+
+def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
+    """Bytes of distinct storages autograd saves during one training-mode forward."""
+    storages: Dict[Tuple[int, int], int] = {}
+
+    def pack(t: torch.Tensor) -> torch.Tensor:
+        s = t.untyped_storage()
+        storages[(s.data_ptr(), s.nbytes())] = s.nbytes()
+        return t
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    return sum(storages.values())
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Peak training memory, one fresh process per model
+# ----------------------------------------------------------------------------------------------------------------
+def _status_kb(field: str) -> int:
+    with open('/proc/self/status') as f:
+        for line in f:
+            if line.startswith(field + ':'):
+                return int(line.split()[1])
+    raise KeyError(f'/proc/self/status has no {field}')
+
+
+def peak_training_bytes_here(name: str, img: int, batch: int) -> int:
+    """In this fresh process: peak resident set during a training step minus the resident set before the model."""
+    from acmix.kernels import cpu_ext
+    cpu_ext.load()  # the C++ kernel's code is not model memory
+    base_kb = _status_kb('VmRSS')
+    torch.manual_seed(0)
+    model = create(name, img)
+    x = torch.randn(batch, 3, img, img)
+    step = training_step(model, x)
+    step()
+    with open('/proc/self/clear_refs', 'w') as f:
+        f.write('5')  # VmHWM := VmRSS
+    step()
+    return (_status_kb('VmHWM') - base_kb) * 1024
+
+
+def peak_training_bytes(name: str, img: int, batch: int, threads: int) -> int:
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', OMP_NUM_THREADS=str(threads))
+    cmd = [sys.executable, os.path.abspath(__file__), '--threads', str(threads), '--img', str(img),
+           '--batch', str(batch), '--_peak-child', name]
+    out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        raise RuntimeError(f'memory subprocess for {name} failed:\n{out.stderr[-3000:]}')
+    return int(out.stdout.strip().splitlines()[-1])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Pairs
+# ----------------------------------------------------------------------------------------------------------------
+def select_pairs(patterns: Sequence[str]) -> List[Tuple[str, str]]:
+    """(ACmix model, baseline) for every registered ``acmix_*`` name matching one of ``patterns``."""
+    names = [n for n in BASELINES if any(fnmatch.fnmatch(n, p) or n.startswith(p) for p in patterns)]
+    names += sorted(n for n in timm.list_models('acmix_*')
+                    if n not in names and any(fnmatch.fnmatch(n, p) for p in patterns))
+    pairs = []
+    for name in names:
+        base = baseline_of(name)
+        if base is None or not timm.is_model(name):
+            raise SystemExit(f'{name}: not registered or without a registered baseline')
+        pairs.append((name, base))
+    if not pairs:
+        raise SystemExit(f'--models {list(patterns)} selects no registered acmix_* model')
+    return pairs
+
+
+def measure_pair(acmix_name: str, base_name: str, img: int, batch: int, iters: int, threads: int,
+                 memory: bool) -> Dict[str, float]:
+    torch.manual_seed(0)
+    nets = [create(n, img) for n in (acmix_name, base_name)]
+    x = torch.randn(batch, 3, img, img)
+    row: Dict[str, float] = {}
+    # training first: index tensors cached on a first call must not be created under inference mode
+    for mode, make in (('train', training_step), ('infer', inference_step)):
+        secs = best_alternating([make(m, x) for m in nets], iters)
+        row[f'{mode}_acmix'], row[f'{mode}_base'] = batch / secs[0], batch / secs[1]
+    for side, m in zip(('acmix', 'base'), nets):
+        row[f'saved_{side}'] = saved_bytes(m, x) / MiB
+    del nets
+    if memory:
+        for side, n in (('acmix', acmix_name), ('base', base_name)):
+            row[f'mem_{side}'] = peak_training_bytes(n, img, batch, threads) / MiB
+    return row
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Per-part profile of one block
+# ----------------------------------------------------------------------------------------------------------------
+Part = Tuple[str, Callable[..., torch.Tensor], List[torch.Tensor]]
+
+
+def _leaf(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone().requires_grad_()
+
+
+def _acmix_parts(m: nn.Module, x: torch.Tensor) -> List[Part]:
+    """``acmix.ACmix`` (ResNet local / SAN patchwise): parts of ``ACmix.forward``."""
+    with torch.no_grad():
+        q, k, v = m._stage1(x)
+        att = m._attention_path(q, k, v)
+        conv = m._conv_path(q, k, v)
+    q, k, v, att, conv = map(_leaf, (q, k, v, att, conv))
+    return [
+        ('stage I (q, k, v projections)', lambda t: torch.cat(m._stage1(t), 1), [_leaf(x)]),
+        ('attention path', m._attention_path, [q, k, v]),
+        ('conv path (fc + dep_conv)', m._conv_path, [q, k, v]),
+        ('mix', m._mix, [att, conv]),
+    ]
+
+
+def _window_parts(m: nn.Module, x: torch.Tensor, shift: Tuple[int, int], mask: Optional[torch.Tensor]) -> List[Part]:
+    """``acmix.ACmixWindowAttention`` (Swin): parts of its forward."""
+    with torch.no_grad():
+        xr = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if any(shift) else x
+        qkv = m.qkv(xr)
+        att = m._window_attention(qkv, shift, mask)
+        conv = m._conv_path(qkv)
+    qkv_l, att, conv = _leaf(qkv), _leaf(att), _leaf(conv)
+    roll = (lambda t: torch.roll(t, shifts=(-shift[0], -shift[1]), dims=(1, 2))) if any(shift) else (lambda t: t * 1)
+    return [
+        ('layout (roll in and out)', roll, [_leaf(x)]),
+        ('stage I (qkv Linear)', m.qkv, [_leaf(xr)]),
+        ('attention path (windows, SDPA, proj)', lambda t: m._window_attention(t, shift, mask), [qkv_l]),
+        ('conv path (fc + dep_conv)', m._conv_path, [_leaf(qkv)]),
+        ('mix', m._mix, [att, conv]),
+    ]
+
+
+def block_parts(name: str, img: int, batch: int) -> Tuple[str, List[Part], Callable[[], torch.Tensor], torch.Tensor]:
+    """The first ACmix block of stage 1 of ``name``, its parts, and a closure running the whole mixer on its input."""
+    from acmix import ACmix, ACmixWindowAttention
+    torch.manual_seed(0)
+    model = create(name, img).train()
+    captured: Dict[str, object] = {}
+
+    def hook(mod, args, kwargs):
+        if 'mod' not in captured:
+            captured.update(mod=mod, args=args, kwargs=kwargs)
+
+    handles = [mod.register_forward_pre_hook(hook, with_kwargs=True) for mod in model.modules()
+               if isinstance(mod, (ACmix, ACmixWindowAttention))]
+    with torch.no_grad():
+        model(torch.randn(batch, 3, img, img))
+    for h in handles:
+        h.remove()
+    if 'mod' not in captured:
+        raise SystemExit(f'{name}: no ACmix / ACmixWindowAttention module to profile')
+    mod, args, kwargs = captured['mod'], captured['args'], captured['kwargs']
+    x = args[0].detach()
+    if isinstance(mod, ACmixWindowAttention):
+        shift = tuple(kwargs.get('shift_size', args[1] if len(args) > 1 else (0, 0)))
+        mask = kwargs.get('attn_mask', args[2] if len(args) > 2 else None)
+        parts = _window_parts(mod, x, shift, mask)
+        whole_in = _leaf(x)
+        return (f'{type(mod).__name__} dim {mod.dim}, heads {mod.num_heads}, map {tuple(x.shape[1:3])}', parts,
+                lambda: mod(whole_in, shift_size=shift, attn_mask=mask), whole_in)
+    parts = _acmix_parts(mod, x)
+    whole_in = _leaf(x)
+    return (f'ACmix({mod.attn_mode}) {mod.in_planes}->{mod.out_planes}, heads {mod.head}, map {tuple(x.shape[2:])}',
+            parts, lambda: mod(whole_in), whole_in)
+
+
+def time_part(fn: Callable[..., torch.Tensor], inputs: List[torch.Tensor], iters: int) -> Tuple[float, float]:
+    """Best forward and forward+backward milliseconds of ``fn(*inputs)``."""
+    grad = torch.randn_like(fn(*inputs))
+
+    def fwd() -> None:
+        with torch.no_grad():
+            fn(*inputs)
+
+    def fwd_bwd() -> None:
+        for t in inputs:
+            t.grad = None
+        fn(*inputs).backward(grad)
+
+    f, fb = best_alternating([fwd, fwd_bwd], iters)
+    return f * 1e3, fb * 1e3
+
+
+def profile_block(name: str, img: int, batch: int, iters: int) -> str:
+    title, parts, whole, whole_in = block_parts(name, img, batch)
+    rows = []
+    for part, fn, inputs in parts:
+        rows.append((part, *time_part(fn, inputs, iters)))
+    total = time_part(lambda t: whole(), [whole_in], iters)
+    lines = [f'**{name}**: {title}, batch {batch}', '',
+             '| part | fwd ms | fwd+bwd ms | share of fwd+bwd |', '|---|---|---|---|']
+    for part, f, fb in rows:
+        lines.append(f'| {part} | {f:.2f} | {fb:.2f} | {fb / total[1]:.0%} |')
+    lines.append(f'| sum of parts | {sum(r[1] for r in rows):.2f} | {sum(r[2] for r in rows):.2f} | '
+                 f'{sum(r[2] for r in rows) / total[1]:.0%} |')
+    lines.append(f'| whole mixer | {total[0]:.2f} | {total[1]:.2f} | 100% |')
+    return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Output
+# ----------------------------------------------------------------------------------------------------------------
+def machine_line(threads: int, batch: int, img: int) -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open('/proc/cpuinfo') as f:
+            cpu = next(line.split(':', 1)[1].strip() for line in f if line.startswith('model name'))
+    except (OSError, StopIteration):
+        pass
+    load = ' / '.join(f'{v:.2f}' for v in os.getloadavg())
+    return (f'batch {batch} at {img}x{img}, {threads} torch thread(s), torch {torch.__version__}, {cpu}, '
+            f'{os.cpu_count()} cores, load average (1/5/15 min) {load}')
+
+
+def pair_table(rows: List[Dict[str, object]], memory: bool) -> str:
+    header = ['ACmix / baseline', 'infer img/s (ACmix / base)', 'infer ratio', 'train img/s (ACmix / base)',
+              'train ratio', 'saved act. MiB (ACmix / base)', 'ratio']
+    if memory:
+        header += ['peak train MiB (ACmix / base)', 'ratio']
+    lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
+    for r in rows:
+        cells = [f"`{r['acmix']}` / `{r['base']}`",
+                 f"{r['infer_acmix']:.2f} / {r['infer_base']:.2f}", f"{r['infer_acmix'] / r['infer_base']:.2f}",
+                 f"{r['train_acmix']:.2f} / {r['train_base']:.2f}", f"{r['train_acmix'] / r['train_base']:.2f}",
+                 f"{r['saved_acmix']:.0f} / {r['saved_base']:.0f}", f"{r['saved_acmix'] / r['saved_base']:.2f}"]
+        if memory:
+            cells += [f"{r['mem_acmix']:.0f} / {r['mem_base']:.0f}", f"{r['mem_acmix'] / r['mem_base']:.2f}"]
+        lines.append('| ' + ' | '.join(cells) + ' |')
+    return '\n'.join(lines)
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument('--models', nargs='+', default=list(BASELINES), metavar='PATTERN',
+                   help='acmix_* names, prefixes or fnmatch patterns (default: every pair of BASELINES)')
+    p.add_argument('--img', type=int, default=224)
+    p.add_argument('--batch', type=int, default=4)
+    p.add_argument('--iters', type=int, default=3, help='timed rounds per side and mode; the best is kept')
+    p.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch.set_num_threads')
+    p.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
+    p.add_argument('--no-parts', action='store_true', help='skip the per-part profile')
+    p.add_argument('--parts-only', action='store_true', help='only the per-part profile')
+    p.add_argument('--_peak-child', dest='peak_child', help=argparse.SUPPRESS)  # internal: memory subprocess
+    return p.parse_args(argv)
+
+
+def main(argv: Optional[Sequence[str]] = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    if args.peak_child:
+        print(peak_training_bytes_here(args.peak_child, args.img, args.batch))
+        return
+    pairs = select_pairs(args.models)
+    print(f'Machine at start: {machine_line(args.threads, args.batch, args.img)}', flush=True)
+    if not args.parts_only:
+        rows = []
+        for acmix_name, base_name in pairs:
+            t0 = time.perf_counter()
+            row: Dict[str, object] = dict(acmix=acmix_name, base=base_name)
+            row.update(measure_pair(acmix_name, base_name, args.img, args.batch, args.iters, args.threads,
+                                    not args.no_memory))
+            rows.append(row)
+            print(f'  {acmix_name} / {base_name}: {time.perf_counter() - t0:.0f}s, '
+                  f'{json.dumps({k: round(v, 2) for k, v in row.items() if isinstance(v, float)})}',
+                  file=sys.stderr, flush=True)
+        print(f'\nBest of {args.iters}, models interleaved; ratio = ACmix / baseline (throughput: higher is '
+              f'better for ACmix; memory: lower is better).\n')
+        print(pair_table(rows, not args.no_memory), flush=True)
+    if not args.no_parts:
+        families: Dict[str, str] = {}
+        for acmix_name, _ in pairs:
+            families.setdefault(acmix_name.split('_')[1].rstrip('0123456789'), acmix_name)
+        print('\nPer-part profile, one block per family (first ACmix block, training mode):\n')
+        for name in families.values():
+            print(profile_block(name, args.img, args.batch, args.iters) + '\n', flush=True)
+    print(f'Machine at end: {machine_line(args.threads, args.batch, args.img)}')
+
+
+if __name__ == '__main__':
+    main()
