@@ -1,6 +1,9 @@
 # Cascade Mask R-CNN with FPN on an ACmixBackbone, with the box heads of Swin's 3x recipe: three stages of
 # 4 shared convs (BN) + 1 fc, class-specific regression of decoded boxes with GIoU loss (weight 10), IoU
 # thresholds 0.5 / 0.6 / 0.7.  Configs choose backbone.model_name and neck.in_channels.
+# Source: SwinTransformer/Swin-Transformer-Object-Detection configs/_base_/models/cascade_mask_rcnn_swin_fpn.py with
+# the head overrides of its cascade_mask_rcnn_swin_*_giou_4conv1f_adamw_3x_coco.py (mmdet 3.x's port:
+# configs/swin/ has the same heads).
 _stage_stds = [[0.1, 0.1, 0.2, 0.2], [0.05, 0.05, 0.1, 0.1], [0.033, 0.033, 0.067, 0.067]]
 _stage_ious = [0.5, 0.6, 0.7]
 

@@ -1,4 +1,6 @@
 # Mask R-CNN with FPN (P2-P6) on an ACmixBackbone; configs choose backbone.model_name and neck.in_channels.
+# Source: mmdet configs/_base_/models/mask-rcnn_r50_fpn.py (PVT's and Swin's mask_rcnn_*_fpn.py bases have the same
+# heads, in mmdet 2.x form), with the backbone replaced by ACmixBackbone.
 model = dict(
     type='MaskRCNN',
     data_preprocessor=dict(

@@ -1,4 +1,6 @@
 # RetinaNet with FPN (P3-P7) on an ACmixBackbone; configs choose backbone.model_name and neck.in_channels.
+# Source: mmdet configs/_base_/models/retinanet_r50_fpn.py (PVT's retinanet_r50_fpn.py base is its mmdet 2.x form),
+# with the backbone replaced by ACmixBackbone.
 model = dict(
     type='RetinaNet',
     data_preprocessor=dict(

@@ -1,5 +1,7 @@
 # Semantic FPN: FPN (4 levels) + FPNHead on an ACmixBackbone; configs choose backbone.model_name and
 # neck.in_channels.  BN (SyncBN across GPUs in distributed runs, see mmtask).
+# Source: whai362/PVT segmentation/configs/_base_/models/fpn_r50.py (= mmseg's configs/_base_/models/fpn_r50.py),
+# with the backbone replaced by ACmixBackbone.
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     type='EncoderDecoder',

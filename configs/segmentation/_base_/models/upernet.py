@@ -1,5 +1,7 @@
 # UperNet (PPM + FPN fusion, 512 channels) with an auxiliary FCN head on stage 3, on an ACmixBackbone;
 # configs choose backbone.model_name, decode_head.in_channels and auxiliary_head.in_channels.
+# Source: SwinTransformer/Swin-Transformer-Semantic-Segmentation configs/_base_/models/upernet_swin.py (mmseg's
+# upernet_swin.py port), with the backbone replaced by ACmixBackbone.
 norm_cfg = dict(type='BN', requires_grad=True)
 model = dict(
     type='EncoderDecoder',
