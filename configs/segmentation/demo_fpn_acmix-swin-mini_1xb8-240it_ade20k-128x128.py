@@ -10,7 +10,8 @@
 #       --data-path data/ade-demo --work-dir work_dirs/seg-demo
 _base_ = [
     '_base_/models/fpn.py', '_base_/datasets/ade20k.py',
-    '_base_/schedules/schedule_40k.py', '_base_/schedules/optim_adamw-pvt.py', '_base_/default_runtime.py'
+    '_base_/schedules/schedule_40k.py', '_base_/schedules/optim_adamw-pvt.py',
+    '_base_/default_runtime.py'
 ]
 data_root = 'data/ade-demo'
 crop_size = (128, 128)
