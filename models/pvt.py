@@ -12,26 +12,30 @@ Architecture (facts from ``whai362/PVT`` ``classification/pvt.py``):
       [8, 4, 2, 1], qkv bias; depths Tiny [2, 2, 2, 2], Small [3, 4, 6, 3];
     * pre-norm blocks (LayerNorm eps 1e-6): ``x + attn(norm1(x))``, ``x + mlp(norm2(x))`` (GELU MLP);
       spatial-reduction attention: keys/values from a ``sr x sr`` strided conv + LayerNorm of the tokens;
-    * a final LayerNorm and a linear classifier.
+    * a class token (trunc-normal, std 0.02) prepended to the stage-4 tokens; ``pos_embed4`` has one extra row,
+      its first, for it (the rest is resampled to the grid, the token's row never);
+    * a final LayerNorm and a linear classifier on the class token.
 
 Mixer (one ``Block`` class): ``mixer='attn'`` is ``acmix.ACmixSRAttention(mix='attn_only')``, exactly PVT v1's
 attention (parameter names ``q, kv, proj, sr, norm``); ``mixer='acmix'`` is the same class with
-``mix='learnable'`` (conv path: ``fc``, ``dep_conv``, ``rate1``, ``rate2``).  Everything else is shared.
+``mix='learnable'`` (conv path: ``fc``, ``dep_conv``, ``rate1``, ``rate2``).  Everything else is shared, the class
+token included: ACmix's conv path shares Stage I (``q`` and the reduced ``k``/``v``, nearest-upsampled) and runs
+on the spatial tokens only; the class token gets the attention term alone (see ``acmix/sr.py``).
 
 Decisions where PVT v1 or the ACmix paper leave room:
-    * No class token; global average pooling over the last stage's tokens (as timm's PVT v2).  PVT v1 prepends a
-      class token in stage 4, but ACmix's conv path needs the tokens to form an ``H x W`` map, so both the
-      baseline and the twin pool instead (1,024 parameters fewer than PVT v1: the token and its position entry).
+    * ``class_token=False`` (``global_pool`` then defaults to ``'avg'``) gives the backbone of PVT's detection and
+      segmentation code, whose stage 4 runs without the token; a checkpoint with the token loads into it with the
+      token and its position row dropped, as that code does.  The default is PVT v1's classifier.
     * Any input size: each patch embedding zero-pads its input on the right/bottom to a multiple of its patch
       size (timm ``PatchEmbed(dynamic_img_pad=True)``), so a stage has ``ceil`` of the previous size; this is
       PVT v1 exactly for sizes divisible by 32.  Position embeddings are stored for the 224 grid (56, 28, 14, 7)
       and resampled bilinearly (no antialias, PVT v1's own choice) to other grids with
       ``timm.layers.resample_abs_pos_embed``; the grid also follows ``img_size`` when given.
     * ``checkpoint_filter_fn`` maps PVT v1's released layout (``patch_embed{i}``, ``pos_embed{i}``,
-      ``block{i}.{j}``, ``attn.*``, ``norm``, ``head``) onto ours; its class token and the token's position
-      entry are dropped, so released PVT v1 weights load as a backbone (the head was trained on the class token).
-    * Init as PVT v1: trunc-normal(0.02) for linear layers and position embeddings, LayerNorm 1/0; convolutions
-      keep PyTorch's default (the ACmix conv path keeps its shift initialisation).
+      ``block{i}.{j}``, ``attn.*``, ``cls_token``, ``norm``, ``head``) onto ours key for key and shape for shape
+      (``cls_token`` is ``stages.3.cls_token`` here), so released PVT v1 weights give PVT v1's logits.
+    * Init as PVT v1: trunc-normal(0.02) for linear layers, position embeddings and the class token, LayerNorm 1/0;
+      convolutions keep PyTorch's default (the ACmix conv path keeps its shift initialisation).
     * Counts (entrypoint docstrings): MACs = ``FlopCounterMode`` FLOPs / 2, measured under the math SDPA backend
       (the counter has no formula for the fused CPU attention kernel, which would silently count 0).
 """
@@ -71,21 +75,22 @@ class PVTBlock(nn.Module):
             (``mix='learnable'``).
         mixer_args: extra keyword arguments for ``ACmixSRAttention`` (``kernel_conv``, ``shift``, or ``mix`` to
             override the mixer's default, e.g. for the ``'fixed'`` / ``'conv_only'`` ablations).
+        num_prefix_tokens: class tokens before the spatial ones (needs ``sr_ratio == 1``).
         proj_drop, attn_drop, drop_path: dropout rates.
 
-    Shapes: ``forward(x (B, H*W, C), H, W) -> (B, H*W, C)``.
+    Shapes: ``forward(x (B, P + H*W, C), H, W) -> (B, P + H*W, C)`` with P = ``num_prefix_tokens``.
     """
 
     def __init__(self, dim: int, num_heads: int, sr_ratio: int = 1, mlp_ratio: float = 4., qkv_bias: bool = True,
-                 mixer: str = 'attn', mixer_args: Optional[Dict[str, Any]] = None, proj_drop: float = 0.,
-                 attn_drop: float = 0., drop_path: float = 0.) -> None:
+                 mixer: str = 'attn', mixer_args: Optional[Dict[str, Any]] = None, num_prefix_tokens: int = 0,
+                 proj_drop: float = 0., attn_drop: float = 0., drop_path: float = 0.) -> None:
         super().__init__()
         if mixer not in _MIXERS:
             raise ValueError(f'mixer {mixer!r} not in {tuple(_MIXERS)}')
         margs = dict(dict(mix=_MIXERS[mixer]), **(mixer_args or {}))
         self.norm1 = _layer_norm(dim)
         self.attn = ACmixSRAttention(dim, num_heads, sr_ratio=sr_ratio, qkv_bias=qkv_bias, attn_drop=attn_drop,
-                                     proj_drop=proj_drop, **margs)
+                                     proj_drop=proj_drop, num_prefix_tokens=num_prefix_tokens, **margs)
         self.drop_path = DropPath(drop_path) if drop_path > 0. else nn.Identity()
         self.norm2 = _layer_norm(dim)
         self.mlp = Mlp(dim, int(dim * mlp_ratio), act_layer=nn.GELU, drop=proj_drop)
@@ -96,7 +101,7 @@ class PVTBlock(nn.Module):
 
 
 class PVTStage(nn.Module):
-    """Patch embedding + position embedding + blocks.
+    """Patch embedding + (class token) + position embedding + blocks.
 
     Args:
         in_dim, dim: input channels and token width.
@@ -104,35 +109,47 @@ class PVTStage(nn.Module):
         grid_size: (H, W) grid the position embedding is stored for.
         depth: number of blocks; ``block_args``: ``PVTBlock`` arguments; ``drop_path``: one rate per block.
         pos_drop: dropout after adding the position embedding.
+        class_token: prepend a learned class token ``cls_token`` (1, 1, dim); ``pos_embed`` then has one more row,
+            the token's, first (PVT v1's last stage).
 
-    Shapes: ``(B, in_dim, H, W) -> (B, dim, ceil(H/p), ceil(W/p))``.
+    Shapes: ``(B, in_dim, H, W) -> (map (B, dim, h, w), prefix tokens (B, P, dim))``, ``h, w = ceil(H/p),
+    ceil(W/p)``, ``P = num_prefix_tokens`` (0 or 1).
     """
 
     def __init__(self, in_dim: int, dim: int, patch_size: int, grid_size: Tuple[int, int], depth: int,
-                 block_args: Dict[str, Any], drop_path: Sequence[float], pos_drop: float = 0.) -> None:
+                 block_args: Dict[str, Any], drop_path: Sequence[float], pos_drop: float = 0.,
+                 class_token: bool = False) -> None:
         super().__init__()
         self.patch_embed = PatchEmbed(
             img_size=(grid_size[0] * patch_size, grid_size[1] * patch_size), patch_size=patch_size, in_chans=in_dim,
             embed_dim=dim, norm_layer=nn.LayerNorm, flatten=False, output_fmt='NHWC', strict_img_size=False,
             dynamic_img_pad=True)
         self.grid_size = tuple(grid_size)
-        self.pos_embed = nn.Parameter(torch.zeros(1, grid_size[0] * grid_size[1], dim))
+        self.num_prefix_tokens = 1 if class_token else 0
+        self.cls_token = nn.Parameter(torch.zeros(1, 1, dim)) if class_token else None
+        self.pos_embed = nn.Parameter(torch.zeros(1, self.num_prefix_tokens + grid_size[0] * grid_size[1], dim))
         self.pos_drop = nn.Dropout(pos_drop)
-        self.blocks = nn.ModuleList([PVTBlock(dim, drop_path=drop_path[i], **block_args) for i in range(depth)])
+        self.blocks = nn.ModuleList([PVTBlock(dim, drop_path=drop_path[i], num_prefix_tokens=self.num_prefix_tokens,
+                                              **block_args) for i in range(depth)])
         self.grad_checkpointing = False
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(x)                                           # (B, H, W, C)
+    def forward(self, x: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+        x = self.patch_embed(x)                                           # (B, h, w, C)
         b, h, w, c = x.shape
         pos = resample_abs_pos_embed(self.pos_embed, new_size=(h, w), old_size=self.grid_size,
-                                     num_prefix_tokens=0, interpolation='bilinear', antialias=False)
-        x = self.pos_drop(x.reshape(b, h * w, c) + pos)                   # (B, H*W, C)
+                                     num_prefix_tokens=self.num_prefix_tokens, interpolation='bilinear',
+                                     antialias=False)                     # (1, P + h*w, C)
+        x = x.reshape(b, h * w, c)
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(b, -1, -1), x], dim=1)
+        x = self.pos_drop(x + pos)                                        # (B, P + h*w, C)
         for blk in self.blocks:
             if self.grad_checkpointing and not torch.jit.is_scripting():
                 x = checkpoint(blk, x, h, w)
             else:
                 x = blk(x, h, w)
-        return x.transpose(1, 2).reshape(b, c, h, w)
+        p = self.num_prefix_tokens
+        return x[:, p:].transpose(1, 2).reshape(b, c, h, w), x[:, :p]
 
 
 class PVT(nn.Module):
@@ -143,10 +160,13 @@ class PVT(nn.Module):
         patch_sizes, embed_dims, num_heads, mlp_ratios, sr_ratios, depths: per-stage PVT v1 hyper-parameters.
         qkv_bias: bias in ``q`` / ``kv``.
         mixer, mixer_args: see ``PVTBlock``.
-        in_chans, num_classes, global_pool (``'avg'`` or ``''``), drop_rate, proj_drop_rate, attn_drop_rate,
-        drop_path_rate: timm conventions.
+        class_token: PVT v1's class token in the last stage (``stages.{-1}.cls_token``).
+        global_pool: ``'token'`` (the class token, PVT v1), ``'avg'`` (mean of the spatial tokens) or ``''``;
+            ``None``: ``'token'`` with a class token, else ``'avg'``.
+        in_chans, num_classes, drop_rate, proj_drop_rate, attn_drop_rate, drop_path_rate: timm conventions.
 
-    Shapes: ``(B, in_chans, H, W)`` (any H, W >= 1) -> ``(B, num_classes)``.
+    Shapes: ``(B, in_chans, H, W)`` (any H, W >= 1) -> ``(B, num_classes)``; ``forward_features`` gives the
+    normalised last-stage tokens ``(B, P + h*w, C)``, class token first (``P = num_prefix_tokens``).
     """
 
     def __init__(
@@ -161,9 +181,10 @@ class PVT(nn.Module):
             qkv_bias: bool = True,
             mixer: str = 'attn',
             mixer_args: Optional[Dict[str, Any]] = None,
+            class_token: bool = True,
             in_chans: int = 3,
             num_classes: int = 1000,
-            global_pool: str = 'avg',
+            global_pool: Optional[str] = None,
             drop_rate: float = 0.,
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
@@ -174,9 +195,9 @@ class PVT(nn.Module):
         if not all(len(s) == n for s in (patch_sizes, embed_dims, num_heads, mlp_ratios, sr_ratios)):
             raise ValueError('patch_sizes, embed_dims, num_heads, mlp_ratios, sr_ratios and depths need one entry '
                              f'per stage, got depths {depths}')
-        if global_pool not in ('avg', ''):
-            raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-        self.num_classes, self.in_chans, self.global_pool = num_classes, in_chans, global_pool
+        self.num_prefix_tokens = 1 if class_token else 0
+        self.num_classes, self.in_chans = num_classes, in_chans
+        self.global_pool = self._check_pool(('token' if class_token else 'avg') if global_pool is None else global_pool)
         img_size = to_2tuple(img_size)
         dpr = calculate_drop_path_rates(drop_path_rate, list(depths), stagewise=True)  # per stage, per block
         stages, self.feature_info, prev, reduction = [], [], in_chans, 1
@@ -187,7 +208,7 @@ class PVT(nn.Module):
                               qkv_bias=qkv_bias, mixer=mixer, mixer_args=mixer_args, proj_drop=proj_drop_rate,
                               attn_drop=attn_drop_rate)
             stages.append(PVTStage(prev, embed_dims[i], patch_sizes[i], grid, depths[i], block_args, dpr[i],
-                                   pos_drop=drop_rate))
+                                   pos_drop=drop_rate, class_token=class_token and i == n - 1))
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f'stages.{i}'))
             prev = embed_dims[i]
         self.stages = nn.Sequential(*stages)
@@ -199,9 +220,12 @@ class PVT(nn.Module):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """PVT v1's init: trunc-normal(0.02) linear weights and position embeddings, zero biases, LayerNorm 1/0."""
+        """PVT v1's init: trunc-normal(0.02) linear weights, position embeddings and class token, zero biases,
+        LayerNorm 1/0."""
         for s in self.stages:
             trunc_normal_(s.pos_embed, std=.02)
+            if s.cls_token is not None:
+                trunc_normal_(s.cls_token, std=.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):
                 trunc_normal_(m.weight, std=.02)
@@ -213,13 +237,14 @@ class PVT(nn.Module):
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
-        return {f'stages.{i}.pos_embed' for i in range(len(self.stages))}
+        """PVT v1's: the class token only (position embeddings are decayed)."""
+        return {f'stages.{i}.cls_token' for i, s in enumerate(self.stages) if s.cls_token is not None}
 
     @torch.jit.ignore
     def group_matcher(self, coarse: bool = False) -> Dict[str, Any]:
         return dict(stem=r'^stages\.0\.(?:patch_embed|pos_embed)', blocks=[
             (r'^stages\.(\d+)' if coarse else r'^stages\.(\d+)\.blocks\.(\d+)', None),
-            (r'^stages\.(\d+)\.(?:patch_embed|pos_embed)', (0,)),
+            (r'^stages\.(\d+)\.(?:patch_embed|pos_embed|cls_token)', (0,)),
             (r'^norm', (99999,)),
         ])
 
@@ -235,10 +260,15 @@ class PVT(nn.Module):
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes
         if global_pool is not None:
-            if global_pool not in ('avg', ''):
-                raise ValueError(f"global_pool must be 'avg' or '', got {global_pool!r}")
-            self.global_pool = global_pool
+            self.global_pool = self._check_pool(global_pool)
         self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+
+    def _check_pool(self, global_pool: str) -> str:
+        pools = ('token', 'avg', '') if self.num_prefix_tokens else ('avg', '')
+        if global_pool not in pools:
+            raise ValueError(f'global_pool must be one of {pools} (class_token={bool(self.num_prefix_tokens)}), '
+                             f'got {global_pool!r}')
+        return global_pool
 
     def forward_intermediates(
             self,
@@ -260,7 +290,8 @@ class PVT(nn.Module):
             intermediates_only: return only the list.
 
         Returns:
-            the intermediates, or (final normalised map (B, C, H, W), intermediates).
+            the intermediates (spatial maps, class token excluded), or (``forward_features``' normalised tokens
+            (B, P + h*w, C), intermediates).
         """
         if output_fmt != 'NCHW':
             raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
@@ -268,13 +299,14 @@ class PVT(nn.Module):
         stages = self.stages[:max_index + 1] if stop_early and not torch.jit.is_scripting() else self.stages
         last = len(self.stages) - 1
         intermediates = []
+        prefix = x[:, :0]  # (B, 0, ...): replaced by every stage's prefix tokens
         for i, stage in enumerate(stages):
-            x = stage(x)
+            x, prefix = stage(x)
             if i in take_indices:
                 intermediates.append(self._norm_map(x) if norm and i == last else x)
         if intermediates_only:
             return intermediates
-        return self._norm_map(x), intermediates
+        return self.norm(self._tokens(x, prefix)), intermediates
 
     def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
                                   prune_head: bool = True) -> List[int]:
@@ -291,16 +323,27 @@ class PVT(nn.Module):
         return take_indices
 
     def _norm_map(self, x: torch.Tensor) -> torch.Tensor:
-        """Final LayerNorm over the channels of a (B, C, H, W) map."""
+        """Final LayerNorm over the channels of a (B, C, H, W) map (per token, so the class token is irrelevant)."""
         return self.norm(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
+    @staticmethod
+    def _tokens(x: torch.Tensor, prefix: torch.Tensor) -> torch.Tensor:
+        """(B, C, h, w) map and (B, P, C) prefix tokens -> (B, P + h*w, C), prefix first."""
+        return torch.cat([prefix, x.flatten(2).transpose(1, 2)], dim=1)
+
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, C_in, H, W) -> normalised last-stage map (B, C, H/32, W/32) (ceil)."""
-        return self._norm_map(self.stages(x))
+        """(B, C_in, H, W) -> normalised last-stage tokens (B, P + h*w, C), h, w = ceil(H/32), ceil(W/32)."""
+        prefix = x[:, :0]  # replaced by every stage's prefix tokens
+        for stage in self.stages:
+            x, prefix = stage(x)
+        return self.norm(self._tokens(x, prefix))
 
     def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        if self.global_pool == 'avg':
-            x = x.mean(dim=(-2, -1))
+        """(B, P + h*w, C) tokens -> logits (B, num_classes), or the pooled (B, C) with ``pre_logits``."""
+        if self.global_pool == 'token':
+            x = x[:, 0]
+        elif self.global_pool == 'avg':
+            x = x[:, self.num_prefix_tokens:].mean(dim=1)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
 
@@ -308,32 +351,30 @@ class PVT(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def _rename_original(key: str) -> str:
-    """PVT v1's released layout -> ours (identity for our own keys)."""
+def _rename_original(key: str, last: int) -> str:
+    """PVT v1's released layout -> ours (identity for our own keys); ``last``: index of the last stage."""
     key = re.sub(r'^patch_embed(\d)\.', lambda m: f'stages.{int(m.group(1)) - 1}.patch_embed.', key)
     key = re.sub(r'^pos_embed(\d)$', lambda m: f'stages.{int(m.group(1)) - 1}.pos_embed', key)
     key = re.sub(r'^block(\d)\.(\d+)\.', lambda m: f'stages.{int(m.group(1)) - 1}.blocks.{m.group(2)}.', key)
-    return key
+    return re.sub(r'^cls_token$', f'stages.{last}.cls_token', key)
 
 
 def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[str, torch.Tensor]:
     """Accept our layout or PVT v1's released one, plain or wrapped (``{'model': sd}``, ``{'state_dict': sd}``,
     ``module.`` prefixes); raise ``KeyError`` naming missing, unexpected or mis-shaped keys.
 
-    From PVT v1's layout the class token and the class token's entry of ``pos_embed4`` are dropped (we pool).
+    Into a model built with ``class_token=False`` (PVT's detection / segmentation backbone), a checkpoint's class
+    token and its row of the last ``pos_embed`` are dropped, as PVT's dense-prediction code does; nothing else is.
     """
     sd = unwrap_state_dict(state_dict)
+    last = len(model.stages) - 1
     if 'patch_embed1.proj.weight' in sd:  # PVT v1's original layout
-        out = {}
-        for k, v in sd.items():
-            if k == 'cls_token':
-                continue
-            k = _rename_original(k)
-            if k.endswith('pos_embed') and k in model.state_dict() and \
-                    v.shape[1] == model.state_dict()[k].shape[1] + 1:
-                v = v[:, 1:]  # the class token's position entry
-            out[k] = v
-        sd = out
+        sd = {_rename_original(k, last): v for k, v in sd.items()}
+    cls_key, pos_key = f'stages.{last}.cls_token', f'stages.{last}.pos_embed'
+    if not model.num_prefix_tokens and cls_key in sd and pos_key in sd:
+        sd = dict(sd)
+        del sd[cls_key]
+        sd[pos_key] = sd[pos_key][:, 1:]
     return filter_state_dict(sd, model)
 
 
@@ -354,7 +395,8 @@ def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
     }
 
 
-# PVT v1's released weights use a class token (see checkpoint_filter_fn); ACmix-PVT weights were never released.
+# PVT v1's released weights (GitHub release files) load with pretrained_cfg_overlay=dict(file=PATH); ACmix-PVT
+# weights were never released.
 default_cfgs = generate_default_cfgs({
     'pvt_v1_tiny.untrained': _cfg(),
     'pvt_v1_small.untrained': _cfg(),
@@ -365,27 +407,27 @@ default_cfgs = generate_default_cfgs({
 
 @register_model
 def pvt_v1_tiny(pretrained: bool = False, **kwargs: Any) -> PVT:
-    """PVT v1 Tiny, avg-pooled: 13,228,264 params, 1.93 GMACs at 224 (PVT: 13.2M, 1.9G)."""
+    """PVT v1 Tiny: 13,229,288 params (as the original code), 1.93 GMACs at 224 (PVT: 13.2M, 1.9G)."""
     model_args = dict(depths=(2, 2, 2, 2), mixer='attn')
     return _create_pvt('pvt_v1_tiny', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def pvt_v1_small(pretrained: bool = False, **kwargs: Any) -> PVT:
-    """PVT v1 Small, avg-pooled: 24,484,840 params, 3.81 GMACs at 224 (PVT: 24.5M, 3.8G)."""
+    """PVT v1 Small: 24,485,864 params (as the original code), 3.82 GMACs at 224 (PVT: 24.5M, 3.8G)."""
     model_args = dict(depths=(3, 4, 6, 3), mixer='attn')
     return _create_pvt('pvt_v1_small', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def acmix_pvt_tiny(pretrained: bool = False, **kwargs: Any) -> PVT:
-    """PVT-Tiny with ACmix: 13,395,104 params, 2.19 GMACs at 224 (paper: 13M, 2.0G)."""
+    """PVT-Tiny with ACmix: 13,396,128 params, 2.02 GMACs at 224 (paper: 13M, 2.0G)."""
     model_args = dict(depths=(2, 2, 2, 2), mixer='acmix')
     return _create_pvt('acmix_pvt_tiny', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def acmix_pvt_small(pretrained: bool = False, **kwargs: Any) -> PVT:
-    """PVT-Small with ACmix: 24,823,731 params, 4.38 GMACs at 224 (paper: 25M, 3.9G)."""
+    """PVT-Small with ACmix: 24,824,755 params, 3.97 GMACs at 224 (paper: 25M, 3.9G)."""
     model_args = dict(depths=(3, 4, 6, 3), mixer='acmix')
     return _create_pvt('acmix_pvt_small', pretrained, **dict(model_args, **kwargs))

@@ -158,7 +158,8 @@ def test_train_step(kind: str, mix: str, shift: str) -> None:
     names = {n for n, _ in m.named_parameters()}
     assert ('fc.weight' in names) == (mix != 'attn_only')
     assert ('rate1' in names) == (mix == 'learnable')
-    attn_only_names = {'local': 'conv_p.weight', 'window': 'relative_position_bias_table', 'sr': 'sr.weight'}
+    # (sr's reduction is Stage I, shared by both paths; its attention-only parameter is the output projection)
+    attn_only_names = {'local': 'conv_p.weight', 'window': 'relative_position_bias_table', 'sr': 'proj.weight'}
     if kind in attn_only_names:
         assert (attn_only_names[kind] in names) == (mix != 'conv_only')
     x = _input(kind)
@@ -336,5 +337,5 @@ def test_errors(build, match: str) -> None:
 
 
 def test_sr_token_count_error() -> None:
-    with pytest.raises(ValueError, match=r'token count 10 does not match H\*W = 3\*4 = 12'):
+    with pytest.raises(ValueError, match=r'token count 10 does not match num_prefix_tokens \+ H\*W = 0 \+ 3\*4 = 12'):
         ACmixSRAttention(16, 2)(torch.randn(1, 10, 16), 3, 4)

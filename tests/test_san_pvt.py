@@ -3,9 +3,12 @@
 The generic timm contract (every ``acmix_*`` model plus baselines) lives in ``tests/test_models.py``; this file
 checks what is specific to these families: the patchwise operator against SAN's unfold formulation, its
 memory-lean path against the reference, measured parameter counts, small and non-square inputs, feature maps
-and loading of our own and the original (SAN / PVT v1) checkpoint layouts.
+and loading of our own and the original (SAN / PVT v1) checkpoint layouts.  ``tests/fixtures/pvt`` comes from
+``tools/make_pvt_fixtures.py``, which runs the original PVT v1 code (whai362/PVT ``classification/pvt.py``).
 """
+import json
 import re
+from pathlib import Path
 
 import pytest
 import timm
@@ -14,14 +17,18 @@ import torch.nn.functional as F
 
 import models.pvt  # noqa: F401  (registers the entrypoints)
 import models.san  # noqa: F401
+from acmix import ACmixSRAttention
 from acmix.patchwise import PatchwiseAttention, patchwise_aggregate
+from models.complexity import count_macs
+
+PVT_FIXTURES = Path(__file__).parent / 'fixtures' / 'pvt'
 
 # measured on this code (PyTorch parameter count at any input size)
 PARAMS = {
     'san10': 11_841_124, 'san15': 16_181_310, 'san19': 20_518_470,            # SAN README: 11.8M / 16.2M / 20.5M
     'acmix_san10': 12_381_084, 'acmix_san15': 17_025_130, 'acmix_san19': 21_664_090,
-    'pvt_v1_tiny': 13_228_264, 'pvt_v1_small': 24_484_840,                   # PVT README: 13.2M / 24.5M
-    'acmix_pvt_tiny': 13_395_104, 'acmix_pvt_small': 24_823_731,
+    'pvt_v1_tiny': 13_229_288, 'pvt_v1_small': 24_485_864,                   # = the original code; README 13.2M / 24.5M
+    'acmix_pvt_tiny': 13_396_128, 'acmix_pvt_small': 24_824_755,
 }
 # ACmix README (paper Table): ACmix-SAN 12.1M / 16.6M / 21.2M, ACmix-PVT 13M / 25M
 README = {'acmix_san10': 12.1e6, 'acmix_san15': 16.6e6, 'acmix_san19': 21.2e6,
@@ -184,10 +191,108 @@ def test_group_matcher_layer_decay(small_models, name):
 
 def test_pvt_pos_embed_follows_input_size(small_models):
     model = small_models['pvt_v1_tiny']
-    assert model.no_weight_decay() == {f'stages.{i}.pos_embed' for i in range(4)}
     assert tuple(model.stages[0].pos_embed.shape) == (1, 56 * 56, 64)
+    assert tuple(model.stages[3].pos_embed.shape) == (1, 1 + 7 * 7, 512)  # the class token's row first
     big = timm.create_model('pvt_v1_tiny', img_size=(64, 96))
     assert tuple(big.stages[0].pos_embed.shape) == (1, 16 * 24, 64)
+
+
+@pytest.mark.parametrize('name', ['pvt_v1_tiny', 'acmix_pvt_tiny'])
+def test_pvt_class_token(small_models, name):
+    """PVT v1's class token (ACmix-PVT's too): in the last stage only, the head reads it, PVT's weight decay skips
+    only it; ``class_token=False`` is the token-free backbone of PVT's dense-prediction code."""
+    model = small_models[name]
+    assert [s.cls_token is not None for s in model.stages] == [False, False, False, True]
+    assert model.no_weight_decay() == {'stages.3.cls_token'}
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        tokens = model.forward_features(x)
+        assert tokens.shape == (1, 1 + 2 * 3, 512)
+        torch.testing.assert_close(model(x), model.head(tokens[:, 0]))
+        _, maps = model.forward_intermediates(x)
+        torch.testing.assert_close(maps[-1].flatten(2).transpose(1, 2), model.stages[3](maps[2])[0].flatten(2)
+                                   .transpose(1, 2))
+    assert maps[-1].shape == (1, 512, 2, 3)
+    free = timm.create_model(name, class_token=False, **_SMALL_PVT)
+    assert free.global_pool == 'avg' and free.no_weight_decay() == set()
+    assert 'stages.3.cls_token' not in free.state_dict()
+    with pytest.raises(ValueError, match="global_pool must be one of \\('avg', ''\\)"):
+        timm.create_model(name, class_token=False, global_pool='token', **_SMALL_PVT)
+
+
+@pytest.mark.parametrize('name', ['pvt_v1_tiny', 'acmix_pvt_tiny'])
+def test_pvt_mac_growth_is_the_conv_path_only(name):
+    """ACmix-PVT shares Stage I (q, reduced k/v): over PVT it adds exactly fc (27 C) + dep_conv (81 C) MACs per
+    spatial token and block, k_c = 3, and no full-resolution kv projection (2 C^2 per token)."""
+    kw = dict(_SMALL_PVT, depths=(1, 2, 1, 2))
+    macs = {n: count_macs(timm.create_model(n, **kw), (3, 64, 96)) for n in ('pvt_v1_tiny', 'acmix_pvt_tiny')}
+    grids = [(16, 24), (8, 12), (4, 6), (2, 3)]
+    extra = sum(d * 108 * c * h * w for d, c, (h, w) in zip(kw['depths'], kw['embed_dims'], grids))
+    assert macs['acmix_pvt_tiny'] - macs['pvt_v1_tiny'] == extra
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('name,paper', [('acmix_pvt_tiny', (13e6, 2.0e9)), ('acmix_pvt_small', (25e6, 3.9e9))])
+def test_pvt_acmix_near_paper_at_224(name, paper):
+    """Within 5% of the ACmix paper's params and FLOPs (= MACs) at 224."""
+    model = timm.create_model(name)
+    params, macs = sum(p.numel() for p in model.parameters()), count_macs(model)
+    assert abs(params / paper[0] - 1) < 0.05 and abs(macs / paper[1] - 1) < 0.05, (params, macs)
+
+
+# ---------------------------------------------------------------- ACmixSRAttention: class token, shared Stage I
+
+def _split_paths(m: ACmixSRAttention, **kw):
+    """The ``attn_only`` and ``conv_only`` twins of ``m``, holding its weights."""
+    sd = m.state_dict()
+    twins = []
+    for mix in ('attn_only', 'conv_only'):
+        t = ACmixSRAttention(m.dim, m.num_heads, m.sr_ratio, mix=mix, **kw).eval()
+        t.load_state_dict({k: v for k, v in sd.items() if k in t.state_dict()})
+        twins.append(t)
+    return twins
+
+
+def test_sr_conv_path_on_spatial_tokens_only():
+    """Class token: attention as PVT v1 over every token; the conv path sees (and writes) the spatial ones only."""
+    torch.manual_seed(0)
+    m = ACmixSRAttention(16, 2, sr_ratio=1, num_prefix_tokens=1).eval()
+    with torch.no_grad():
+        m.rate1.fill_(0.3), m.rate2.fill_(0.8)
+    attn, conv = _split_paths(m, num_prefix_tokens=1)
+    x = torch.randn(2, 1 + 3 * 5, 16)
+    with torch.no_grad():
+        out, out_conv = m(x, 3, 5), conv(x, 3, 5)
+        torch.testing.assert_close(out, 0.3 * attn(x, 3, 5) + 0.8 * out_conv)
+        assert torch.equal(out_conv[:, 0], torch.zeros_like(out_conv[:, 0]))
+        x2 = x.clone()
+        x2[:, 0] += 1  # the class token does not reach the conv path
+        torch.testing.assert_close(conv(x2, 3, 5), out_conv)
+        spatial = ACmixSRAttention(16, 2, mix='conv_only').eval()
+        spatial.load_state_dict(conv.state_dict())
+        torch.testing.assert_close(spatial(x[:, 1:], 3, 5), out_conv[:, 1:])
+    with pytest.raises(ValueError, match='token count 15 does not match num_prefix_tokens'):
+        m(x[:, 1:], 3, 5)
+    with pytest.raises(ValueError, match='needs sr_ratio 1'):
+        ACmixSRAttention(16, 2, sr_ratio=2, num_prefix_tokens=1)
+
+
+@pytest.mark.parametrize('size', [(8, 12), (7, 5), (1, 3)])
+def test_sr_conv_path_shares_stage_one(size):
+    """The conv path reads q and the spatially reduced k / v (nearest-upsampled), no extra projection."""
+    torch.manual_seed(0)
+    h, w = size
+    m = ACmixSRAttention(16, 2, sr_ratio=4, mix='conv_only').eval()
+    x = torch.randn(2, h * w, 16)
+    x_map = F.pad(x.transpose(1, 2).reshape(2, 16, h, w), (0, max(4 - w, 0), 0, max(4 - h, 0)))
+    with torch.no_grad():
+        reduced = m.sr(x_map)                                          # (2, 16, h', w')
+        kv = m.kv(m.norm(reduced.flatten(2).transpose(1, 2)))          # (2, h'*w', 32)
+        kv = F.interpolate(kv.transpose(1, 2).reshape(2, 32, *reduced.shape[-2:]), size=(h, w), mode='nearest')
+        q = m.q(x).transpose(1, 2).reshape(2, 16, h, w)
+        f = m.fc(torch.cat([q, kv], 1).reshape(2, 6, 8, h * w))       # (2, 9, head_dim 8, h*w)
+        ref = m.dep_conv(f.transpose(1, 2).reshape(2, 72, h, w)).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(m(x, h, w), ref)
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -212,15 +317,14 @@ def _to_san_layout(sd):
 
 
 def _to_pvt_v1_layout(sd):
-    """Our keys -> PVT v1's released names, adding its class token and the token's position entry."""
+    """Our keys -> PVT v1's released names."""
     out = {}
     for k, v in sd.items():
         k = re.sub(r'^stages\.(\d)\.patch_embed\.', lambda m: f'patch_embed{int(m.group(1)) + 1}.', k)
         k = re.sub(r'^stages\.(\d)\.blocks\.', lambda m: f'block{int(m.group(1)) + 1}.', k)
         k = re.sub(r'^stages\.(\d)\.pos_embed$', lambda m: f'pos_embed{int(m.group(1)) + 1}', k)
+        k = re.sub(r'^stages\.3\.cls_token$', 'cls_token', k)
         out[k] = v
-    out['pos_embed4'] = torch.cat([torch.zeros_like(out['pos_embed4'][:, :1]), out['pos_embed4']], 1)
-    out['cls_token'] = torch.zeros(1, 1, out['norm.weight'].shape[0])
     return out
 
 
@@ -255,3 +359,69 @@ def test_checkpoint_formats(tmp_path, name, small, to_original):
     with pytest.raises(KeyError) as err:
         timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **small)
     assert missing in str(err.value) and 'stages.9.extra' in str(err.value)
+
+
+# ---------------------------------------------------------------- the original PVT v1 code
+
+def _pvt_fixture():
+    return torch.load(PVT_FIXTURES / 'pvt_v1_small_config.pt', weights_only=True)
+
+
+@pytest.mark.parametrize('fmt', ['plain', 'model'])
+def test_pvt_v1_reproduces_original_logits(tmp_path, fmt):
+    """A state dict of the original PVT v1 code (plain, as released, or ``{'model': sd}``) loads strictly through
+    timm and gives that code's logits, at its position grid and resampled to a non-square input."""
+    fx = _pvt_fixture()
+    sd = fx['state_dict']
+    assert 'cls_token' in sd and sd['pos_embed4'].shape[1] == 1 + 2 * 2
+    path = tmp_path / 'pvt.pth'
+    torch.save(sd if fmt == 'plain' else {'model': sd}, path)
+    overlay = dict(file=str(path), num_classes=fx['our_kwargs']['num_classes'])
+    model = timm.create_model(fx['our_model'], pretrained=True, pretrained_cfg_overlay=overlay,
+                              **fx['our_kwargs']).eval()
+    assert len(model.state_dict()) == len(sd)
+    torch.testing.assert_close(model.stages[3].cls_token, sd['cls_token'], rtol=0, atol=0)
+    for name, x in fx['inputs'].items():
+        with torch.no_grad():
+            out = model(x)
+        ref = fx['logits'][name]
+        err = ((out - ref).abs().max() / ref.abs().max()).item()
+        assert err < 1e-5, f'{name}: relative error {err:.2e}'  # measured 5e-7; issue bar 1e-3
+
+
+@pytest.mark.parametrize('name', ['pvt_v1_tiny', 'pvt_v1_small'])
+def test_pvt_v1_original_full_layout(name):
+    """Every key and shape of the original full pvt_tiny / pvt_small maps onto ours; nothing may be left out."""
+    shapes = json.loads((PVT_FIXTURES / f'keys_{name}.json').read_text())
+    assert 'cls_token' in shapes and shapes['pos_embed4'] == [1, 50, 512]
+    with torch.device('meta'):
+        model = timm.create_model(name)
+    sd = {k: torch.empty(s, device='meta') for k, s in shapes.items()}
+    out = models.pvt.checkpoint_filter_fn(sd, model)
+    assert {k: tuple(v.shape) for k, v in out.items()} == {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    for drop in ('cls_token', 'pos_embed4'):
+        bad = {k: v for k, v in sd.items() if k != drop}
+        with pytest.raises(KeyError, match=re.escape(f'stages.3.{drop[:-1] if drop[-1] == "4" else drop}')):
+            models.pvt.checkpoint_filter_fn(bad, model)
+    bad = dict(sd, pos_embed4=torch.empty(1, 49, 512, device='meta'))  # a token-free position table
+    with pytest.raises(KeyError, match='stages.3.pos_embed: checkpoint'):
+        models.pvt.checkpoint_filter_fn(bad, model)
+
+
+def test_pvt_v1_original_into_token_free_backbone(tmp_path):
+    """``class_token=False`` (PVT's detection / segmentation backbone) drops the token and its position row, as
+    that code does; the four stage maps then match the full model's first three exactly."""
+    fx = _pvt_fixture()
+    path = tmp_path / 'pvt.pth'
+    torch.save(fx['state_dict'], path)
+    overlay = dict(file=str(path), num_classes=10)
+    free = timm.create_model('pvt_v1_tiny', pretrained=True, pretrained_cfg_overlay=overlay, class_token=False,
+                             **fx['our_kwargs']).eval()
+    torch.testing.assert_close(free.stages[3].pos_embed, fx['state_dict']['pos_embed4'][:, 1:], rtol=0, atol=0)
+    full = timm.create_model('pvt_v1_tiny', pretrained=True, pretrained_cfg_overlay=overlay, **fx['our_kwargs']).eval()
+    x = fx['inputs']['grid']
+    with torch.no_grad():
+        a, b = (m.forward_intermediates(x, intermediates_only=True) for m in (free, full))
+    for i in range(3):
+        torch.testing.assert_close(a[i], b[i], rtol=0, atol=0)
+    assert not torch.allclose(a[3], b[3])  # stage 4 attends to the class token in the classifier only
