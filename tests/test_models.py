@@ -2,8 +2,11 @@
 
 Modelled on timm's own ``tests/test_models.py``: forward / backward, default cfg, features_only, classifier reset,
 pre-logits, forward_intermediates, gradient checkpointing, no_weight_decay, checkpoint round trips through timm's
-``pretrained_cfg_overlay=dict(file=...)`` in each format we accept, and odd input sizes.  Small inputs keep the
-default run fast; the full 224x224 forward is ``slow``.
+``pretrained_cfg_overlay=dict(file=...)`` in each format we accept, and odd input sizes; then the graph-capture
+contract: torch.fx tracing (forward, backward, scripted, FX feature wrapper) with timm's notrace leaf modules and
+functions, TorchScript under ``timm.set_scriptable(True)``, ``torch.compile`` and ``torch.export``.  Small inputs
+keep the default run fast; the full 224x224 forward, and compile/export beyond one ACmix model and its baseline per
+family, are ``slow``.  ``tools/run_timm_model_tests.py`` runs timm's own test file on these models.
 """
 import copy
 import math
@@ -13,6 +16,8 @@ import pytest
 import timm
 import torch
 from timm.layers import PatchEmbed
+from timm.models import get_notrace_functions, get_notrace_modules
+from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import models  # noqa: F401  (registers the entrypoints)
 from tools.model_table import BASELINES, baseline_of
@@ -26,6 +31,11 @@ MODELS = ACMIX_MODELS + BASELINE_MODELS
 _ANY_SIZE = dict(strict_img_size=False, embed_layer=partial(PatchEmbed, dynamic_img_pad=True))
 CREATE_KWARGS = {n: _ANY_SIZE for n in BASELINE_MODELS if n.startswith('swin_')}
 FORMATS = ('plain', 'model', 'ddp')
+# torch.compile / torch.export take tens of seconds per model on a CPU: by default one ACmix model and its baseline
+# per family (every code path: each attention mode and each baseline block); every model under ``slow``.
+GRAPH_REPRESENTATIVES = ('acmix_resnet26', 'conv_resnet26', 'acmix_san10', 'san10', 'acmix_pvt_tiny', 'pvt_v1_tiny',
+                         'acmix_swin_tiny_patch4_window7_224', 'swin_tiny_patch4_window7_224')
+GRAPH_MODELS = [pytest.param(n, marks=() if n in GRAPH_REPRESENTATIVES else pytest.mark.slow) for n in MODELS]
 
 
 def _size(name: str):
@@ -174,3 +184,102 @@ def test_forward_224(name):
     with torch.no_grad():
         out = _model(name)(_input(name, size=(224, 224)))
     assert out.shape == (1, 1000) and torch.isfinite(out).all()
+
+
+def _fx_model(model: torch.nn.Module) -> torch.fx.GraphModule:
+    """``model`` traced by torch.fx as timm's tests do: timm's notrace modules are leaves, its notrace functions
+    are wrapped, and the graph returns the model output (train and eval graphs are traced separately)."""
+    tracer_kwargs = dict(leaf_modules=get_notrace_modules(), autowrap_functions=get_notrace_functions(),
+                         param_shapes_constant=True)
+    train_nodes, eval_nodes = get_graph_node_names(model, tracer_kwargs=tracer_kwargs)
+    return create_feature_extractor(model, train_return_nodes=[train_nodes[-1]],
+                                    eval_return_nodes=[eval_nodes[-1]], tracer_kwargs=tracer_kwargs)
+
+
+def _scriptable_model(name: str) -> torch.nn.Module:
+    """The eval model built under ``timm.set_scriptable(True)``, with the same weights as ``_model(name)``."""
+    with timm.set_scriptable(True):
+        model = _create(name).eval()
+    model.load_state_dict(_model(name).state_dict())
+    return model
+
+
+def _only_output(outputs: dict) -> torch.Tensor:
+    (out,) = outputs.values()
+    return out
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_fx_forward(name):
+    model = _model(name)
+    x = _input(name)
+    with torch.no_grad():
+        ref = model(x)
+        out = _only_output(_fx_model(copy.deepcopy(model))(x))
+    torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_fx_backward(name):
+    torch.manual_seed(0)
+    model = _fx_model(_create(name, num_classes=7).train())
+    out = _only_output(model(_input(name, batch=2)))
+    assert out.shape == (2, 7) and torch.isfinite(out).all()
+    out.mean().backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not no_grad, f'parameters without a gradient after the FX graph: {no_grad[:10]}'
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_fx_torchscript(name):
+    model = _scriptable_model(name)
+    x = _input(name)
+    scripted = torch.jit.script(_fx_model(model))
+    with torch.no_grad():
+        torch.testing.assert_close(_only_output(scripted(x)), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_fx_features(name):
+    """timm's FX feature wrapper (``feature_cls='fx'``) returns the same maps as the default features_only (both
+    wrap a model built from the same seed, so the weights agree)."""
+    torch.manual_seed(0)
+    ref_model = _create(name, features_only=True).eval()
+    torch.manual_seed(0)
+    fx_model = _create(name, features_only=True, feature_cls='fx').eval()
+    x = _input(name)
+    with torch.no_grad():
+        refs, outs = ref_model(x), fx_model(x)
+    assert fx_model.feature_info.channels() == ref_model.feature_info.channels()
+    assert len(outs) == len(refs)
+    for o, r in zip(outs, refs):
+        torch.testing.assert_close(o, r, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', MODELS)
+def test_torchscript(name):
+    model = _scriptable_model(name)
+    x = _input(name)
+    scripted = torch.jit.script(model)
+    with torch.no_grad():
+        torch.testing.assert_close(scripted(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', GRAPH_MODELS)
+def test_torch_compile(name):
+    """One whole graph (``fullgraph=True``: no graph breaks), same output as eager."""
+    torch._dynamo.reset()
+    model = _model(name)
+    x = _input(name)
+    compiled = torch.compile(model, fullgraph=True, backend='aot_eager')
+    with torch.no_grad():
+        torch.testing.assert_close(compiled(x), model(x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize('name', GRAPH_MODELS)
+def test_torch_export(name):
+    model = _model(name)
+    x = _input(name)
+    exported = torch.export.export(model, (x,))
+    with torch.no_grad():
+        torch.testing.assert_close(exported.module()(x), model(x), rtol=1e-4, atol=1e-5)
