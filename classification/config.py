@@ -77,6 +77,9 @@ _C.DATA.SCAN_IMAGES = True
 # What to do with files the scan finds unreadable: 'skip' (drop them, warn with the count and names)
 # or 'error' (stop before training, naming them).
 _C.DATA.ON_CORRUPT = 'skip'
+# Repeated augmentation (DeiT, PVT): timm's RepeatAugSampler shows every image 3 times per epoch, in differently
+# augmented copies spread over the processes, and keeps an epoch at the dataset's length (also in one process).
+_C.DATA.REPEATED_AUG = False
 
 # -----------------------------------------------------------------------------------------------------------
 # Training
@@ -90,13 +93,21 @@ _C.TRAIN.WARMUP_LR = 5e-7
 _C.TRAIN.MIN_LR = 5e-6
 # Applied to every parameter except 1-D ones (norms, biases, rates) and the model's no_weight_decay() names.
 _C.TRAIN.WEIGHT_DECAY = 0.05
+# True: weight decay on every parameter, 1-D ones and no_weight_decay() names included (the authors' ResNet and
+# SAN scripts pass model.parameters() to SGD).
+_C.TRAIN.WEIGHT_DECAY_ALL_PARAMS = False
 # Gradient-norm clipping; 0 = off.
 _C.TRAIN.CLIP_GRAD = 5.0
 # Gradient accumulation: one optimizer step every ACCUM_STEPS batches (>= 1).
 _C.TRAIN.ACCUM_STEPS = 1
+# 0: an epoch is one pass over the training split.  N > 0: an epoch is N optimizer steps drawn from successive
+# shuffled passes, whatever the split's size, so EPOCHS x N is a fixed step budget and the run time does not
+# grow with the data (demos, short recipes).
+_C.TRAIN.STEPS_PER_EPOCH = 0
 
 _C.TRAIN.OPTIMIZER = CN()
-# Any timm optimizer name (timm.optim.create_optimizer_v2): 'adamw', 'sgd', 'lamb', ...
+# Any timm optimizer name (timm.optim.create_optimizer_v2): 'adamw', 'lamb', ...; 'sgd' is Nesterov SGD,
+# 'momentum' classical (non-Nesterov) momentum SGD as torch.optim.SGD(nesterov=False).
 _C.TRAIN.OPTIMIZER.NAME = 'adamw'
 _C.TRAIN.OPTIMIZER.EPS = 1e-8
 _C.TRAIN.OPTIMIZER.BETAS = [0.9, 0.999]

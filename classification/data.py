@@ -18,35 +18,33 @@ from typing import Callable
 import torch
 from PIL import Image
 from timm.data import create_transform
+from timm.data.distributed_sampler import RepeatAugSampler
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, SequentialSampler
 from yacs.config import CfgNode
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
 
 
-def _posterize_keeping_zero_bits() -> None:
-    """Compatibility: timm's RandAugment 'inc1' posterize keeps ``4 - int(level / 10 * 4)`` bits, i.e. 0 bits at
-    magnitude 10, which 'mstd0.5' reaches; Pillow used to return a black image for 0 bits, Pillow >= 13 raises
-    ``ValueError: bits must be between or equal to 1 and 8`` (random crash of the Swin/PVT recipe).  Keep the
-    old result by routing 0 bits to a black image; every other case is timm's own function."""
+def _posterize_zero_bits_black(img: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
+    """timm's posterize, except that 0 bits gives a black image (what Pillow < 13 returned) instead of Pillow 13's
+    ``ValueError: bits must be between or equal to 1 and 8``."""
+    from timm.data.auto_augment import posterize
+    return img.point(lambda _: 0) if bits_to_keep < 1 else posterize(img, bits_to_keep, **kwargs)
+
+
+def _keep_zero_bit_posterize(transform) -> None:
+    """Make the posterize ops of this transform's RandAugment/AutoAugment accept 0 bits (in place, this object only).
+
+    timm's 'inc1' posterize keeps ``4 - int(level / 10 * 4)`` bits, i.e. 0 bits at magnitude 10, which 'mstd0.5'
+    reaches; with Pillow >= 13 that crashed the Swin/PVT recipe at random.  Only the ops of our own transform are
+    changed, never timm's module.
+    """
     from timm.data import auto_augment as aa
-    original = aa.posterize
-    if getattr(original, 'zero_bits_black', False):
-        return
-
-    def posterize(img, bits_to_keep, **kwargs):
-        if bits_to_keep < 1:
-            return img.point(lambda _: 0)
-        return original(img, bits_to_keep, **kwargs)
-
-    posterize.zero_bits_black = True
-    for name, fn in list(aa.NAME_TO_OP.items()):
-        if fn is original:
-            aa.NAME_TO_OP[name] = posterize
-    aa.posterize = posterize
-
-
-_posterize_keeping_zero_bits()
+    for t in getattr(transform, 'transforms', ()):
+        ops = getattr(t, 'ops', None) or [op for sub in getattr(t, 'policy', ()) for op in sub]
+        for op in ops:
+            if isinstance(op, aa.AugmentOp) and op.aug_fn is aa.posterize:
+                op.aug_fn = _posterize_zero_bits_black
 
 
 class DataError(ValueError):
@@ -134,11 +132,13 @@ def build_transform(cfg: CfgNode, is_training: bool):
     aug = cfg.AUG
     common = dict(input_size=cfg.DATA.IMG_SIZE, mean=tuple(cfg.DATA.MEAN), std=tuple(cfg.DATA.STD))
     if is_training:
-        return create_transform(
+        transform = create_transform(
             **common, is_training=True, scale=tuple(aug.SCALE), hflip=aug.HFLIP,
             color_jitter=aug.COLOR_JITTER if aug.COLOR_JITTER > 0 else None,
             auto_augment=aug.AUTO_AUGMENT or None, interpolation=cfg.DATA.INTERPOLATION,
             re_prob=aug.REPROB, re_mode=aug.REMODE, re_count=aug.RECOUNT)
+        _keep_zero_bit_posterize(transform)
+        return transform
     interpolation = 'bicubic' if cfg.DATA.INTERPOLATION == 'random' else cfg.DATA.INTERPOLATION
     return create_transform(**common, is_training=False, interpolation=interpolation, crop_pct=cfg.TEST.CROP_PCT)
 
@@ -168,13 +168,40 @@ def build_dataset(cfg: CfgNode, split: str, is_training: bool, log: Callable[[st
     return ImageFolderList(samples, found, build_transform(cfg, is_training))
 
 
+class FixedLengthSampler(DistributedSampler):
+    """A DistributedSampler whose epoch is ``num_images`` images over all processes, whatever the dataset's size:
+    successive shuffled passes over the dataset (each order a function of the seed and the epoch), the last one
+    cut short.  Makes an epoch a fixed number of optimizer steps (``TRAIN.STEPS_PER_EPOCH``)."""
+
+    def __init__(self, dataset: Dataset, num_images: int, *, num_replicas: int, rank: int, seed: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=True, seed=seed)
+        self.num_samples = num_images // num_replicas
+        self.total_size = self.num_samples * num_replicas
+
+    def __iter__(self):
+        g = torch.Generator()
+        g.manual_seed(self.seed + self.epoch)
+        n = len(self.dataset)
+        order = torch.cat([torch.randperm(n, generator=g) for _ in range(-(-self.total_size // n))])
+        return iter(order[self.rank:self.total_size:self.num_replicas].tolist())
+
+
 def build_loader(cfg: CfgNode, dataset: Dataset, is_training: bool, world_size: int = 1, rank: int = 0
                  ) -> DataLoader:
-    """Training: a DistributedSampler (also for one process) seeded with SEED, whose ``set_epoch(e)`` makes the
+    """Training: a DistributedSampler (also for one process) seeded with SEED, a :class:`FixedLengthSampler` with
+    TRAIN.STEPS_PER_EPOCH, or timm's RepeatAugSampler with DATA.REPEATED_AUG, whose ``set_epoch(e)`` makes the
     order a function of the epoch; full batches only (mixup needs even batches).  Evaluation: in order."""
     if is_training:
-        sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.SEED)
-        if len(dataset) // world_size < cfg.DATA.BATCH_SIZE:
+        if cfg.TRAIN.STEPS_PER_EPOCH:
+            if cfg.DATA.REPEATED_AUG:
+                raise DataError('TRAIN.STEPS_PER_EPOCH and DATA.REPEATED_AUG cannot be combined')
+            images = cfg.TRAIN.STEPS_PER_EPOCH * cfg.TRAIN.ACCUM_STEPS * cfg.DATA.BATCH_SIZE * world_size
+            sampler = FixedLengthSampler(dataset, images, num_replicas=world_size, rank=rank, seed=cfg.SEED)
+        elif cfg.DATA.REPEATED_AUG:  # seeded by the epoch alone, as in DeiT
+            sampler = RepeatAugSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True)
+        else:
+            sampler = DistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True, seed=cfg.SEED)
+        if len(sampler) < cfg.DATA.BATCH_SIZE:
             raise DataError(f'training split has {len(dataset)} images, fewer than one batch per process '
                             f'(DATA.BATCH_SIZE {cfg.DATA.BATCH_SIZE} x {world_size} processes)')
     elif world_size > 1:

@@ -3,22 +3,26 @@
     python tools/train.py configs/detection/CONFIG.py --data-path data/coco --work-dir work_dirs/x
     python tools/test.py  configs/detection/CONFIG.py work_dirs/x/epoch_12.pth --data-path data/coco --work-dir work_dirs/x
 
-Options and override order: :mod:`mmtask.runner`.  Test writes ``<work-dir>/metrics.json`` with mmdet's COCO
+Options: ``tools/_dispatch.py`` (the same for every task); override order: :mod:`mmtask.runner`.  Test writes ``<work-dir>/metrics.json`` with mmdet's COCO
 numbers as it reports them (0-1): ``bbox_mAP``, ``bbox_mAP_50``, ``bbox_mAP_75``, ``bbox_mAP_s/m/l`` and, for
 Mask R-CNN models, the same for ``segm_``.
 """
 from __future__ import annotations
 
+import argparse
 import os.path as osp
 from typing import Any, Sequence
 
 from mmengine.config import Config
 
-from mmtask.runner import build_config, iter_datasets, jsonable, run_test, run_train, test_parser, train_parser
+import mmtask
+from mmtask import iter_datasets, jsonable
 
-from .data_check import DatasetError, check_coco_split
+from .data_check import check_coco_split
 
-__all__ = ['train', 'test', 'check_data']
+__all__ = ['USER_ERRORS', 'train', 'test', 'check_data']
+
+USER_ERRORS = mmtask.USER_ERRORS
 
 _COCO_TYPES = ('CocoDataset',)
 
@@ -53,13 +57,9 @@ def check_data(cfg: Config, splits: Sequence[str]) -> None:
                                                                                                 False))
 
 
-def train(argv: Sequence[str]) -> str:
-    """Train a detector; return the final checkpoint path."""
-    args = train_parser('tools/train.py').parse_args(list(argv))
-    cfg = build_config(args, _set_data_path)
-    if not args.skip_data_check:
-        _checked(cfg, ('train', 'val') if cfg.get('val_cfg') else ('train',))
-    return run_train(args, cfg)
+def train(args: argparse.Namespace) -> None:
+    """Train a detector (``<work-dir>/last_checkpoint`` names the final checkpoint)."""
+    mmtask.train(args, check_data, _set_data_path)
 
 
 _COCO_SUFFIXES = ('mAP', 'mAP_50', 'mAP_75', 'mAP_s', 'mAP_m', 'mAP_l')
@@ -84,17 +84,6 @@ def _summarize(raw: dict[str, Any], runner: Any) -> dict[str, Any]:
     return out
 
 
-def test(argv: Sequence[str]) -> dict[str, Any]:
-    """Evaluate a checkpoint; return the metrics written to ``<work-dir>/metrics.json``."""
-    args = test_parser('tools/test.py').parse_args(list(argv))
-    cfg = build_config(args, _set_data_path)
-    if not args.skip_data_check:
-        _checked(cfg, ('test',))
-    return run_test(args, cfg, _summarize)
-
-
-def _checked(cfg: Config, splits: Sequence[str]) -> None:
-    try:
-        check_data(cfg, splits)
-    except DatasetError as e:
-        raise SystemExit(f'dataset error: {e}') from None
+def test(args: argparse.Namespace) -> None:
+    """Evaluate a checkpoint; the metrics go to ``<work-dir>/metrics.json``."""
+    mmtask.test(args, check_data, _summarize, _set_data_path)

@@ -11,11 +11,9 @@ import os.path as osp
 from collections import Counter
 from typing import Sequence
 
+from mmtask import DatasetError
+
 __all__ = ['DatasetError', 'check_coco_split']
-
-
-class DatasetError(ValueError):
-    """The dataset on disk does not match what the config expects."""
 
 
 def check_coco_split(data_root: str, ann_file: str, img_prefix: str, classes: Sequence[str] | None,

@@ -1,6 +1,7 @@
 """mmengine glue shared by :mod:`detection` and :mod:`segmentation` (see :mod:`mmtask.runner`)."""
-from .checkpoint import allow_mmengine_checkpoints
-from .runner import build_config, iter_datasets, run_test, run_train, test_parser, train_parser, write_metrics
+from .checkpoint import mmengine_checkpoints
+from .runner import (USER_ERRORS, DatasetError, UsageError, build_config, iter_datasets, jsonable, test, train,
+                     write_metrics)
 
-__all__ = ['allow_mmengine_checkpoints', 'build_config', 'iter_datasets', 'run_test', 'run_train', 'test_parser',
-           'train_parser', 'write_metrics']
+__all__ = ['mmengine_checkpoints', 'USER_ERRORS', 'DatasetError', 'UsageError', 'build_config', 'iter_datasets',
+           'jsonable', 'test', 'train', 'write_metrics']

@@ -1,81 +1,57 @@
-"""Command-line glue shared by ``detection.cli`` and ``segmentation.cli``: config -> mmengine ``Runner``.
+"""mmengine glue shared by :mod:`detection.cli` and :mod:`segmentation.cli`: parsed options -> ``Runner``.
 
-Train::
-
-    python tools/train.py CONFIG [--data-path ROOT] [--work-dir DIR] [--resume [CKPT]] [--amp]
-                                 [--launcher {none,pytorch,slurm,mpi}] [--opts key=value ...]
-
-Test::
-
-    python tools/test.py CONFIG CHECKPOINT [--data-path ROOT] [--work-dir DIR] [--opts key=value ...]
-
-What this module decides, in one place:
+The command line itself (the same for every task) is ``tools/_dispatch.py``; this module decides, in one place:
 
 * Override order: the config file, then ``--data-path`` (every dataset's ``data_root``, plus whatever the task
-  derives from it, e.g. the COCO evaluator's annotation file), then ``--opts`` (mmengine's ``key=value`` syntax,
-  ``model.backbone.drop_path_rate=0.1``, lists as ``a=[1,2]``), so an explicit ``--opts`` always wins.
-* Work dir: ``--work-dir``, else the config's ``work_dir``, else ``work_dirs/<config name>``.
+  derives from it, e.g. the COCO evaluator's annotation file), then ``--opts`` (``key=value`` items or
+  ``KEY VALUE`` pairs; values parsed as mmengine's ``DictAction`` does: ``a=[1,2]``, ``x=None``), so an explicit
+  ``--opts`` always wins.
+* Work dir: ``--work-dir``, else the config's ``work_dir``, else ``work_dirs/<config name>`` (train); ``--work-dir``,
+  else the checkpoint's folder (test, as classification).
 * Resume: ``--resume`` continues from ``<work-dir>/last_checkpoint``; ``--resume CKPT`` from that file.
-* Distributed: ``--launcher pytorch`` (set automatically under ``torchrun``, i.e. when ``WORLD_SIZE`` > 1).
-  Configs use plain ``BN``; in a distributed run ``cfg.sync_bn = 'torch'`` makes mmengine convert every
-  BatchNorm to ``SyncBatchNorm`` when it wraps the model, and a single process keeps ``BN`` (a ``SyncBN``
-  config cannot fail without a process group).
-* ``torch.load``: mmengine checkpoints load with ``weights_only=True`` plus the allow-list of
-  :mod:`mmtask.checkpoint`.
+* Data: every dataset of the splits used is checked before the run (``--skip-data-check`` skips it).
+* Distributed: ``--launcher pytorch`` (the default under torchrun).  On CUDA, ``cfg.sync_bn = 'torch'`` makes
+  mmengine convert every BatchNorm to ``SyncBatchNorm`` when it wraps the model (configs use plain ``BN``, so a
+  single process never needs a process group); on the CPU (gloo), where ``SyncBatchNorm`` does not run, each
+  process keeps its own BatchNorm statistics and DDP gets no device ids.
+* ``torch.load``: mmengine checkpoints load with ``weights_only=True`` inside :func:`mmtask.checkpoint.mmengine_checkpoints`.
 * After training, ``<work-dir>/last_checkpoint`` names the final checkpoint (mmengine's CheckpointHook writes it;
-  we check, and save one if a config disabled that).
-* ``test`` prints the metrics and writes ``<work-dir>/metrics.json``.
+  we check, and save one if a config disabled that).  ``test`` prints the metrics and writes
+  ``<work-dir>/metrics.json``.  Both are written atomically (``models._checkpoint``).
 """
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import os.path as osp
-import sys
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
+import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
-from .checkpoint import allow_mmengine_checkpoints
+from models._checkpoint import CheckpointError, atomic_write_text, read_last_checkpoint, write_last_checkpoint
 
-__all__ = ['train_parser', 'test_parser', 'build_config', 'run_train', 'run_test', 'iter_datasets',
-           'write_metrics']
+from .checkpoint import mmengine_checkpoints
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
-def _common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument('--data-path', default=None,
-                        help='dataset root: replaces data_root of every dataset in the config')
-    parser.add_argument('--work-dir', default=None, help='where logs, checkpoints and metrics.json go')
-    parser.add_argument('--launcher', choices=['none', 'pytorch', 'slurm', 'mpi'], default=None,
-                        help="job launcher (default: 'pytorch' under torchrun, else 'none')")
-    parser.add_argument('--opts', nargs='+', action=DictAction, default={},
-                        help='override config entries, key=value (mmengine syntax), applied last')
-    parser.add_argument('--skip-data-check', action='store_true',
-                        help='skip the dataset checks made before training/testing')
+__all__ = ['UsageError', 'DatasetError', 'USER_ERRORS', 'build_config', 'iter_datasets', 'train', 'test',
+           'write_metrics', 'jsonable']
 
 
-def train_parser(prog: str) -> argparse.ArgumentParser:
-    """Arguments of ``tools/train.py`` for an mmengine config."""
-    parser = argparse.ArgumentParser(prog=prog, description='Train with an mmengine config.')
-    parser.add_argument('config')
-    _common(parser)
-    parser.add_argument('--resume', nargs='?', const='auto', default=None,
-                        help='resume from <work-dir>/last_checkpoint, or from the given checkpoint')
-    parser.add_argument('--amp', action='store_true', help='mixed precision (AmpOptimWrapper)')
-    return parser
+class UsageError(ValueError):
+    """An option does not fit (no such --data-path, --resume file, checkpoint ...)."""
 
 
-def test_parser(prog: str) -> argparse.ArgumentParser:
-    """Arguments of ``tools/test.py`` for an mmengine config."""
-    parser = argparse.ArgumentParser(prog=prog, description='Evaluate a checkpoint with an mmengine config.')
-    parser.add_argument('config')
-    parser.add_argument('checkpoint')
-    _common(parser)
-    return parser
+class DatasetError(ValueError):
+    """The dataset on disk does not match what the config expects (raised by the tasks' ``data_check``)."""
+
+
+# Errors that end a run with a one-line message and exit status 2 (tools/_dispatch.py).
+USER_ERRORS = (UsageError, DatasetError, CheckpointError)
+
+# check_data(cfg, splits): raises DatasetError naming the file; set_data_path(cfg, root): task-specific paths
+CheckData = Callable[[Config, Sequence[str]], None]
+SetDataPath = Callable[[Config, str], None]
 
 
 def iter_datasets(cfg: Config) -> Iterator[tuple[str, ConfigDict]]:
@@ -99,92 +75,102 @@ def iter_datasets(cfg: Config) -> Iterator[tuple[str, ConfigDict]]:
                 yield split, ds
 
 
-def _launcher(args: argparse.Namespace) -> str:
-    if args.launcher is not None:
-        return args.launcher
-    return 'pytorch' if int(os.environ.get('WORLD_SIZE', '1')) > 1 else 'none'
+def _opts_dict(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """``[(key, value string)]`` -> ``{key: value}`` with mmengine's ``DictAction`` value parsing."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument('--opts', nargs='*', action=DictAction, default={})
+    return parser.parse_args(['--opts', *(f'{k}={v}' for k, v in pairs)] if pairs else []).opts
 
 
-def build_config(args: argparse.Namespace, set_data_path: Callable[[Config, str], None] | None = None) -> Config:
+def build_config(args: argparse.Namespace, work_dir: str | None = None,
+                 set_data_path: SetDataPath | None = None) -> Config:
     """Load ``args.config`` and apply the overrides in the documented order."""
     cfg = Config.fromfile(args.config)
     if args.data_path is not None:
         if not osp.isdir(args.data_path):
-            raise SystemExit(f'--data-path {args.data_path}: no such directory')
+            raise UsageError(f'--data-path {args.data_path}: no such directory')
         for _, ds in iter_datasets(cfg):
             ds['data_root'] = args.data_path
         cfg['data_root'] = args.data_path
         if set_data_path is not None:
             set_data_path(cfg, args.data_path)
     if args.opts:
-        cfg.merge_from_dict(args.opts)
-    cfg.work_dir = args.work_dir or cfg.get('work_dir') or osp.join('work_dirs', Path(args.config).stem)
-    cfg.launcher = _launcher(args)
+        cfg.merge_from_dict(_opts_dict(args.opts))
+    cfg.work_dir = args.work_dir or work_dir or cfg.get('work_dir') or osp.join('work_dirs', Path(args.config).stem)
+    cfg.launcher = args.launcher
     if cfg.launcher != 'none':
-        cfg.setdefault('sync_bn', 'torch')
+        if torch.cuda.is_available():
+            cfg.setdefault('sync_bn', 'torch')
+        else:  # gloo: CPU modules take no device ids, SyncBatchNorm needs an accelerator
+            cfg.setdefault('model_wrapper_cfg', dict(type='MMDistributedDataParallel', device_ids=None,
+                                                     broadcast_buffers=False,
+                                                     find_unused_parameters=cfg.get('find_unused_parameters',
+                                                                                    False)))
     return cfg
 
 
-def _make_runner(cfg: Config):
-    # custom_imports in our configs name repository modules (models.mm_backbone): make the root importable
-    if str(ROOT) not in sys.path:
-        sys.path.insert(0, str(ROOT))
-    allow_mmengine_checkpoints()
+def _runner(cfg: Config):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
-    if 'runner_type' in cfg:
-        return RUNNERS.build(cfg)
-    return Runner.from_cfg(cfg)
+    return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
 
 
-def run_train(args: argparse.Namespace, cfg: Config) -> str:
+def train(args: argparse.Namespace, check_data: CheckData, set_data_path: SetDataPath | None = None) -> str:
     """Train; return the path of the final checkpoint (also written to ``<work_dir>/last_checkpoint``)."""
-    if getattr(args, 'amp', False):
+    cfg = build_config(args, set_data_path=set_data_path)
+    if not args.skip_data_check:
+        check_data(cfg, ('train', 'val') if cfg.get('val_cfg') else ('train',))
+    if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
     if args.resume == 'auto':
         cfg.resume, cfg.load_from = True, None
     elif args.resume is not None:
         if not osp.isfile(args.resume):
-            raise SystemExit(f'--resume {args.resume}: no such checkpoint')
+            raise UsageError(f'--resume {args.resume}: no such checkpoint')
         cfg.resume, cfg.load_from = True, args.resume
-    runner = _make_runner(cfg)
-    runner.train()
-    last_file = osp.join(cfg.work_dir, 'last_checkpoint')
-    if runner.rank == 0:
-        ckpt = Path(last_file).read_text().strip() if osp.isfile(last_file) else ''
-        if not ckpt or not osp.isfile(ckpt):
-            name = f'iter_{runner.iter}.pth' if cfg.train_cfg.get('type', '').startswith('Iter') \
-                else f'epoch_{runner.epoch}.pth'
+    with mmengine_checkpoints():
+        runner = _runner(cfg)
+        runner.train()
+        if runner.rank != 0:
+            return ''
+        ckpt = read_last_checkpoint(cfg.work_dir)
+        if ckpt is None:  # a config without CheckpointHook: save the final state ourselves
+            by_iter = cfg.train_cfg.get('type', '').startswith('Iter')
+            name = f'iter_{runner.iter}.pth' if by_iter else f'epoch_{runner.epoch}.pth'
             runner.save_checkpoint(cfg.work_dir, name)
-            ckpt = osp.join(cfg.work_dir, name)
-            Path(last_file).write_text(ckpt)
-        print(f'final checkpoint: {ckpt} (recorded in {last_file})')
-        return ckpt
-    return ''
+            ckpt = Path(cfg.work_dir) / name
+            write_last_checkpoint(cfg.work_dir, ckpt)
+    print(f'final checkpoint: {ckpt} (recorded in {osp.join(cfg.work_dir, "last_checkpoint")})')
+    return str(ckpt)
 
 
 def write_metrics(work_dir: str, metrics: dict[str, Any]) -> str:
     """Write ``metrics`` to ``<work_dir>/metrics.json`` atomically; return the path."""
-    os.makedirs(work_dir, exist_ok=True)
+    Path(work_dir).mkdir(parents=True, exist_ok=True)
     path = osp.join(work_dir, 'metrics.json')
-    tmp = path + '.tmp'
-    with open(tmp, 'w') as f:
-        json.dump(metrics, f, indent=2, sort_keys=True)
-    os.replace(tmp, path)
+    atomic_write_text(json.dumps(metrics, indent=2, sort_keys=True), path)
     return path
 
 
-def run_test(args: argparse.Namespace, cfg: Config,
-             summarize: Callable[[dict[str, Any], Any], dict[str, Any]]) -> dict[str, Any]:
-    """Evaluate ``args.checkpoint``; print and write ``metrics.json`` (``summarize(raw_metrics, runner)``)."""
+def test(args: argparse.Namespace, check_data: CheckData, summarize: Callable[[dict[str, Any], Any], dict[str, Any]],
+         set_data_path: SetDataPath | None = None,
+         configure: Callable[[Config, argparse.Namespace], None] | None = None) -> dict[str, Any]:
+    """Evaluate ``args.checkpoint``; print and write ``metrics.json`` (``summarize(raw_metrics, runner)``).
+
+    ``configure(cfg, args)`` applies task options (e.g. segmentation's ``--slide`` / ``--tta``) before the check.
+    """
     if not osp.isfile(args.checkpoint):
-        raise SystemExit(f'checkpoint not found: {args.checkpoint}')
-    cfg.load_from = args.checkpoint
-    cfg.resume = False
-    runner = _make_runner(cfg)
-    raw = runner.test()
-    metrics = summarize(dict(raw), runner)
+        raise UsageError(f'checkpoint not found: {args.checkpoint}')
+    cfg = build_config(args, str(Path(args.checkpoint).resolve().parent), set_data_path)
+    if configure is not None:
+        configure(cfg, args)
+    if not args.skip_data_check:
+        check_data(cfg, ('test',))
+    cfg.load_from, cfg.resume = args.checkpoint, False
+    with mmengine_checkpoints():
+        runner = _runner(cfg)
+        metrics = summarize(dict(runner.test()), runner)
     if runner.rank == 0:
         path = write_metrics(cfg.work_dir, metrics)
         print(json.dumps({k: v for k, v in metrics.items() if not isinstance(v, dict)}, indent=2))
@@ -198,4 +184,3 @@ def jsonable(value: Any) -> Any:
         return float(value)
     except (TypeError, ValueError):
         return value
-

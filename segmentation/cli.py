@@ -4,7 +4,8 @@
     python tools/test.py  configs/segmentation/CONFIG.py W/iter_160000.pth --data-path ... --work-dir W \
         [--slide [--crop-size 512 512 --stride 341 341]] [--tta]
 
-Options and override order: :mod:`mmtask.runner`.  Test-only options:
+Options: ``tools/_dispatch.py`` (the same for every task); override order: :mod:`mmtask.runner`.  Test-only
+options of this task:
 
 * ``--slide``: sliding-window inference (``model.test_cfg.mode='slide'``); the window defaults to the config's
   ``crop_size`` and the stride to two thirds of it (mmseg's 512 / 341 for ADE20K).
@@ -16,15 +17,19 @@ Options and override order: :mod:`mmtask.runner`.  Test-only options:
 """
 from __future__ import annotations
 
+import argparse
 from typing import Any, Sequence
 
 from mmengine.config import Config
 
-from mmtask.runner import build_config, iter_datasets, jsonable, run_test, run_train, test_parser, train_parser
+import mmtask
+from mmtask import UsageError, iter_datasets, jsonable
 
-from .data_check import DatasetError, check_seg_split
+from .data_check import check_seg_split
 
-__all__ = ['train', 'test', 'check_data']
+__all__ = ['USER_ERRORS', 'add_arguments', 'train', 'test', 'check_data']
+
+USER_ERRORS = mmtask.USER_ERRORS
 
 _ADE_CLASSES = 150
 
@@ -55,20 +60,9 @@ def check_data(cfg: Config, splits: Sequence[str], max_label_reads: int = 200) -
                         split, max_label_reads=max_label_reads)
 
 
-def _checked(cfg: Config, splits: Sequence[str]) -> None:
-    try:
-        check_data(cfg, splits)
-    except DatasetError as e:
-        raise SystemExit(f'dataset error: {e}') from None
-
-
-def train(argv: Sequence[str]) -> str:
-    """Train a segmenter; return the final checkpoint path."""
-    args = train_parser('tools/train.py').parse_args(list(argv))
-    cfg = build_config(args)
-    if not args.skip_data_check:
-        _checked(cfg, ('train', 'val') if cfg.get('val_cfg') else ('train',))
-    return run_train(args, cfg)
+def train(args: argparse.Namespace) -> None:
+    """Train a segmenter (``<work-dir>/last_checkpoint`` names the final checkpoint)."""
+    mmtask.train(args, check_data)
 
 
 def _use_per_class_metric(cfg: Config) -> None:
@@ -87,30 +81,35 @@ def _summarize(raw: dict[str, Any], runner: Any) -> dict[str, Any]:
     return out
 
 
-def test(argv: Sequence[str]) -> dict[str, Any]:
-    """Evaluate a checkpoint; return the metrics written to ``<work-dir>/metrics.json``."""
-    parser = test_parser('tools/test.py')
+def add_arguments(parser: argparse.ArgumentParser, action: str) -> None:
+    """The test options of this task: --slide [--crop-size H W] [--stride H W], --tta."""
+    if action != 'test':
+        return
     parser.add_argument('--slide', action='store_true', help='sliding-window inference')
     parser.add_argument('--crop-size', type=int, nargs=2, default=None, metavar=('H', 'W'),
                         help="sliding window (default: the config's crop_size)")
     parser.add_argument('--stride', type=int, nargs=2, default=None, metavar=('H', 'W'),
                         help='sliding stride (default: 2/3 of the window)')
     parser.add_argument('--tta', action='store_true', help='multi-scale + flip test-time augmentation')
-    args = parser.parse_args(list(argv))
-    cfg = build_config(args)
+
+
+def _configure_test(cfg: Config, args: argparse.Namespace) -> None:
+    """--slide / --tta, and the per-class IoU metric."""
     if args.slide:
         crop = tuple(args.crop_size or cfg.get('crop_size') or (512, 512))
         stride = tuple(args.stride or (crop[0] * 2 // 3, crop[1] * 2 // 3))
         cfg.model.test_cfg = dict(mode='slide', crop_size=crop, stride=stride)
     if args.tta:
         if 'tta_pipeline' not in cfg or 'tta_model' not in cfg:
-            raise SystemExit(f'{args.config}: --tta needs tta_pipeline and tta_model in the config')
+            raise UsageError(f'{args.config}: --tta needs tta_pipeline and tta_model in the config')
         for split, ds in iter_datasets(cfg):
             if split == 'test':
                 ds.pipeline = cfg.tta_pipeline
         cfg.tta_model.module = cfg.model
         cfg.model = cfg.tta_model
     _use_per_class_metric(cfg)
-    if not args.skip_data_check:
-        _checked(cfg, ('test',))
-    return run_test(args, cfg, _summarize)
+
+
+def test(args: argparse.Namespace) -> None:
+    """Evaluate a checkpoint; the metrics go to ``<work-dir>/metrics.json``."""
+    mmtask.test(args, check_data, _summarize, configure=_configure_test)

@@ -12,11 +12,9 @@ import os.path as osp
 import numpy as np
 from PIL import Image
 
+from mmtask import DatasetError
+
 __all__ = ['DatasetError', 'check_seg_split']
-
-
-class DatasetError(ValueError):
-    """The dataset on disk does not match what the config expects."""
 
 
 def check_seg_split(data_root: str, img_dir: str, ann_dir: str, img_suffix: str, seg_suffix: str,

@@ -16,10 +16,11 @@ import pytest
 import torch
 import yaml
 
+from classification import build, cli, demo_data, engine
 from classification import checkpoint as ckpt_lib
-from classification import cli, demo_data, engine
 from classification.config import ConfigError, load_config
-from classification.data import DataError, build_dataset
+from classification.data import DataError, build_dataset, build_loader, build_transform
+from tools._dispatch import main as run_tool
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_DIR = ROOT / 'configs' / 'classification'
@@ -55,7 +56,7 @@ def tiny_cfg(tmp_path) -> Path:
 
 
 def _train(cfg: Path, data: Path, work: Path, *extra: str) -> None:
-    cli.train([str(cfg), '--data-path', str(data), '--work-dir', str(work), *extra])
+    run_tool('train', [str(cfg), '--data-path', str(data), '--work-dir', str(work), *extra])
 
 
 def _exit_code_and_err(capsys, fn, *args) -> tuple[int, str]:
@@ -117,7 +118,7 @@ def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, data_root, tiny_
     monkeypatch.setattr(cli, 'train_one_epoch', interrupt_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         _train(tiny_cfg, data_root, tmp_path / 'resumed')
-    assert ckpt_lib.last_checkpoint(tmp_path / 'resumed').name == 'epoch_001.pth'
+    assert ckpt_lib.read_last_checkpoint(tmp_path / 'resumed').name == 'epoch_001.pth'
     monkeypatch.setattr(cli, 'train_one_epoch', real)
     _train(tiny_cfg, data_root, tmp_path / 'resumed', '--resume')
 
@@ -148,7 +149,7 @@ def test_resume_explicit_path_and_missing(tmp_path, data_root, tiny_cfg, capsys)
 def test_every_config_loads_and_builds(path):
     cfg = load_config(path)
     with torch.device('meta'):  # structure only: no weight init cost
-        model = cli.build_model(cfg)
+        model = build.build_model(cfg)
     assert model.num_classes == cfg.MODEL.NUM_CLASSES
     # attn_only / conv_only ablations have a single path and no rates
     if path.stem.startswith(('acmix_', 'demo')) and cfg.MODEL.MIXER_ARGS.get('mix', 'learnable') in ('learnable', 'fixed'):
@@ -187,16 +188,16 @@ def test_base_inheritance_and_cli_error(tmp_path, data_root, capsys):
 
 def test_unregistered_model_suggests_close_names(tmp_path):
     cfg = load_config(None, ['MODEL.NAME', 'acmix_resnet_26'])
-    with pytest.raises(cli.ModelNameError, match='acmix_resnet26'):
-        cli.build_model(cfg)
+    with pytest.raises(build.ModelNameError, match='acmix_resnet26'):
+        build.build_model(cfg)
 
 
 def test_optimizer_no_decay_and_lr_scaling():
     cfg = load_config(ROOT / 'configs/classification/acmix_swin_tiny_patch4_window7_224.yaml',
                       ['DATA.IMG_SIZE', '64', 'DATA.BATCH_SIZE', '64', 'TRAIN.ACCUM_STEPS', '2'])
-    assert cli.scaled_lrs(cfg, world_size=4)[0] == pytest.approx(5e-4 * 64 * 4 * 2 / 512)
-    model = cli.build_model(cfg)
-    opt = cli.build_optimizer(cfg, model, lr=1e-3)
+    assert build.scaled_lrs(cfg, world_size=4)[0] == pytest.approx(5e-4 * 64 * 4 * 2 / 512)
+    model = build.build_model(cfg)
+    opt = build.build_optimizer(cfg, model, lr=1e-3)
     no_decay = {id(p) for g in opt.param_groups if g['weight_decay'] == 0 for p in g['params']}
     names = {n for n, p in model.named_parameters() if id(p) in no_decay}
     assert any('relative_position_bias_table' in n for n in names)
@@ -247,13 +248,19 @@ def test_corrupt_images_skipped_with_warning_or_error(tmp_path):
 
 
 def test_randaugment_posterize_zero_bits_does_not_crash():
-    """rand-m9-mstd0.5-inc1 can ask posterize for 0 bits; Pillow >= 13 rejects that (see classification/data.py)."""
+    """rand-m9-mstd0.5-inc1 can ask posterize for 0 bits; Pillow >= 13 rejects that (see classification/data.py).
+    Our training transform gives a black image instead; timm's own module is left untouched."""
     from PIL import Image
     from timm.data import auto_augment as aa
     img = Image.new('RGB', (8, 8), (200, 100, 50))
-    op = aa.AugmentOp('PosterizeIncreasing', prob=1.0, magnitude=10)  # level 10 -> 4 - 4 = 0 bits
+    transform = build_transform(load_config(None, ['AUG.AUTO_AUGMENT', 'rand-m9-mstd0.5-inc1']), is_training=True)
+    (rand_augment,) = [t for t in transform.transforms if isinstance(t, aa.RandAugment)]
+    (op,) = [op for op in rand_augment.ops if op.name == 'PosterizeIncreasing']
+    op.prob, op.magnitude, op.magnitude_std = 1.0, 10, 0  # level 10 -> 4 - 4 = 0 bits
     assert op(img).getextrema() == ((0, 0), (0, 0), (0, 0))
-    assert aa.NAME_TO_OP['Posterize'](img, 4).getpixel((0, 0)) == (192, 96, 48)
+    op.magnitude = 5  # 4 - 2 = 2 bits: timm's posterize as before
+    assert op(img).getpixel((0, 0)) == (192, 64, 0)
+    assert aa.NAME_TO_OP['PosterizeIncreasing'] is aa.posterize  # process-wide state unchanged
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -262,15 +269,17 @@ def test_randaugment_posterize_zero_bits_does_not_crash():
 def test_checkpoint_from_a_different_model(tmp_path, data_root, tiny_cfg, capsys):
     work = tmp_path / 'w'
     _train(tiny_cfg, data_root, work, '--opts', 'TRAIN.EPOCHS', '1')
-    last = ckpt_lib.last_checkpoint(work)
+    last = ckpt_lib.read_last_checkpoint(work)
     other = _write_yaml(tmp_path / 'other.yaml', {**TINY, 'MODEL': dict(NAME='resnet10t', NUM_CLASSES=3)})
-    code, err = _exit_code_and_err(capsys, cli.test, [str(other), str(last), '--data-path', str(data_root)])
+    code, err = _exit_code_and_err(capsys, run_tool, 'test', [str(other), str(last), '--data-path', str(data_root)])
     assert code == 2 and "'test_resnet'" in err and "'resnet10t'" in err
     # a bare state dict of another model: the mismatched keys are named
     bare = tmp_path / 'bare.pth'
     torch.save({'fc.weight': torch.zeros(3, 8), 'stem.conv.weight': torch.zeros(1)}, bare)
-    model = cli.build_model(load_config(tiny_cfg))
-    with pytest.raises(ckpt_lib.CheckpointError, match='missing keys: .*unexpected keys: stem.conv.weight'):
+    model = build.build_model(load_config(tiny_cfg))
+    with pytest.raises(ckpt_lib.CheckpointError,
+                       match=r'bare.pth does not fit test_resnet: missing keys \(\d+\): .*; unexpected keys \(1\): '
+                             r'stem.conv.weight; shape mismatches \(1\): fc.weight: checkpoint \(3, 8\) vs model'):
         ckpt_lib.load_model_weights(model, ckpt_lib.extract_state_dict(torch.load(bare)), str(bare))
 
 
@@ -280,14 +289,14 @@ def test_authors_style_checkpoint_loads_through_timm_filter(tmp_path, data_root)
         NAME='acmix_swin_tiny_patch4_window7_224', NUM_CLASSES=3), 'DATA': dict(IMG_SIZE=32, BATCH_SIZE=4,
                                                                                NUM_WORKERS=0)})
     cfg = load_config(cfg_path)
-    model = cli.build_model(cfg).eval()
+    model = build.build_model(cfg).eval()
     file = tmp_path / 'acmix_swin_t.pth'
     torch.save({'model': {f'module.{k}': v for k, v in model.state_dict().items()}}, file)
-    loaded = cli.load_for_test(cfg, file).eval()
+    loaded = ckpt_lib.load_for_test(cfg, file).eval()
     x = torch.randn(1, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
-    cli.test([str(cfg_path), str(file), '--data-path', str(data_root), '--work-dir', str(tmp_path / 'e')])
+    run_tool('test', [str(cfg_path), str(file), '--data-path', str(data_root), '--work-dir', str(tmp_path / 'e')])
     assert {'top1', 'top5'} <= json.loads((tmp_path / 'e' / 'metrics.json').read_text()).keys()
 
 
@@ -303,7 +312,7 @@ def test_authors_release_layout_loads_for_test(tmp_path, name, fmt):
     file = tmp_path / f'{name}.pth'
     torch.save(authors_format(theirs, fmt), file)
     cfg = load_config(CONFIG_DIR / f'{name}.yaml', ['MODEL.NUM_CLASSES', '1000'])
-    model = cli.load_for_test(cfg, file)
+    model = ckpt_lib.load_for_test(cfg, file)
     ours = model.state_dict()
     shared = [k for k in ('patch_embed.proj.weight', 'conv1.weight', 'fc.weight') if k in theirs and k in ours]
     assert shared
@@ -313,8 +322,8 @@ def test_authors_release_layout_loads_for_test(tmp_path, name, fmt):
     assert rates and all(torch.equal(ours[k], theirs[k]) for k in rates if k in theirs)
     if fmt == 'resnet':  # a ResNet-26 file given to the ResNet-38 config: a clean error naming the keys
         cfg = load_config(CONFIG_DIR / 'acmix_resnet38.yaml', ['MODEL.NUM_CLASSES', '1000'])
-        with pytest.raises(ckpt_lib.CheckpointError, match=r'does not fit model acmix_resnet38.*layer1\.1\.'):
-            cli.load_for_test(cfg, file)
+        with pytest.raises(ckpt_lib.CheckpointError, match=r'does not fit acmix_resnet38: missing keys.*layer1\.1\.'):
+            ckpt_lib.load_for_test(cfg, file)
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root, tiny_cfg, monkeypatch, capsys):
@@ -329,7 +338,7 @@ def test_nan_loss_stops_and_keeps_last_good_checkpoint(tmp_path, data_root, tiny
     work = tmp_path / 'w'
     code, err = _exit_code_and_err(capsys, _train, tiny_cfg, data_root, work)
     assert code == 3 and 'loss is nan at epoch 2' in err
-    last = ckpt_lib.last_checkpoint(work)
+    last = ckpt_lib.read_last_checkpoint(work)
     assert last.name == 'epoch_001.pth' and torch.load(last, weights_only=True)['epoch'] == 1
     assert not (work / 'epoch_002.pth').exists()
 
@@ -355,7 +364,7 @@ def test_disk_full_keeps_previous_checkpoint(tmp_path, data_root, tiny_cfg, monk
     code, err = _exit_code_and_err(capsys, _train, tiny_cfg, data_root, work)
     assert calls['n'] == 1
     assert code == 2 and 'disk full' in err and 'epoch_002.pth' in err
-    last = ckpt_lib.last_checkpoint(work)
+    last = ckpt_lib.read_last_checkpoint(work)
     assert last.name == 'epoch_001.pth' and torch.load(last, weights_only=True)['epoch'] == 1
     assert not list(work.glob('*.tmp')) and not (work / 'epoch_002.pth').exists()
 
@@ -378,3 +387,66 @@ def test_demo_reaches_90_percent(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     top1 = json.loads((tmp_path / 'work' / 'metrics.json').read_text())['top1']
     assert top1 >= 90, run.stdout
+
+
+# --------------------------------------------------------------------------------------------------------
+# Recipe options and the common command line
+# --------------------------------------------------------------------------------------------------------
+def _optimizer(*opts: str) -> tuple[torch.nn.Module, torch.optim.Optimizer]:
+    cfg = load_config(None, ['MODEL.NAME', 'test_resnet', 'MODEL.NUM_CLASSES', '3', 'TRAIN.WEIGHT_DECAY', '1e-4',
+                             *opts])
+    model = build.build_model(cfg)
+    return model, build.build_optimizer(cfg, model, lr=0.1)
+
+
+def test_momentum_is_classical_sgd_and_sgd_is_nesterov():
+    _, opt = _optimizer('TRAIN.OPTIMIZER.NAME', 'momentum')
+    assert type(opt) is torch.optim.SGD
+    assert all(g['nesterov'] is False and g['momentum'] == 0.9 for g in opt.param_groups)
+    _, opt = _optimizer('TRAIN.OPTIMIZER.NAME', 'sgd')
+    assert type(opt) is torch.optim.SGD and all(g['nesterov'] is True for g in opt.param_groups)
+
+
+def test_weight_decay_all_params():
+    model, opt = _optimizer('TRAIN.OPTIMIZER.NAME', 'momentum', 'TRAIN.WEIGHT_DECAY_ALL_PARAMS', 'True')
+    decay = {id(p): g['weight_decay'] for g in opt.param_groups for p in g['params']}
+    assert decay == {id(p): 1e-4 for p in model.parameters()}  # biases and norms included
+    model, opt = _optimizer('TRAIN.OPTIMIZER.NAME', 'momentum')  # default: 1-D parameters without decay
+    decay = {id(p): g['weight_decay'] for g in opt.param_groups for p in g['params']}
+    assert {decay[id(p)] for p in model.parameters() if p.ndim == 1} == {0.0}
+    assert {decay[id(p)] for p in model.parameters() if p.ndim > 1} == {1e-4}
+
+
+@pytest.mark.parametrize('world_size', [1, 2])
+def test_repeated_augmentation_sampler(data_root, world_size):
+    from timm.data.distributed_sampler import RepeatAugSampler
+    cfg = load_config(None, ['DATA.DATA_PATH', str(data_root), 'MODEL.NUM_CLASSES', '3', 'DATA.BATCH_SIZE', '2',
+                             'DATA.NUM_WORKERS', '0', 'DATA.REPEATED_AUG', 'True'])
+    dataset = build_dataset(cfg, 'train', True)  # 12 images
+    loaders = [build_loader(cfg, dataset, True, world_size, rank) for rank in range(world_size)]
+    assert all(isinstance(loader.sampler, RepeatAugSampler) for loader in loaders)
+    for loader in loaders:
+        loader.sampler.set_epoch(3)
+    epoch = [i for loader in loaders for i in loader.sampler]
+    # each rank sees len(dataset) / world_size indices; together the first third of the shuffled images x 3 copies
+    assert [len(loader.sampler) for loader in loaders] == [len(dataset) // world_size] * world_size
+    counts = {i: epoch.count(i) for i in set(epoch)}
+    assert set(counts.values()) == {3} and len(counts) == len(dataset) // 3
+    loaders[0].sampler.set_epoch(4)
+    assert list(loaders[0].sampler) != epoch[:len(loaders[0].sampler)]  # the order follows the epoch
+    plain = build_loader(load_config(None, ['DATA.BATCH_SIZE', '2', 'DATA.NUM_WORKERS', '0']), dataset, True)
+    assert not isinstance(plain.sampler, RepeatAugSampler)
+
+
+def test_common_options_map_onto_the_config(tiny_cfg, capsys):
+    """The same flags as detection/segmentation; --opts takes yacs pairs and mmengine items, mixed."""
+    from tools._dispatch import parse
+    task_cli, args = parse('train', [str(tiny_cfg), '--opts', 'DATA.IMG_SIZE=32', 'SEED', '-1',
+                                     '--amp', '--skip-data-check', '--launcher', 'none'])
+    assert task_cli is cli and args.launcher == 'none'
+    cfg = cli._config(args, 'w')
+    assert (cfg.DATA.IMG_SIZE, cfg.SEED, cfg.AMP.ENABLE, cfg.DATA.SCAN_IMAGES, cfg.OUTPUT) == (32, -1, True, False, 'w')
+    code, err = _exit_code_and_err(capsys, run_tool, 'train', [str(tiny_cfg), '--opts', 'DATA.IMG_SIZE'])
+    assert code == 2 and "key 'DATA.IMG_SIZE' has no value" in err
+    code, err = _exit_code_and_err(capsys, run_tool, 'train', ['nope.yaml'])
+    assert code == 2 and 'config file not found: nope.yaml' in err

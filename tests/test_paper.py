@@ -179,7 +179,7 @@ _SMALL = {'acmix_swin_tiny_patch4_window7_224': dict(depths=(1, 1, 1, 1), embed_
 
 @pytest.mark.parametrize('name', sorted(collect_ablations.configs()))
 def test_ablation_config_builds_its_model(name):
-    from classification.cli import build_model
+    from classification.build import build_model
     from classification.config import load_config
     spec = next(a for a in collect_ablations.ABLATIONS if f'{a.run}.yaml' == name)
     cfg = load_config(collect_ablations.CONFIG_DIR / name, opts=['DATA.IMG_SIZE', 64])

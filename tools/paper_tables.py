@@ -127,9 +127,9 @@ def select_pairs(tokens: Optional[Sequence[str]]) -> List[tuple[str, str, str]]:
 def create(name: str, img_size: int, **kwargs: Any) -> nn.Module:
     """``timm.create_model`` with ``img_size`` passed when it differs from the model's default (Swin, PVT).
 
-    Goes through ``classification.cli.build_model`` so that models are built exactly as training builds them.
+    Goes through ``classification.build.build_model`` so that models are built exactly as training builds them.
     """
-    from classification.cli import build_model
+    from classification.build import build_model
     from classification.config import load_config
     cfg = load_config(opts=['MODEL.NAME', name, 'DATA.IMG_SIZE', img_size])
     return build_model(cfg, **kwargs)

@@ -33,6 +33,8 @@ if str(ROOT) not in sys.path:
 
 import torch  # noqa: E402
 
+from models._checkpoint import CheckpointError, read_checkpoint, unwrap_state_dict  # noqa: E402
+
 
 class NoRatesError(ValueError):
     """The checkpoint holds no ACmix ``rate1``/``rate2`` pairs."""
@@ -42,22 +44,18 @@ def load_state_dict(path: str | Path, ema: bool = False) -> Tuple[Dict[str, torc
     """(state dict without wrapper prefixes, model name stored in the checkpoint or None).
 
     Raises:
-        FileNotFoundError: no such file.
+        CheckpointError: no such file, or not readable with ``torch.load(weights_only=True)``.
         NoRatesError: ``ema`` asked for but the checkpoint has no EMA weights.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f'checkpoint not found: {path}')
-    ckpt: Any = torch.load(path, map_location='cpu', weights_only=True)
+    ckpt: Any = read_checkpoint(path)
     name = ckpt.get('model_name') if isinstance(ckpt, Mapping) else None
     if ema:
         if not isinstance(ckpt, Mapping) or not isinstance(ckpt.get('ema'), Mapping):
             raise NoRatesError(f'{path}: --ema given but the checkpoint has no EMA weights ("ema" entry)')
         ckpt = ckpt['ema']
-    from models._checkpoint import unwrap_state_dict  # {'model'|'state_dict': sd}, 'module.' prefixes
     try:
         sd = unwrap_state_dict(ckpt)
-    except TypeError as e:
+    except CheckpointError as e:
         raise NoRatesError(f'{path}: {e}') from None
     return sd, name if isinstance(name, str) else None
 
@@ -170,7 +168,7 @@ def main(argv: Optional[Sequence[str]] = None) -> List[Tuple[str, float, float]]
     try:
         sd, stored_name = load_state_dict(args.checkpoint, ema=args.ema)
         rates = extract_rates(sd, source=args.checkpoint)
-    except (FileNotFoundError, NoRatesError) as e:
+    except (CheckpointError, NoRatesError) as e:
         raise SystemExit(f'error: {e}') from None
     title = args.model or stored_name or Path(args.checkpoint).stem
     path = plot(rates, args.out, title=f'{title}: ACmix path weights per layer')
