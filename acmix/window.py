@@ -183,7 +183,7 @@ class ACmixWindowAttention(RateMixer, nn.Module):
         sh, sw = to_2tuple(shift_size)
         wh, ww = self.window_size
         pad_h, pad_w = (wh - h % wh) % wh, (ww - w % ww) % ww
-        padded = bool(pad_h or pad_w)
+        padded = pad_h > 0 or pad_w > 0
         if self.pad_first and padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
         if sh or sw:
