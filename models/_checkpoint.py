@@ -134,8 +134,8 @@ def check_state_dict(
             ``{key: shape}``.
         ignore: key prefixes left unchecked (a classifier that timm drops and re-initialises when ``num_classes``
             differs from the checkpoint's, including a headless ``num_classes=0`` model).
-        optional: keys that may be present (then with the right shape) or absent, besides ``num_batches_tracked``
-            buffers, which torch also accepts when absent.
+        optional: keys of ``expected`` that may be absent (when present, their shape is checked), besides
+            ``num_batches_tracked`` buffers, which torch also accepts when absent.
         source: what the state dict is (a file name) for the message.
 
     Raises:

@@ -12,18 +12,17 @@ model reports before it (a ResNet's stride-2 stem is timm feature 0 but is not a
 family numbers its features.
 
 Pretrained weights are loaded in ``init_weights`` (as mmdet backbones do, so ``tools/test.py`` with a
-trained checkpoint never needs the ImageNet file): the file is read with ``torch.load(weights_only=True)``,
-unwrapped (``{'model': sd}``, ``{'state_dict': sd}``, ``module.`` prefixes), passed through the family's
-``checkpoint_filter_fn`` (the same conversion timm applies to pretrained weights, e.g. the authors' Swin-ACmix
-release), and then must cover every tensor of the feature extractor exactly: missing keys, keys the model does
-not have, and shape mismatches all raise one error that names them.  Classifier and final-norm weights, which a
-feature extractor drops, are ignored.
+trained checkpoint never needs the ImageNet file): the file is read and unwrapped by ``models._checkpoint``
+(``torch.load(weights_only=True)``; ``{'model': sd}``, ``{'state_dict': sd}``, ``module.`` prefixes), passed
+through the family's ``checkpoint_filter_fn`` (the same conversion timm applies to pretrained weights, e.g. the
+authors' Swin-ACmix release), and then must cover every tensor of the feature extractor exactly: missing keys,
+keys the model does not have, and shape mismatches all raise ``check_state_dict``'s one error that names them.
+Classifier and final-norm weights, which a feature extractor drops, are ignored.
 """
 from __future__ import annotations
 
 import sys
-from collections import OrderedDict
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 import timm
 import torch
@@ -32,60 +31,16 @@ from torch import nn
 from torch.nn import functional as F
 from torch.nn.modules.batchnorm import _BatchNorm
 
-try:  # registering our acmix_* entrypoints is optional while the model families are in flux
-    import models  # noqa: F401
-except ImportError:  # pragma: no cover - only during partial checkouts
-    pass
+import models  # noqa: F401  (registers the acmix_* entrypoints with timm)
+from models._checkpoint import CheckpointMismatchError, check_state_dict, read_checkpoint, unwrap_state_dict
 
-__all__ = ['ACmixBackbone', 'CheckpointMismatchError', 'stage_channels', 'load_backbone_state_dict', 'read_state_dict']
-
-
-class CheckpointMismatchError(KeyError):
-    """A backbone checkpoint whose keys or shapes do not fit the model (the message lists them)."""
-
-    def __str__(self) -> str:  # KeyError would print the repr, newlines escaped
-        return str(self.args[0])
-
-
-def read_state_dict(path: str) -> dict[str, torch.Tensor]:
-    """Read a classification checkpoint as a flat ``{name: tensor}`` dict.
-
-    Accepts a bare state dict, ``{'model': sd}`` (our classification checkpoints, the authors' Swin-ACmix
-    release), ``{'state_dict': sd}`` (the authors' ResNet script) and strips a DDP ``module.`` prefix.  Loads
-    with ``weights_only=True``: a backbone checkpoint must be plain tensors.
-    """
-    if path.startswith(('http://', 'https://')):
-        ckpt = torch.hub.load_state_dict_from_url(path, map_location='cpu', weights_only=True)
-    else:
-        try:
-            ckpt = torch.load(path, map_location='cpu', weights_only=True)
-        except FileNotFoundError:
-            raise FileNotFoundError(f'backbone checkpoint not found: {path}') from None
-        except Exception as e:  # pickle.UnpicklingError and friends: non-tensor objects in the file
-            raise ValueError(f'backbone checkpoint {path} is not loadable with torch.load(weights_only=True) '
-                             f'({type(e).__name__}: {str(e).splitlines()[0]}); save its state dict as plain '
-                             f'tensors') from e
-    if isinstance(ckpt, dict):
-        for key in ('model', 'state_dict'):
-            if isinstance(ckpt.get(key), dict):
-                ckpt = ckpt[key]
-                break
-    if not isinstance(ckpt, dict) or not all(isinstance(v, torch.Tensor) for v in ckpt.values()):
-        raise ValueError(f'backbone checkpoint {path}: expected a state dict of tensors (optionally under '
-                         f"'model' or 'state_dict'), got {type(ckpt).__name__}")
-    if ckpt and all(k.startswith('module.') for k in ckpt):
-        ckpt = {k[len('module.'):]: v for k, v in ckpt.items()}
-    return dict(ckpt)
+__all__ = ['ACmixBackbone', 'CheckpointMismatchError', 'stage_channels', 'load_backbone_state_dict']
 
 
 def _meta_model(model_name: str, **model_kwargs: Any) -> nn.Module:
-    """The headless classification model (``num_classes=0``), parameter-free on the meta device when possible."""
-    kwargs = dict(model_kwargs, num_classes=0)
-    try:
-        with torch.device('meta'):
-            return timm.create_model(model_name, pretrained=False, **kwargs)
-    except Exception:  # a family whose __init__ cannot run on meta tensors: build it for real
-        return timm.create_model(model_name, pretrained=False, **kwargs)
+    """The headless classification model (``num_classes=0``), parameter-free on the meta device."""
+    with torch.device('meta'):
+        return timm.create_model(model_name, pretrained=False, **dict(model_kwargs, num_classes=0))
 
 
 def _stage_info(model: nn.Module) -> list[dict]:
@@ -122,7 +77,10 @@ def _candidates(name: str) -> list[str]:
 
 def load_backbone_state_dict(body: nn.Module, full_keys: dict[str, tuple], state_dict: dict[str, torch.Tensor],
                              source: str) -> None:
-    """Copy a full-model state dict into a timm feature extractor; raise naming every key that doesn't fit.
+    """Copy a full-model state dict into a timm feature extractor, strictly (``check_state_dict``'s message).
+
+    Every tensor of the feature extractor must come from the checkpoint with its shape; keys of the full model
+    that the extractor drops (classifier, final norm) may be present or absent; anything else is unexpected.
 
     Args:
         body: the ``features_only`` model.
@@ -131,29 +89,14 @@ def load_backbone_state_dict(body: nn.Module, full_keys: dict[str, tuple], state
         source: file name for messages.
     """
     target = body.state_dict()
-    unexpected = sorted(k for k in state_dict if k not in full_keys)
-    mapped, mismatched = {}, []
-    for key, value in state_dict.items():
-        dst = next((c for c in _candidates(key) if c in target), None)
-        if dst is None:  # classifier / final norm: not part of the feature extractor
-            continue
-        if tuple(target[dst].shape) != tuple(value.shape):
-            mismatched.append(f'{key}: checkpoint {tuple(value.shape)} vs model {tuple(target[dst].shape)}')
-            continue
-        mapped[dst] = value
-    missing = sorted(k for k in target if k not in mapped and not k.endswith('num_batches_tracked'))
-    if unexpected or mismatched or missing:
-        def show(items: list[str]) -> str:
-            return ', '.join(items[:12]) + (f' ... ({len(items)} in all)' if len(items) > 12 else '')
-        lines = [f'backbone checkpoint {source} does not fit the model:']
-        if missing:
-            lines.append(f'  missing from the checkpoint: {show(missing)}')
-        if unexpected:
-            lines.append(f'  not in the model: {show(unexpected)}')
-        if mismatched:
-            lines.append(f'  shape mismatch: {show(mismatched)}')
-        raise CheckpointMismatchError('\n'.join(lines))
-    body.load_state_dict(mapped, strict=False)
+    dst = {k: next((c for c in _candidates(k) if c in target), None) for k in full_keys}
+    covered = {d for d in dst.values() if d is not None}
+    # in the full model's key space, plus any extractor tensor no full-model key maps to (then always missing)
+    expected = {k: tuple(target[d].shape) if d is not None else tuple(full_keys[k]) for k, d in dst.items()}
+    expected.update({k: tuple(v.shape) for k, v in target.items() if k not in covered})
+    check_state_dict(state_dict, expected, optional=[k for k, d in dst.items() if d is None],
+                     source=f'backbone checkpoint {source}')
+    body.load_state_dict({dst[k]: v for k, v in state_dict.items() if dst[k] is not None}, strict=True)
 
 
 class ACmixBackbone(BaseModule):
@@ -284,7 +227,7 @@ class ACmixBackbone(BaseModule):
         """
         if self._pretrained is not None:
             path = str(self._pretrained['checkpoint'])
-            state_dict = read_state_dict(path)
+            state_dict = unwrap_state_dict(read_checkpoint(path))
             filter_fn = _checkpoint_filter(self.model_name)
             if filter_fn is not None:
                 state_dict = filter_fn(state_dict, _meta_model(self.model_name, **self.model_kwargs))
