@@ -25,7 +25,7 @@ def _cfg(path):
 
 def _backbone_kwargs(cfg):
     bb = dict(cfg.model.backbone)
-    for k in ('type', 'init_cfg', 'pretrained', 'frozen_stages', 'norm_eval', 'pad_to'):
+    for k in ('type', 'init_cfg', 'pretrained', 'frozen_stages', 'norm_eval', 'out_norm', 'pad_to'):
         bb.pop(k, None)
     return bb
 
@@ -156,7 +156,8 @@ def test_pretrained_roundtrip_and_bad_keys(tmp_path):
         _adapter(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'bad.pth'))).init_weights()
     msg = str(err.value)
     assert 'layer2.0.conv1.weight' in msg and 'layer9.weight' in msg and 'layer1.0.conv1.weight' in msg
-    with pytest.raises(FileNotFoundError, match='nope.pth'):
+    from models._checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match='checkpoint not found: .*nope.pth'):
         _adapter(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nope.pth'))).init_weights()
 
 
@@ -272,10 +273,10 @@ def test_bad_inputs_name_the_problem(tiny_coco, tmp_path):
 
 def test_cli_reports_missing_data(tmp_path):
     r = _run('train.py', DEMO, '--data-path', tmp_path, '--work-dir', tmp_path / 'w')
-    assert r.returncode != 0
-    assert 'dataset error' in r.stderr and 'instances_train2017.json' in r.stderr
+    assert r.returncode == 2  # a user error, as in every task
+    assert 'error: ' in r.stderr and 'instances_train2017.json' in r.stderr
     r = _run('train.py', DEMO, '--data-path', tmp_path / 'missing')
-    assert r.returncode != 0 and 'no such directory' in r.stderr
+    assert r.returncode == 2 and 'no such directory' in r.stderr
 
 
 @pytest.mark.slow
