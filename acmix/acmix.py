@@ -53,10 +53,15 @@ class ACmix(RateMixer, nn.Module):
         shift: one of ``SHIFT_MODES`` (see ``acmix.conv_path``).
         impl: local-attention implementation, one of ``acmix.kernels.IMPLS`` (``'auto'``: the fast custom op,
             windows never materialised; ``'reference'``: explicit windows, like the authors' ``unfold``).
+        qk_planes: width of q and k (default ``out_planes``); ``'patchwise'`` only, where SAN's phi / psi are
+            narrower than its values (``out_planes / 4``).  The conv path then splits q, k and v into maps of
+            ``conv_dim = min(qk_planes, head_dim)`` channels (``3 * head`` maps of ``head_dim`` by default).
+        share_planes: value channels per patchwise weight channel (SAN: 8).
 
     Parameters (authors' names): ``conv1``, ``conv2``, ``conv3`` (q, k, v: 1x1 conv with bias), ``conv_p`` (1x1
-    conv 2 -> head_dim, local mode only), ``fc`` (1x1 conv 3*head -> k_c^2, no bias), ``dep_conv`` (shift module,
-    no bias), ``rate1``, ``rate2``; ``attn`` holds the patchwise core.
+    conv 2 -> head_dim, local mode only), ``fc`` (1x1 conv 3*head -> k_c^2, no bias; number of Stage I maps ->
+    k_c^2 with ``qk_planes``), ``dep_conv`` (shift module, no bias), ``rate1``, ``rate2``; ``attn`` holds the
+    patchwise core (with ``mix='attn_only'``, ``head=1``, ``qk_planes = in/16``: SAN's SA module, key for key).
 
     Shape:
         (B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride)).
@@ -69,7 +74,8 @@ class ACmix(RateMixer, nn.Module):
 
     def __init__(self, in_planes: int, out_planes: int, kernel_att: int = 7, head: int = 4, kernel_conv: int = 3,
                  stride: int = 1, dilation: int = 1, *, attn_mode: str = 'local', mix: str = 'learnable',
-                 shift: str = 'group_conv', impl: str = 'auto') -> None:
+                 shift: str = 'group_conv', impl: str = 'auto', qk_planes: int | None = None,
+                 share_planes: int = 8) -> None:
         super().__init__()
         check_choice('attn_mode', attn_mode, ATTN_MODES)
         check_choice('mix', mix, MIX_MODES)
@@ -85,11 +91,20 @@ class ACmix(RateMixer, nn.Module):
         self.kernel_att, self.kernel_conv = kernel_att, kernel_conv
         self.stride, self.dilation = stride, dilation
         self.attn_mode, self.shift, self.impl = attn_mode, shift, impl
+        self.qk_planes = out_planes if qk_planes is None else qk_planes
+        if self.qk_planes != out_planes and attn_mode != 'patchwise':
+            raise ValueError(f"qk_planes {qk_planes} != out_planes {out_planes} needs attn_mode='patchwise', "
+                             f'got {attn_mode!r}')
+        check_positive('qk_planes', self.qk_planes)
+        self.conv_dim = min(self.qk_planes, self.head_dim)  # channels of each Stage I map the conv path mixes
+        if self.qk_planes % self.conv_dim or self.head_dim % self.conv_dim:
+            raise ValueError(f'qk_planes {self.qk_planes} and head dim {self.head_dim} must be multiples of the '
+                             f'smaller one')
         self._init_rates(mix)
 
         # Stage I: q, k, v
-        self.conv1 = nn.Conv2d(in_planes, out_planes, kernel_size=1)
-        self.conv2 = nn.Conv2d(in_planes, out_planes, kernel_size=1)
+        self.conv1 = nn.Conv2d(in_planes, self.qk_planes, kernel_size=1)
+        self.conv2 = nn.Conv2d(in_planes, self.qk_planes, kernel_size=1)
         self.conv3 = nn.Conv2d(in_planes, out_planes, kernel_size=1)
 
         # Stage II, attention path
@@ -97,12 +112,14 @@ class ACmix(RateMixer, nn.Module):
             self.conv_p = nn.Conv2d(2, self.head_dim, kernel_size=1)
         elif self.has_attn and attn_mode == 'patchwise':
             from .patchwise import PatchwiseAttention  # optional core, imported only when asked for
-            self.attn = PatchwiseAttention(out_planes, head, kernel_att, stride, dilation)
+            self.attn = PatchwiseAttention(out_planes, head, kernel_att, stride, dilation, qk_planes=self.qk_planes,
+                                           share_planes=share_planes)
 
         # Stage II, convolution path
         if self.has_conv:
-            self.fc = nn.Conv2d(3 * head, kernel_conv * kernel_conv, kernel_size=1, bias=False)
-            self.dep_conv = build_dep_conv(shift, self.head_dim, out_planes, kernel_conv, stride, dilation)
+            num_maps = (2 * self.qk_planes + out_planes) // self.conv_dim  # 3 * head when q, k, v have one width
+            self.fc = nn.Conv2d(num_maps, kernel_conv * kernel_conv, kernel_size=1, bias=False)
+            self.dep_conv = build_dep_conv(shift, self.conv_dim, out_planes, kernel_conv, stride, dilation)
 
     def reset_parameters(self) -> None:
         """Rates to 0.5 and ``dep_conv`` to one-hot shift kernels (the authors' module init)."""
@@ -133,7 +150,7 @@ class ACmix(RateMixer, nn.Module):
         return out.transpose(-2, -1).reshape(b, self.out_planes, ho, wo)
 
     def _stage1(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stage I: (B, in_planes, H, W) -> q, k, v, each (B, out_planes, H, W)."""
+        """Stage I: (B, in_planes, H, W) -> q, k (B, qk_planes, H, W) and v (B, out_planes, H, W)."""
         return self.conv1(x), self.conv2(x), self.conv3(x)
 
     def _attention_path(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -145,9 +162,9 @@ class ACmix(RateMixer, nn.Module):
         return self.attn(q, k, v)
 
     def _conv_path(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """(B, out_planes, H, W) x3 -> ``dep_conv(fc(q | k | v))`` (B, out_planes, Ho, Wo)."""
+        """Stage I maps -> ``dep_conv(fc(q | k | v))`` (B, out_planes, Ho, Wo)."""
         b, _, h, w = q.shape
-        qkv = torch.cat([q, k, v], dim=1).reshape(b, 3 * self.head, self.head_dim, h * w)
+        qkv = torch.cat([q, k, v], dim=1).reshape(b, -1, self.conv_dim, h * w)  # (B, maps, conv_dim, H*W)
         return self.dep_conv(conv_path_features(self.fc, qkv, h, w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -159,5 +176,6 @@ class ACmix(RateMixer, nn.Module):
 
     def extra_repr(self) -> str:
         return (f'{self.in_planes}, {self.out_planes}, kernel_att={self.kernel_att}, head={self.head}, '
+                f'qk_planes={self.qk_planes}, '
                 f'kernel_conv={self.kernel_conv}, stride={self.stride}, dilation={self.dilation}, '
                 f'attn_mode={self.attn_mode!r}, mix={self.mix!r}, shift={self.shift!r}, impl={self.impl!r}')

@@ -16,16 +16,17 @@ Architecture (facts from SAN's ``model/san.py`` and ``config/imagenet/*_patchwis
       then ``acmix.PatchwiseAttention`` (gamma + aggregation, one head, 8 value channels per weight channel);
     * global average pooling and a linear classifier.
 
-ACmix twin (``mixer='acmix'``), where the paper is silent:
-    * ACmix's Stage I has q, k and v of one width.  Reading the P-wide block input directly (``ACmix(P, P/4)``)
-      would cost 3 * P * P/4 per block, twice SAN's phi + psi + beta (2 * P/16 + P/4 = 3P/8 per input channel):
-      about +3.4M on SAN-10 where the paper reports +0.3M.  So, as ACmix sits in a ResNet bottleneck, a 1x1 conv
-      (no bias) + BN + ReLU first reduces P -> P/4 and ``ACmix(P/4, P/4, kernel_att=K, head=4, kernel_conv=3,
-      attn_mode='patchwise')`` replaces the SA module.  With 4 heads gamma is four grouped MLPs, so its size
-      equals SAN's.  The result is +0.027 P^2 per block over SAN (plus the conv path's 81 weights per channel),
-      which lands within 1.5% of the paper's totals (see the entrypoints).
-    * Mapping: ACmix q, k, v = SAN phi, psi, beta (see ``acmix/patchwise.py``).
-    * Stage 0 (P=64): ACmix width 16, head dim 4: each head gets one weight channel (share clipped to 4).
+ACmix twin (``mixer='acmix'``), where the paper is silent beyond "Stage I costs what self-attention costs":
+    * One class for both: the SA module is ``acmix.ACmix(P, P/4, kernel_att=K, head=1, qk_planes=P/16,
+      attn_mode='patchwise')``; ``mix='attn_only'`` is SAN's SA module key for key (phi, psi, beta = ``conv1``,
+      ``conv2``, ``conv3``; gamma = ``attn.conv_w``), ``mix='learnable'`` adds ACmix's convolution path on the
+      same Stage I maps and the rates.  Stage I and the attention path are SAN's, unchanged.
+    * Conv path: q and k (P/16 channels each) and v (P/4) are split into maps of P/16 channels (1 + 1 + 4);
+      ``fc`` mixes the 6 maps into k_c^2 = 9 per channel index, ``dep_conv`` (group conv, shift-initialised)
+      maps them to P/4.  It adds 81 * P/4 + 56 parameters per block: +0.15M / +0.23M / +0.31M over SAN-10/15/19,
+      where the paper's rounded totals (12.1M / 16.6M / 21.2M against SAN's 11.8M / 16.2M / 20.5M) suggest
+      +0.3M / +0.4M / +0.7M; our totals are within 2 % of the paper's (see the entrypoints).  An earlier design
+      reduced P -> P/4 with an extra 1x1 conv before a full-width ACmix(P/4, P/4): +0.54M on SAN-10.
 
 Other decisions:
     * Max-pools use ``ceil_mode=True``: identical to SAN at every size divisible by 32, and a map never shrinks
@@ -48,41 +49,13 @@ from timm.models import build_model_with_cfg, generate_default_cfgs, register_mo
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
-from acmix.patchwise import PatchwiseAttention
+from acmix import ACmix
 
 from ._checkpoint import filter_state_dict, unwrap_state_dict
 
-__all__ = ['SANAttention', 'SANBlock', 'SANStage', 'SAN']
+__all__ = ['SANBlock', 'SANStage', 'SAN']
 
 _MIXERS = ('san', 'acmix')
-
-
-class SANAttention(nn.Module):
-    """SAN's patchwise SA module: phi, psi (``conv1``, ``conv2``), beta (``conv3``) and ``PatchwiseAttention``.
-
-    Args:
-        in_planes: input width P.
-        out_planes: output width (SAN: P/4).
-        kernel_size: odd footprint K.
-        rel_planes: width of phi and psi (SAN: P/16).
-        share_planes: value channels per weight channel (SAN: 8).
-        stride, dilation: footprint geometry (SAN uses 1, 1).
-        impl: forwarded to ``PatchwiseAttention``.
-
-    Shapes: ``(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))``.
-    """
-
-    def __init__(self, in_planes: int, out_planes: int, kernel_size: int, rel_planes: int, share_planes: int = 8,
-                 stride: int = 1, dilation: int = 1, impl: str = 'auto') -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, rel_planes, kernel_size=1)
-        self.conv2 = nn.Conv2d(in_planes, rel_planes, kernel_size=1)
-        self.conv3 = nn.Conv2d(in_planes, out_planes, kernel_size=1)
-        self.attn = PatchwiseAttention(out_planes, 1, kernel_size, stride, dilation, qk_planes=rel_planes,
-                                       share_planes=share_planes, impl=impl)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.attn(self.conv1(x), self.conv2(x), self.conv3(x))
 
 
 class SANBlock(nn.Module):
@@ -91,10 +64,10 @@ class SANBlock(nn.Module):
     Args:
         dim: block width P (input = output).
         kernel_size: attention footprint K.
-        mixer: ``'san'`` (SAN's SA module ``P -> P/4``) or ``'acmix'`` (1x1 reduce ``P -> P/4`` + BN + ReLU, then
-            ``ACmix(P/4, P/4, attn_mode='patchwise')``).
-        mixer_args: extra keyword arguments for the mixer (``'san'``: ``rel_planes``, ``share_planes``, ``impl``;
-            ``'acmix'``: anything ``ACmix`` accepts, e.g. ``head``, ``kernel_conv``, ``mix``, ``shift``).
+        mixer: ``'san'`` (SAN's SA module ``P -> P/4``: ``ACmix(mix='attn_only')``) or ``'acmix'`` (the same
+            module with the convolution path, ``mix='learnable'``).
+        mixer_args: extra keyword arguments for ``ACmix`` (e.g. ``qk_planes`` (default P/16), ``share_planes``
+            (8), ``head`` (1), ``kernel_conv``, ``shift``, or ``mix`` for the ablations).
         drop_path: stochastic depth rate of the residual branch.
 
     Shapes: ``(B, P, H, W) -> (B, P, H, W)``.
@@ -108,19 +81,10 @@ class SANBlock(nn.Module):
         if dim % 16:
             raise ValueError(f'block width {dim} must be a multiple of 16')
         mid = dim // 4
-        margs = dict(mixer_args or {})
+        margs = dict(dict(head=1, qk_planes=dim // 16, share_planes=8, kernel_conv=3, attn_mode='patchwise',
+                          mix='attn_only' if mixer == 'san' else 'learnable'), **(mixer_args or {}))
         self.bn1 = nn.BatchNorm2d(dim)
-        if mixer == 'san':
-            margs.setdefault('rel_planes', dim // 16)
-            self.reduce = nn.Identity()
-            self.mixer = SANAttention(dim, mid, kernel_size, **margs)
-        else:
-            from acmix import ACmix  # the operator package; imported here so SAN baselines need only patchwise
-            margs = dict(dict(head=4, kernel_conv=3), **margs)
-            margs['attn_mode'] = margs.get('attn_mode', 'patchwise')
-            self.reduce = nn.Sequential(
-                nn.Conv2d(dim, mid, kernel_size=1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(inplace=True))
-            self.mixer = ACmix(mid, mid, kernel_att=kernel_size, **margs)
+        self.mixer = ACmix(dim, mid, kernel_att=kernel_size, **margs)
         self.bn2 = nn.BatchNorm2d(mid)
         self.conv = nn.Conv2d(mid, dim, kernel_size=1)
         self.act = nn.ReLU(inplace=True)
@@ -128,7 +92,7 @@ class SANBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.act(self.bn1(x))
-        out = self.mixer(self.reduce(out))
+        out = self.mixer(out)
         out = self.conv(self.act(self.bn2(out)))
         return x + self.drop_path(out)
 
@@ -359,20 +323,20 @@ def san19(pretrained: bool = False, **kwargs: Any) -> SAN:
 
 @register_model
 def acmix_san10(pretrained: bool = False, **kwargs: Any) -> SAN:
-    """SAN-10 with ACmix: 12,381,084 params, 1.95 GMACs at 224 (paper: 12.1M, 1.9G)."""
+    """SAN-10 with ACmix: 11,994,612 params, 1.89 GMACs at 224 (paper: 12.1M, 1.9G)."""
     model_args = dict(layers=(2, 1, 2, 4, 1), mixer='acmix')
     return _create_san('acmix_san10', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def acmix_san15(pretrained: bool = False, **kwargs: Any) -> SAN:
-    """SAN-15 with ACmix: 17,025,130 params, 2.73 GMACs at 224 (paper: 16.6M, 2.7G)."""
+    """SAN-15 with ACmix: 16,414,134 params, 2.63 GMACs at 224 (paper: 16.6M, 2.7G)."""
     model_args = dict(layers=(3, 2, 3, 5, 2), mixer='acmix')
     return _create_san('acmix_san15', pretrained, **dict(model_args, **kwargs))
 
 
 @register_model
 def acmix_san19(pretrained: bool = False, **kwargs: Any) -> SAN:
-    """SAN-19 with ACmix: 21,664,090 params, 3.44 GMACs at 224 (paper: 21.2M, 3.4G)."""
+    """SAN-19 with ACmix: 20,829,278 params, 3.32 GMACs at 224 (paper: 21.2M, 3.4G)."""
     model_args = dict(layers=(3, 3, 4, 6, 3), mixer='acmix')
     return _create_san('acmix_san19', pretrained, **dict(model_args, **kwargs))

@@ -26,7 +26,7 @@ PVT_FIXTURES = Path(__file__).parent / 'fixtures' / 'pvt'
 # measured on this code (PyTorch parameter count at any input size)
 PARAMS = {
     'san10': 11_841_124, 'san15': 16_181_310, 'san19': 20_518_470,            # SAN README: 11.8M / 16.2M / 20.5M
-    'acmix_san10': 12_381_084, 'acmix_san15': 17_025_130, 'acmix_san19': 21_664_090,
+    'acmix_san10': 11_994_612, 'acmix_san15': 16_414_134, 'acmix_san19': 20_829_278,
     'pvt_v1_tiny': 13_229_288, 'pvt_v1_small': 24_485_864,                   # = the original code; README 13.2M / 24.5M
     'acmix_pvt_tiny': 13_396_128, 'acmix_pvt_small': 24_824_755,
 }
@@ -128,6 +128,31 @@ def test_param_counts(name):
     assert n == PARAMS[name]
     if name in README:
         assert abs(n / README[name] - 1) < 0.05, f'{name}: {n:,} vs README {README[name]:,.0f}'
+
+
+def test_san_acmix_is_san_plus_the_conv_path():
+    """SAN-ACmix keeps SAN's Stage I and attention path key for key and adds only fc, dep_conv and the rates
+    (81 * P/4 + 6 * 9 + 2 parameters per block); with rate1 = 1, rate2 = 0 it computes SAN exactly."""
+    torch.manual_seed(0)
+    san = timm.create_model('san10', **_SMALL_SAN).eval()
+    twin = timm.create_model('acmix_san10', **_SMALL_SAN).eval()
+    san_sd, twin_sd = san.state_dict(), twin.state_dict()
+    added = {k: tuple(v.shape) for k, v in twin_sd.items() if k not in san_sd}
+    assert set(san_sd) < set(twin_sd)
+    assert {k.rsplit('.mixer.', 1)[1] for k in added} == {'fc.weight', 'dep_conv.weight', 'rate1', 'rate2'}
+    for i, width in enumerate(_SMALL_SAN['widths']):
+        prefix = f'stages.{i}.blocks.0.mixer.'
+        assert added[prefix + 'fc.weight'] == (9, 6, 1, 1)
+        assert added[prefix + 'dep_conv.weight'] == (width // 4, 9, 3, 3)  # groups = P/16: 9 taps per input map
+    twin.load_state_dict(dict(twin_sd, **san_sd))
+    with torch.no_grad():
+        for name, p in twin.named_parameters():
+            if name.endswith(('rate1', 'rate2')):
+                p.fill_(1.0 if name.endswith('rate1') else 0.0)
+    x = torch.randn(2, 3, 32, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(twin(x), san(x))
+    assert twin.stages[1].blocks[0].mixer.extra_repr().startswith('32, 8, kernel_att=7, head=1, qk_planes=2,')
 
 
 def test_timm_does_not_own_baseline_names():
@@ -232,8 +257,10 @@ def test_pvt_mac_growth_is_the_conv_path_only(name):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name,paper', [('acmix_pvt_tiny', (13e6, 2.0e9)), ('acmix_pvt_small', (25e6, 3.9e9))])
-def test_pvt_acmix_near_paper_at_224(name, paper):
+@pytest.mark.parametrize('name,paper', [
+    ('acmix_pvt_tiny', (13e6, 2.0e9)), ('acmix_pvt_small', (25e6, 3.9e9)),
+    ('acmix_san10', (12.1e6, 1.9e9)), ('acmix_san15', (16.6e6, 2.7e9)), ('acmix_san19', (21.2e6, 3.4e9))])
+def test_acmix_near_paper_at_224(name, paper):
     """Within 5% of the ACmix paper's params and FLOPs (= MACs) at 224."""
     model = timm.create_model(name)
     params, macs = sum(p.numel() for p in model.parameters()), count_macs(model)
