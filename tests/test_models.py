@@ -20,7 +20,7 @@ from timm.models import get_notrace_functions, get_notrace_modules
 from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
 
 import models  # noqa: F401  (registers the entrypoints)
-from tools.model_table import BASELINES, baseline_of
+from models.paper import BASELINES, baseline_of
 
 torch.set_num_threads(1)
 

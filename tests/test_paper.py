@@ -16,6 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / 'tools'))
 
 import collect_ablations  # noqa: E402
+from models.paper import AUTHORS_CODE  # noqa: E402
 import paper_tables  # noqa: E402
 import plot_rates  # noqa: E402
 
@@ -58,8 +59,8 @@ def test_paper_tables_counts_top1_and_speed(tmp_path):
     rows = {r['model']: r for r in tables['imagenet']}
     assert set(rows) == {'acmix_resnet26', 'conv_resnet26'}
     # our models match the authors' code exactly (paper-facts.md)
-    assert round(rows['acmix_resnet26']['params_m'] * 1e6) == 10_487_816
-    assert round(rows['conv_resnet26']['params_m'] * 1e6) == 13_696_552
+    assert round(rows['acmix_resnet26']['params_m'] * 1e6) == AUTHORS_CODE['acmix_resnet26'][0]
+    assert round(rows['conv_resnet26']['params_m'] * 1e6) == AUTHORS_CODE['conv_resnet26'][0]
     assert rows['acmix_resnet26']['gmacs'] > 0
     assert rows['acmix_resnet26']['top1'] == 12.5 and rows['conv_resnet26']['top1'] is None
     assert rows['acmix_resnet26']['paper_top1'] == 76.1
@@ -71,7 +72,7 @@ def test_paper_tables_counts_top1_and_speed(tmp_path):
         assert (out / name).stat().st_size > 0
     csv_text = (out / 'imagenet.csv').read_text()
     assert csv_text.splitlines()[0].startswith('family,model,role,params_m,gmacs')
-    assert '10.487816' in csv_text
+    assert f"{AUTHORS_CODE['acmix_resnet26'][0] / 1e6:.6f}" in csv_text
 
 
 def test_paper_tables_bad_metrics_file(tmp_path):

@@ -19,16 +19,13 @@ import models  # noqa: F401
 from acmix import ACmix, ACmixWindowAttention
 from models import resnet as resnet_family, swin as swin_family
 from models.complexity import count_macs
+from models.paper import AUTHORS_CODE
 from tools.make_authors_model_fixtures import authors_format, synth_state_dict
 
 torch.set_num_threads(1)
 FIXTURES = Path(__file__).parent / 'fixtures' / 'authors_models'
 
-PARAMS = {  # measured on the authors' code (ResNet, Swin) / timm (ResNet-50 baseline = torchvision's)
-    'acmix_resnet26': 10_487_816, 'acmix_resnet38': 14_410_896, 'acmix_resnet50': 18_333_976,
-    'conv_resnet26': 13_696_552, 'conv_resnet38': 19_626_792, 'resnet50': 25_557_032,
-    'acmix_swin_tiny_patch4_window7_224': 28_649_908, 'acmix_swin_small_patch4_window7_224': 50_345_080,
-}
+PARAMS = {name: params for name, (params, _) in AUTHORS_CODE.items()}  # the authors' code (models/paper.py)
 FILTERS = {'resnet': resnet_family.checkpoint_filter_fn, 'swin': swin_family.checkpoint_filter_fn}
 
 
@@ -193,12 +190,7 @@ def test_mac_counter_matches_analytic(name, kwargs, size):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize('name,gmacs', [
-    ('acmix_resnet26', 2.22), ('acmix_resnet38', 2.86), ('acmix_resnet50', 3.50),
-    ('conv_resnet26', 2.34), ('conv_resnet38', 3.22), ('resnet50', 4.09),
-    ('acmix_swin_tiny_patch4_window7_224', 4.649), ('acmix_swin_small_patch4_window7_224', 8.999),
-    ('swin_tiny_patch4_window7_224', 4.494), ('swin_small_patch4_window7_224', 8.747),
-])
+@pytest.mark.parametrize('name,gmacs', [(name, gmacs) for name, (_, gmacs) in AUTHORS_CODE.items()])
 def test_macs_near_authors_code_count(name, gmacs):
     """Within 0.2% of the authors'-code count: Swin's own flops() also counts LayerNorms and pooling (~4M MACs)."""
     assert count_macs(timm.create_model(name)) / 1e9 == pytest.approx(gmacs, rel=2e-3)

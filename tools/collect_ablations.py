@@ -28,7 +28,7 @@ A run folder holding the ``config.yaml`` that training writes is checked against
 and mixer args), so a misfiled run is an error rather than a wrong table cell.
 
 Paper numbers: the seed text names both tables but gives their numbers only as images, so the only cells filled
-are those equal to an entry of the paper's main ImageNet table (``tools/paper_tables.PAPER``): the default
+are those equal to an entry of the paper's main ImageNet table (``models/paper.py: PAPER``): the default
 variant is the published ACmix model, and ``attn_only`` of Swin-T is exactly the Swin-T baseline.
 """
 from __future__ import annotations
@@ -43,9 +43,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / 'tools'):  # tools/paper_tables.py holds the paper's numbers
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 import yaml  # noqa: E402
 
@@ -153,7 +152,7 @@ def write_configs(directory: Path = CONFIG_DIR) -> List[Path]:
 def _paper_top1(key: Optional[str]) -> Optional[float]:
     if key is None:
         return None
-    from paper_tables import PAPER  # tools/paper_tables.py: the one copy of the paper's numbers
+    from models.paper import PAPER  # the one copy of the paper's numbers
     return PAPER[key].top1
 
 

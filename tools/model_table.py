@@ -5,14 +5,14 @@
 
 Counting: ``models.complexity`` (multiply-accumulates of convs, linears, matmuls and attention, as the paper counts
 "FLOPs"; see its docstring).  "paper" = the authors' README (ACmix rows only); "authors' code" = the same count
-measured on the authors' released code (where it exists: ResNet and Swin).
+measured on the authors' released code (where it exists: ResNet and Swin); both from ``models/paper.py``.
 """
 import argparse
 import csv
 import fnmatch
 import sys
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, List
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -21,40 +21,7 @@ import torch  # noqa: E402
 
 import models  # noqa: E402,F401  (registers the entrypoints)
 from models.complexity import count_macs, count_params  # noqa: E402
-
-# ACmix rows of the authors' README: (params M, GFLOPs) at 224.
-PAPER: Dict[str, Tuple[float, float]] = {
-    'acmix_resnet26': (10.6, 2.3), 'acmix_resnet38': (14.6, 2.9), 'acmix_resnet50': (18.6, 3.6),
-    'acmix_san10': (12.1, 1.9), 'acmix_san15': (16.6, 2.7), 'acmix_san19': (21.2, 3.4),
-    'acmix_pvt_tiny': (13.0, 2.0), 'acmix_pvt_small': (25.0, 3.9),
-    'acmix_swin_tiny_patch4_window7_224': (30.0, 4.6), 'acmix_swin_small_patch4_window7_224': (51.0, 9.0),
-}
-# Measured on the authors' code (params, GMACs at 224).  Swin: their model.flops(), which also counts LayerNorms and
-# pooling (C*H*W each, 3.8M MACs for Swin-T): the only difference from ours.
-AUTHORS_CODE: Dict[str, Tuple[int, float]] = {
-    'acmix_resnet26': (10_487_816, 2.22), 'acmix_resnet38': (14_410_896, 2.86), 'acmix_resnet50': (18_333_976, 3.50),
-    'conv_resnet26': (13_696_552, 2.34), 'conv_resnet38': (19_626_792, 3.22), 'resnet50': (25_557_032, 4.09),
-    'acmix_swin_tiny_patch4_window7_224': (28_649_908, 4.649),
-    'acmix_swin_small_patch4_window7_224': (50_345_080, 8.999),
-    'swin_tiny_patch4_window7_224': (28_288_354, 4.494), 'swin_small_patch4_window7_224': (49_606_258, 8.747),
-}
-
-
-# The baseline each ACmix model is compared with (a conv / attention twin of the same depth and width).
-BASELINES: Dict[str, str] = {
-    'acmix_resnet26': 'conv_resnet26', 'acmix_resnet38': 'conv_resnet38', 'acmix_resnet50': 'resnet50',
-    'acmix_san10': 'san10', 'acmix_san15': 'san15', 'acmix_san19': 'san19',
-    'acmix_pvt_tiny': 'pvt_v1_tiny', 'acmix_pvt_small': 'pvt_v1_small',
-    'acmix_swin_tiny_patch4_window7_224': 'swin_tiny_patch4_window7_224',
-    'acmix_swin_small_patch4_window7_224': 'swin_small_patch4_window7_224',
-}
-
-
-def baseline_of(name: str) -> Optional[str]:
-    """The registered baseline of an ``acmix_*`` model (``BASELINES``, else ``conv_<rest>`` / ``<rest>``)."""
-    registered = set(timm.list_models())
-    rest = name[len('acmix_'):]
-    return next((c for c in (BASELINES.get(name), f'conv_{rest}', rest) if c in registered), None)
+from models.paper import AUTHORS_CODE, PAPER_COUNTS, baseline_of  # noqa: E402
 
 
 def measure(name: str, img: int) -> Dict[str, object]:
@@ -70,7 +37,7 @@ def rows(patterns: List[str], img: int) -> List[Dict[str, object]]:
             if n is None:
                 continue
             m = measure(n, img)
-            paper = PAPER.get(n)
+            paper = PAPER_COUNTS.get(n)
             ours_code = AUTHORS_CODE.get(n)
             out.append(dict(
                 model=n, role=role, params_M=m['params'] / 1e6, gmacs=m['gmacs'],

@@ -17,8 +17,8 @@
 Markdown goes to stdout and ``<out>/tables.md``; CSVs to ``<out>/imagenet.csv`` and ``<out>/speed.csv``.
 A pair whose models are not registered (a family not built yet) is reported and skipped, never silently dropped.
 
-The paper's params/FLOPs, the authors'-code counts and the baseline of each model come from
-``tools/model_table.py``; the paper's top-1 column is ``PAPER_TOP1`` here.  ``PAPER`` joins them per model.
+The paper's params/FLOPs/top-1, the authors'-code counts and the baseline of each model come from
+``models/paper.py`` (``PAPER`` joins them per model, ``PAIRS`` lists ACmix model and baseline in the paper's order).
 """
 from __future__ import annotations
 
@@ -30,72 +30,19 @@ import platform
 import statistics
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence
 
 ROOT = Path(__file__).resolve().parents[1]
-for _p in (ROOT, ROOT / 'tools'):  # tools/model_table.py holds the paper's params/FLOPs
-    if str(_p) not in sys.path:
-        sys.path.insert(0, str(_p))
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
 
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 
-# --------------------------------------------------------------------------------------------------------------
-# The paper's numbers.  Params/FLOPs of the README, the authors' code counts and the baseline of each model live in
-# tools/model_table.py (one copy); the top-1 column is added here.  ``PAPER`` is a per-model view of all of them.
-# --------------------------------------------------------------------------------------------------------------
-from model_table import AUTHORS_CODE, BASELINES, PAPER as PAPER_COUNTS  # noqa: E402
-
-# ImageNet-1K top-1 (%) of the authors' README; for baselines, the number the paper compares against.
-PAPER_TOP1: Dict[str, float] = {
-    'acmix_resnet26': 76.1, 'acmix_resnet38': 77.4, 'acmix_resnet50': 77.8,
-    'conv_resnet26': 73.6, 'conv_resnet38': 76.0, 'resnet50': 76.9,
-    'acmix_san10': 77.6, 'acmix_san15': 78.4, 'acmix_san19': 78.7,
-    'san10': 77.1, 'san15': 78.0, 'san19': 78.2,                      # patchwise SAN
-    'acmix_pvt_tiny': 78.0, 'acmix_pvt_small': 81.7,
-    'pvt_v1_tiny': 75.1, 'pvt_v1_small': 79.8,                         # PVT v1
-    'acmix_swin_tiny_patch4_window7_224': 81.9, 'acmix_swin_small_patch4_window7_224': 83.5,
-    'swin_tiny_patch4_window7_224': 81.3, 'swin_small_patch4_window7_224': 83.0,
-}
-
-
-@dataclass(frozen=True)
-class PaperEntry:
-    """One model's published numbers.  ``None`` = not published for this model.
-
-    Attributes:
-        top1: ImageNet-1K top-1 (%) in the paper's table (baselines: the number the paper compares against).
-        params_m: parameters (millions) as printed by the paper (ACmix models only).
-        gflops: FLOPs (G) as printed by the paper; the paper counts multiply-accumulates.
-        code_params: exact parameter count of the authors' code at 224 (ResNet / Swin only).
-        code_gmacs: GMACs of the authors' code at 224 (ResNet / Swin only).
-    """
-    top1: Optional[float] = None
-    params_m: Optional[float] = None
-    gflops: Optional[float] = None
-    code_params: Optional[int] = None
-    code_gmacs: Optional[float] = None
-
-
-def _paper_entry(name: str) -> PaperEntry:
-    params_m, gflops = PAPER_COUNTS.get(name, (None, None))
-    code_params, code_gmacs = AUTHORS_CODE.get(name, (None, None))
-    return PaperEntry(PAPER_TOP1.get(name), params_m, gflops, code_params, code_gmacs)
-
-
-def _family(name: str) -> str:
-    for key, family in (('resnet', 'ResNet'), ('san', 'SAN'), ('pvt', 'PVT'), ('swin', 'Swin')):
-        if key in name:
-            return family
-    raise ValueError(f'no family for {name!r}')
-
-
-# (family, ACmix model, its baseline), in the paper's order; PAPER: every model of these pairs.
-PAIRS: List[tuple[str, str, str]] = [(_family(a), a, b) for a, b in BASELINES.items()]
-PAPER: Dict[str, PaperEntry] = {n: _paper_entry(n) for _, a, b in PAIRS for n in (a, b)}
+# The paper's numbers, the authors'-code counts and the pairs live with the models (models/paper.py).
+from models.paper import PAIRS, PAPER, PaperEntry  # noqa: E402
 
 
 def short_name(model: str) -> str:
