@@ -23,6 +23,9 @@ from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sequential
 from yacs.config import CfgNode
 
 IMG_EXTENSIONS = ('.jpg', '.jpeg', '.png', '.ppm', '.bmp', '.pgm', '.tif', '.tiff', '.webp')
+# What PIL raises for unreadable files: unidentified or truncated (OSError), broken headers (SyntaxError,
+# ValueError), oversized (DecompressionBombError)
+_BAD_IMAGE = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
 
 
 def _posterize_zero_bits_black(img: Image.Image, bits_to_keep: int, **kwargs) -> Image.Image:
@@ -84,7 +87,7 @@ def _decode_error(path: str) -> str | None:
             img.draft('RGB', (64, 64))  # JPEG: decode at reduced scale, still reads every byte
             img.load()
         return None
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, ... for bad files
+    except _BAD_IMAGE as e:
         return f'{type(e).__name__}: {e}'
 
 
@@ -120,7 +123,7 @@ class ImageFolderList(Dataset):
         try:
             with Image.open(path) as f:
                 img = f.convert('RGB')
-        except Exception as e:
+        except _BAD_IMAGE as e:
             raise DataError(f'cannot read image {path}: {type(e).__name__}: {e} '
                             f'(DATA.SCAN_IMAGES True finds such files before training)') from e
         return (self.transform(img) if self.transform else img), target
