@@ -435,6 +435,24 @@ def test_pvt_v1_original_full_layout(name):
         models.pvt.checkpoint_filter_fn(bad, model)
 
 
+PVT_REPO = Path('/work/.mirror/whai362+PVT/repo')
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not PVT_REPO.exists(), reason=f'PVT repository not mirrored at {PVT_REPO}')
+def test_pvt_fixtures_regenerate(tmp_path):
+    """The committed fixtures are what tools/make_pvt_fixtures.py writes from the original code."""
+    from tools.make_pvt_fixtures import main
+    main(['--pvt-repo', str(PVT_REPO), '--out', str(tmp_path)])
+    for path in sorted(PVT_FIXTURES.glob('*.json')):
+        assert json.loads(path.read_text()) == json.loads((tmp_path / path.name).read_text()), path.name
+    old, new = _pvt_fixture(), torch.load(tmp_path / 'pvt_v1_small_config.pt', weights_only=True)
+    assert all(torch.equal(v, new['state_dict'][k]) for k, v in old['state_dict'].items())
+    for name, x in old['inputs'].items():
+        assert torch.equal(x, new['inputs'][name])
+        torch.testing.assert_close(old['logits'][name], new['logits'][name], rtol=1e-5, atol=1e-6)  # threads
+
+
 def test_pvt_v1_original_into_token_free_backbone(tmp_path):
     """``class_token=False`` (PVT's detection / segmentation backbone) drops the token and its position row, as
     that code does; the four stage maps then match the full model's first three exactly."""

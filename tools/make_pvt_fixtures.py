@@ -19,6 +19,10 @@ Written under ``--out``:
 
       Inputs: ``'grid'`` (64 x 64, the stored position grid) and ``'resampled'`` (64 x 96: every position
       embedding is resampled, the class token's row is not).
+
+``--full-check`` (not run by the tests: a minute on CPU) fills the original full ``pvt_tiny`` and ``pvt_small``
+with synthetic weights, saves them as released (plain state dict), loads them into ``pvt_v1_tiny`` /
+``pvt_v1_small`` through timm and prints the max relative logit difference at 224 x 224.
 """
 from __future__ import annotations
 
@@ -77,18 +81,20 @@ def our_kwargs() -> dict:
                 depths=tuple(c['depths']), num_classes=c['num_classes'])
 
 
-def load_ours(path: str) -> nn.Module:
-    """Our ``pvt_v1_tiny`` at the fixture's config with the file at ``path`` loaded through timm's pretrained path."""
+def load_ours(path: str, name: str = 'pvt_v1_tiny', small: bool = True) -> nn.Module:
+    """Our ``name`` (at the fixture's config if ``small``) with the file at ``path`` loaded through timm."""
     import timm
     import models  # noqa: F401  (registers the entrypoints)
-    overlay = dict(file=path, num_classes=SMALL_CONFIG['num_classes'])
-    return timm.create_model('pvt_v1_tiny', pretrained=True, pretrained_cfg_overlay=overlay, **our_kwargs()).eval()
+    kwargs = our_kwargs() if small else {}
+    overlay = dict(file=path, num_classes=kwargs.get('num_classes', 1000))
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs).eval()
 
 
 def main(argv: Optional[List[str]] = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument('--pvt-repo', required=True, help='git directory of github.com/whai362/PVT')
     parser.add_argument('--out', type=Path, default=ROOT / 'tests/fixtures/pvt')
+    parser.add_argument('--full-check', action='store_true', help='also compare full PVT-Tiny / Small at 224')
     args = parser.parse_args(argv)
     module, commit = load_original(args.pvt_repo)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -123,6 +129,17 @@ def main(argv: Optional[List[str]] = None) -> None:
         with torch.no_grad():
             errs: Dict[str, float] = {k: rel_diff(load_ours(ck)(x), logits[k]) for k, x in inputs.items()}
     print(f'{path} ({path.stat().st_size} bytes): max rel diff ours vs original {errs}')
+
+    if args.full_check:
+        for ours_name, original in FULL.items():
+            model = getattr(module, original)().eval()
+            randomize(model, SEED)
+            x = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(SEED))
+            with tempfile.TemporaryDirectory() as d, torch.no_grad():
+                ck = os.path.join(d, 'pvt.pth')
+                torch.save(model.state_dict(), ck)
+                err = rel_diff(load_ours(ck, ours_name, small=False)(x), model(x))
+            print(f'full-size {ours_name} @224: max rel diff ours vs original {err:.2e}')
 
 
 if __name__ == '__main__':
