@@ -450,3 +450,20 @@ def test_common_options_map_onto_the_config(tiny_cfg, capsys):
     assert code == 2 and "key 'DATA.IMG_SIZE' has no value" in err
     code, err = _exit_code_and_err(capsys, run_tool, 'train', ['nope.yaml'])
     assert code == 2 and 'config file not found: nope.yaml' in err
+
+
+@pytest.mark.parametrize('n_images', [7, 100])
+def test_steps_per_epoch_fixes_the_epoch_whatever_the_data_size(n_images):
+    """TRAIN.STEPS_PER_EPOCH: every epoch is that many batches, from successive shuffled passes over the split
+    (fewer or more images than one pass), the order a function of SEED and the epoch."""
+    cfg = load_config(None, ['DATA.BATCH_SIZE', '4', 'DATA.NUM_WORKERS', '0', 'TRAIN.STEPS_PER_EPOCH', '5'])
+    loader = build_loader(cfg, list(range(n_images)), True)
+    epochs = []
+    for epoch in (0, 0, 1):
+        loader.sampler.set_epoch(epoch)
+        epochs.append(torch.cat(list(loader)).tolist())
+    assert len(loader) == 5 and all(len(e) == 20 for e in epochs)
+    assert epochs[0] == epochs[1] != epochs[2]
+    first_pass = epochs[0][:n_images]
+    assert len(set(first_pass)) == len(first_pass)  # every image once before any repeats
+    assert len(set(epochs[0])) == min(n_images, 20)

@@ -197,3 +197,18 @@ def test_inference_mode_first_call_then_training(attn_mode: str) -> None:
         m.eval()(x)
     m.train()(x).sum().backward()
     assert all(p.grad is not None for p in m.parameters() if p.requires_grad)
+
+
+def test_building_the_kernel_does_not_warn_about_a_missing_gpu(tmp_path):
+    """torch's "No CUDA runtime is found, using CUDA_HOME=..." (logged when cpp_extension is imported on a machine
+    with a CUDA toolkit but no GPU) is kept out of our output, and only for that import."""
+    env = {**os.environ, 'CUDA_HOME': str(tmp_path), 'CUDA_VISIBLE_DEVICES': ''}
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+    def stderr_of(code):
+        return subprocess.run([sys.executable, '-c', code], cwd=root, env=env, capture_output=True, text=True,
+                              check=True).stderr
+
+    assert 'No CUDA runtime is found' in stderr_of('import torch.utils.cpp_extension')  # the setting triggers it
+    ours = 'from acmix.kernels import cpu_ext; cpu_ext._import_load_inline()'
+    assert 'No CUDA runtime is found' not in stderr_of(ours)

@@ -49,7 +49,7 @@ def task_of(config: str) -> str:
     if path.suffix in ('.yaml', '.yml'):
         return 'classification'
     if path.suffix == '.py':
-        from _openmmlab import ensure
+        from tools._openmmlab import ensure
         ensure(f'{Path(sys.argv[0]).name} {config}')   # first detection/segmentation run: installs the stack
         from mmengine.config import Config
         scope = Config.fromfile(str(path)).get('default_scope')

@@ -3,6 +3,10 @@
     python tools/make_demo_data.py classification <out_dir> [--seed 0]   # ImageFolder (ImageNet layout)
     python tools/make_demo_data.py detection <out_dir> [--seed 0]        # COCO json + images
     python tools/make_demo_data.py segmentation <out_dir> [--seed 0]     # ADEChallengeData2016
+
+``--variant 2`` writes each task's second, differently generated set (10 classes, other shapes, colours,
+textures and sizes; see the generators' docstrings), used to check that the demo recipes are not tuned to
+variant 1.
 """
 import argparse
 import importlib
@@ -18,5 +22,6 @@ if __name__ == '__main__':
     parser.add_argument('task', choices=TASKS)
     parser.add_argument('out_dir', type=Path)
     parser.add_argument('--seed', type=int, default=0)
+    parser.add_argument('--variant', type=int, choices=(1, 2), default=1)
     args = parser.parse_args()
-    importlib.import_module(f'{args.task}.demo_data').make(args.out_dir, seed=args.seed)
+    importlib.import_module(f'{args.task}.demo_data').make(args.out_dir, seed=args.seed, variant=args.variant)

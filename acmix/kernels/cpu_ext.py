@@ -9,6 +9,7 @@ build fails, ``load()`` warns once and returns None and callers use the pure-PyT
 """
 from __future__ import annotations
 
+import logging
 import threading
 import warnings
 from types import ModuleType
@@ -188,6 +189,25 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
 }
 """
 
+class _NoCudaRuntimeFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith('No CUDA runtime is found')
+
+
+def _import_load_inline():
+    """``torch.utils.cpp_extension.load_inline``, imported without that module's import-time warning
+    "No CUDA runtime is found, using CUDA_HOME=..." (a CUDA toolkit but no GPU: irrelevant to this CPU kernel).
+    The filter sits on torch's logger only for the duration of the import."""
+    logger = logging.getLogger('torch.utils.cpp_extension')
+    quiet = _NoCudaRuntimeFilter()
+    logger.addFilter(quiet)
+    try:
+        from torch.utils.cpp_extension import load_inline
+    finally:
+        logger.removeFilter(quiet)
+    return load_inline
+
+
 _lock = threading.Lock()
 _state: dict[str, ModuleType | None] = {}
 
@@ -202,8 +222,7 @@ def load() -> ModuleType | None:
     with _lock:
         if 'module' not in _state:
             try:
-                from torch.utils.cpp_extension import load_inline
-                _state['module'] = load_inline(
+                _state['module'] = _import_load_inline()(
                     name='acmix_local_attention_cpu', cpp_sources=_SOURCE, functions=['forward', 'backward'],
                     extra_cflags=['-O3', '-std=c++20', '-fopenmp'], extra_ldflags=['-fopenmp'])
             except Exception as exc:  # a missing compiler, headers or OpenMP must not break the model
