@@ -55,9 +55,11 @@ def stage_channels(model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), *
 
 
 def _checkpoint_filter(model_name: str):
-    """The family's ``checkpoint_filter_fn(state_dict, model)`` (the one timm uses for pretrained weights)."""
-    from timm.models._registry import _model_to_module
-    module = sys.modules.get(_model_to_module.get(model_name, ''))
+    """The family's ``checkpoint_filter_fn(state_dict, model)`` (the one timm uses for pretrained weights).
+
+    Looked up in the module that defines the model's entrypoint (``models.swin``, ``timm.models.resnet``, ...).
+    """
+    module = sys.modules[timm.models.model_entrypoint(model_name).__module__]
     return getattr(module, 'checkpoint_filter_fn', None)
 
 
@@ -109,6 +111,9 @@ class ACmixBackbone(BaseModule):
             the first ``k`` stages; frozen parameters get ``requires_grad=False`` and their modules (norm
             layers included) stay in eval mode.
         norm_eval: keep every BatchNorm of the backbone in eval mode (frozen running statistics) in training.
+        out_norm: a LayerNorm over the channels of every returned map (``out_norms[i]``, weight 1 and bias 0 at
+            start, never in the classification checkpoint), as the ``norm{i}`` of Swin's detection/segmentation
+            backbone and of mmdet's ``SwinTransformer``; frozen with its stage.
         pad_to: zero-pad the input on the right/bottom to a multiple of this before the model and crop each
             output back to ``ceil(H / stride)`` x ``ceil(W / stride)``, so patch-embedding families (Swin, PVT)
             take any size (mmseg's whole-image test feeds unpadded images) and every family returns the same
@@ -122,7 +127,8 @@ class ACmixBackbone(BaseModule):
     """
 
     def __init__(self, model_name: str, out_indices: Sequence[int] = (0, 1, 2, 3), frozen_stages: int = -1,
-                 norm_eval: bool = False, pad_to: int | None = 32, pretrained: str | None = None,
+                 norm_eval: bool = False, out_norm: bool = False, pad_to: int | None = 32,
+                 pretrained: str | None = None,
                  init_cfg: dict | None = None, **model_kwargs: Any) -> None:
         if pretrained is not None:
             if init_cfg is not None:
@@ -166,6 +172,7 @@ class ACmixBackbone(BaseModule):
         self._nhwc = str(getattr(self.body, 'output_fmt', 'NCHW')).upper().endswith('NHWC')
         self._out_channels = list(self.body.feature_info.channels())
         self.strides = list(self.body.feature_info.reduction())
+        self.out_norms = nn.ModuleList(nn.LayerNorm(c) for c in self._out_channels) if out_norm else None
         self._freeze_stages()
 
     @property
@@ -199,8 +206,11 @@ class ACmixBackbone(BaseModule):
             cut = max(i for i, p in enumerate(params) if id(p) in last) + 1
         frozen = {id(p) for p in params[:cut]}
         # every module whose parameters are all frozen, containers included (their dropout/drop-path go to eval)
-        return [m for m in self.body.modules()
-                if any(True for _ in m.parameters()) and all(id(p) in frozen for p in m.parameters())]
+        modules = [m for m in self.body.modules()
+                   if any(True for _ in m.parameters()) and all(id(p) in frozen for p in m.parameters())]
+        if self.out_norms is not None:  # a frozen stage's output norm too (mmdet's Swin)
+            modules += [n for n, i in zip(self.out_norms, self.out_indices) if i < self.frozen_stages]
+        return modules
 
     def _freeze_stages(self) -> None:
         """``requires_grad=False`` and eval mode for the frozen prefix (re-applied after every ``train()``)."""
@@ -245,6 +255,9 @@ class ACmixBackbone(BaseModule):
         if pad_h or pad_w:
             x = F.pad(x, (0, pad_w, 0, pad_h))
         feats = self.body(x)
+        if self.out_norms is not None:  # over channels: last dim of NHWC maps
+            feats = [norm(f) if self._nhwc else norm(f.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
+                     for norm, f in zip(self.out_norms, feats)]
         if self._nhwc:
             feats = [f.permute(0, 3, 1, 2) for f in feats]
         if pad_h or pad_w:

@@ -1,7 +1,9 @@
-# Baseline of cascade-mask-rcnn_acmix-swin-s_fpn_8xb2-ms-crop-3x_coco.py: the same detector and recipe with timm's
+# Baseline of cascade-mask-rcnn_acmix-swin-s_fpn_8xb2-ms-crop-3x_coco.py: the same detector and recipe with plain
 # Swin-S, i.e. Swin's configs/swin/
 # cascade_mask_rcnn_swin_small_patch4_window7_mstrain_480-800_giou_4conv1f_adamw_3x_coco.py.
+# Plain Swin: our Swin class with mixer='attn' (timm's Swin parameters; timm's own model cannot run the
+# twin's window_rule='detection'); it loads Microsoft's official release (their key layout) as well.
 _base_ = './cascade-mask-rcnn_acmix-swin-t_fpn_8xb2-ms-crop-3x_coco.py'
 model = dict(backbone=dict(
-    model_name='swin_small_patch4_window7_224',
+    model_name='acmix_swin_small_patch4_window7_224', mixer='attn',  # plain Swin-S
     init_cfg=dict(type='Pretrained', checkpoint='checkpoints/imagenet/swin_small_patch4_window7_224.pth')))

@@ -16,6 +16,7 @@ model = dict(
     backbone=dict(
         model_name='acmix_swin_tiny_patch4_window7_224',
         drop_path_rate=0.2,
-        strict_img_size=False,  # any input size (padded to windows)
+        window_rule='detection',  # Swin's det/seg backbone: odd blocks shift at any size, pad before the roll
+        out_norm=True,  # and its LayerNorm on every output stage (norm0..norm3)
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/imagenet/acmix_swin_tiny_patch4_window7_224.pth')),
     neck=dict(in_channels=[96, 192, 384, 768]))

@@ -1,6 +1,8 @@
-# Baseline of upernet_acmix-swin-s_8xb2-160k_ade20k-512x512.py: the same segmenter and recipe with timm's Swin-S,
+# Baseline of upernet_acmix-swin-s_8xb2-160k_ade20k-512x512.py: the same segmenter and recipe with plain Swin-S,
 # i.e. Swin's configs/swin/upernet_swin_small_patch4_window7_512x512_160k_ade20k.py.
+# Plain Swin: our Swin class with mixer='attn' (timm's Swin parameters; timm's own model cannot run the
+# twin's window_rule='detection'); it loads Microsoft's official release (their key layout) as well.
 _base_ = './upernet_acmix-swin-t_8xb2-160k_ade20k-512x512.py'
 model = dict(backbone=dict(
-    model_name='swin_small_patch4_window7_224',
+    model_name='acmix_swin_small_patch4_window7_224', mixer='attn',  # plain Swin-S
     init_cfg=dict(type='Pretrained', checkpoint='checkpoints/imagenet/swin_small_patch4_window7_224.pth')))
