@@ -29,7 +29,7 @@ from .build import build_model
 from .config import config_from_string
 
 __all__ = ['CheckpointError', 'rng_state', 'set_rng_state', 'load_checkpoint', 'extract_state_dict',
-           'load_model_weights', 'resume_source', 'restore_training_state', 'save_epoch', 'load_for_test',
+           'load_model_weights', 'restore_training_state', 'save_epoch', 'load_for_test',
            'read_last_checkpoint']
 
 
@@ -106,19 +106,6 @@ def load_for_test(cfg: CfgNode, path: str | os.PathLike) -> nn.Module:
 # ----------------------------------------------------------------------------------------------------------
 # Resuming
 # ----------------------------------------------------------------------------------------------------------
-def resume_source(resume: str | None, work_dir: Path) -> Path | None:
-    """The checkpoint ``--resume`` names: None (no resume), ``'auto'`` (``<work_dir>/last_checkpoint``) or a path."""
-    if resume is None:
-        return None
-    if resume != 'auto':
-        return Path(resume)
-    path = read_last_checkpoint(work_dir)
-    if path is None:
-        raise CheckpointError(f'--resume: {work_dir}/last_checkpoint not found '
-                              f'(nothing to resume; pass a checkpoint path or drop --resume)')
-    return path
-
-
 def _config_changes(old: CfgNode, new: CfgNode, prefix: str = '') -> list[str]:
     """'KEY: old -> new' for every leaf that differs (paths excluded)."""
     out = []

@@ -27,7 +27,7 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from yacs.config import CfgNode
 
-from models._checkpoint import CheckpointError, atomic_write_text
+from models._checkpoint import CheckpointError, atomic_write_text, resume_source
 
 from . import checkpoint as ckpt_lib
 from .build import (ModelNameError, amp_settings, build_criterion, build_mixup, build_model, build_optimizer,
@@ -107,7 +107,7 @@ def train(args: argparse.Namespace) -> int:
 def _train(cfg: CfgNode, resume: str | None, rank: int, world_size: int, device: torch.device, work_dir: Path,
            log: Logger) -> int:
     seed_everything(cfg.SEED + 1000 * rank)
-    resume_path = ckpt_lib.resume_source(resume, work_dir)  # a bad --resume fails before any work
+    resume_path = resume_source(resume, work_dir)  # a bad --resume fails before any work
     resume_ckpt = ckpt_lib.load_checkpoint(resume_path) if resume_path else None
 
     model = build_model(cfg).to(device)

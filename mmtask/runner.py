@@ -8,7 +8,8 @@ The command line itself (the same for every task) is ``tools/_dispatch.py``; thi
   ``--opts`` always wins.
 * Work dir: ``--work-dir``, else the config's ``work_dir``, else ``work_dirs/<config name>`` (train); ``--work-dir``,
   else the checkpoint's folder (test, as classification).
-* Resume: ``--resume`` continues from ``<work-dir>/last_checkpoint``; ``--resume CKPT`` from that file.
+* Resume: ``--resume`` continues from ``<work-dir>/last_checkpoint``; ``--resume CKPT`` from that file; nothing to
+  resume is an error (``models._checkpoint.resume_source``, as in classification).
 * Data: every dataset of the splits used is checked before the run (``--skip-data-check`` skips it).
 * Distributed: ``--launcher pytorch`` (the default under torchrun).  On CUDA, ``cfg.sync_bn = 'torch'`` makes
   mmengine convert every BatchNorm to ``SyncBatchNorm`` when it wraps the model (configs use plain ``BN``, so a
@@ -30,7 +31,8 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
-from models._checkpoint import CheckpointError, atomic_write_text, read_last_checkpoint, write_last_checkpoint
+from models._checkpoint import (CheckpointError, atomic_write_text, read_last_checkpoint, resume_source,
+                                write_last_checkpoint)
 
 from .checkpoint import mmengine_checkpoints
 
@@ -123,12 +125,9 @@ def train(args: argparse.Namespace, check_data: CheckData, set_data_path: SetDat
     if args.amp:
         cfg.optim_wrapper.type = 'AmpOptimWrapper'
         cfg.optim_wrapper.setdefault('loss_scale', 'dynamic')
-    if args.resume == 'auto':
-        cfg.resume, cfg.load_from = True, None
-    elif args.resume is not None:
-        if not osp.isfile(args.resume):
-            raise UsageError(f'--resume {args.resume}: no such checkpoint')
-        cfg.resume, cfg.load_from = True, args.resume
+    resume = resume_source(args.resume, cfg.work_dir)
+    if resume is not None:
+        cfg.resume, cfg.load_from = True, str(resume)
     with mmengine_checkpoints():
         runner = _runner(cfg)
         runner.train()

@@ -37,7 +37,7 @@ import torch.nn as nn
 
 __all__ = ['CheckpointError', 'CheckpointMismatchError', 'LAST_CHECKPOINT', 'read_checkpoint', 'unwrap_state_dict',
            'check_state_dict', 'filter_state_dict', 'atomic_save', 'atomic_write_text', 'read_last_checkpoint',
-           'write_last_checkpoint']
+           'write_last_checkpoint', 'resume_source']
 
 _WRAPPER_KEYS = ('model', 'state_dict')
 _PREFIXES = ('module.', '_orig_mod.')
@@ -249,4 +249,22 @@ def read_last_checkpoint(work_dir: Union[str, os.PathLike]) -> Optional[Path]:
     path = Path(pointer.read_text().strip())
     if not path.is_file():
         raise CheckpointError(f'{pointer} names {path}, which does not exist')
+    return path
+
+
+def resume_source(resume: Optional[str], work_dir: Union[str, os.PathLike]) -> Optional[Path]:
+    """The checkpoint ``--resume`` means, for every task: None (no ``--resume``), ``'auto'`` (``--resume`` alone:
+    the one ``<work_dir>/last_checkpoint`` names) or a path.
+
+    Raises:
+        CheckpointError: nothing to resume (no pointer), or the named file does not exist.
+    """
+    if resume is None:
+        return None
+    path = read_last_checkpoint(work_dir) if resume == 'auto' else Path(resume)
+    if path is None:
+        raise CheckpointError(f'--resume: {Path(work_dir) / LAST_CHECKPOINT} not found '
+                              f'(nothing to resume; pass a checkpoint path or drop --resume)')
+    if not path.is_file():
+        raise CheckpointError(f'--resume {resume}: no such checkpoint')
     return path

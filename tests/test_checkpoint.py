@@ -110,3 +110,15 @@ def test_atomic_writes_and_last_checkpoint(tmp_path, monkeypatch):
     atomic_write_text(str(tmp_path / 'gone.pth'), tmp_path / 'last_checkpoint')
     with pytest.raises(CheckpointError, match='names .*gone.pth, which does not exist'):
         read_last_checkpoint(tmp_path)
+
+
+def test_resume_source_is_the_same_for_every_task(tmp_path):
+    from models._checkpoint import resume_source
+    assert resume_source(None, tmp_path) is None
+    with pytest.raises(CheckpointError, match='last_checkpoint not found .*nothing to resume'):
+        resume_source('auto', tmp_path)
+    with pytest.raises(CheckpointError, match='--resume .*nope.pth: no such checkpoint'):
+        resume_source(str(tmp_path / 'nope.pth'), tmp_path)
+    atomic_save({}, tmp_path / 'c.pth')
+    write_last_checkpoint(tmp_path, tmp_path / 'c.pth')
+    assert resume_source('auto', tmp_path) == resume_source(str(tmp_path / 'c.pth'), tmp_path).resolve()
