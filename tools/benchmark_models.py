@@ -5,7 +5,7 @@
     python tools/benchmark_models.py --parts-only                 # only the per-part profile of one block per family
     python tools/benchmark_models.py --models acmix_resnet26 --img 32 --batch 1 --iters 1   # smoke run
 
-Pairs: every ``acmix_*`` model matching ``--models`` and its baseline (``tools/model_table.py``: ``BASELINES`` /
+Pairs: every ``acmix_*`` model matching ``--models`` and its baseline (``models.paper``: ``BASELINES`` /
 ``baseline_of``).  For each pair it reports
 
 - inference throughput (``torch.inference_mode``, eval mode) and training throughput (train mode, forward,
@@ -41,16 +41,15 @@ import time
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-for _p in (ROOT, os.path.join(ROOT, 'tools')):
-    if _p not in sys.path:
-        sys.path.insert(0, _p)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
 import timm  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
 
 import models  # noqa: E402,F401  (registers the acmix_* models and their baselines)
-from model_table import BASELINES, baseline_of  # noqa: E402
+from models.paper import BASELINES, baseline_of  # noqa: E402
 
 MiB = 2 ** 20
 
@@ -86,6 +85,12 @@ def inference_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     return step
 
 
+# 'wall': time.perf_counter.  'cpu': CPU seconds of this process (time.process_time); with one torch thread
+# this is the wall time the step would take on an idle core, so it is the steadier clock on a shared machine.
+CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
+_clock = CLOCKS['wall']
+
+
 def best_alternating(steps: Sequence[Callable[[], None]], iters: int) -> List[float]:
     """Best seconds per call of each step, the steps run in turn (A, B, A, B, ...) after one warm-up each."""
     for step in steps:
@@ -93,9 +98,9 @@ def best_alternating(steps: Sequence[Callable[[], None]], iters: int) -> List[fl
     best = [float('inf')] * len(steps)
     for _ in range(iters):
         for i, step in enumerate(steps):
-            t0 = time.perf_counter()
+            t0 = _clock()
             step()
-            best[i] = min(best[i], time.perf_counter() - t0)
+            best[i] = min(best[i], _clock() - t0)
     return best
 
 
@@ -302,7 +307,7 @@ def profile_block(name: str, img: int, batch: int, iters: int) -> str:
 # ----------------------------------------------------------------------------------------------------------------
 # Output
 # ----------------------------------------------------------------------------------------------------------------
-def machine_line(threads: int, batch: int, img: int) -> str:
+def machine_line(threads: int, batch: int, img: int, clock: str) -> str:
     cpu = platform.processor() or platform.machine()
     try:
         with open('/proc/cpuinfo') as f:
@@ -310,7 +315,7 @@ def machine_line(threads: int, batch: int, img: int) -> str:
     except (OSError, StopIteration):
         pass
     load = ' / '.join(f'{v:.2f}' for v in os.getloadavg())
-    return (f'batch {batch} at {img}x{img}, {threads} torch thread(s), torch {torch.__version__}, {cpu}, '
+    return (f'batch {batch} at {img}x{img}, {threads} torch thread(s), {clock} clock, torch {torch.__version__}, {cpu}, '
             f'{os.cpu_count()} cores, load average (1/5/15 min) {load}')
 
 
@@ -340,6 +345,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--batch', type=int, default=4)
     p.add_argument('--iters', type=int, default=3, help='timed rounds per side and mode; the best is kept')
     p.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch.set_num_threads')
+    p.add_argument('--clock', choices=tuple(CLOCKS), default='wall',
+                   help="'wall' (default) or 'cpu': process CPU time, steadier on a loaded machine; use with "
+                        "--threads 1, where it equals the wall time on an idle core")
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
     p.add_argument('--no-parts', action='store_true', help='skip the per-part profile')
     p.add_argument('--parts-only', action='store_true', help='only the per-part profile')
@@ -350,11 +358,13 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
+    global _clock
+    _clock = CLOCKS[args.clock]
     if args.peak_child:
         print(peak_training_bytes_here(args.peak_child, args.img, args.batch))
         return
     pairs = select_pairs(args.models)
-    print(f'Machine at start: {machine_line(args.threads, args.batch, args.img)}', flush=True)
+    print(f'Machine at start: {machine_line(args.threads, args.batch, args.img, args.clock)}', flush=True)
     if not args.parts_only:
         rows = []
         for acmix_name, base_name in pairs:
@@ -376,7 +386,7 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print('\nPer-part profile, one block per family (first ACmix block, training mode):\n')
         for name in families.values():
             print(profile_block(name, args.img, args.batch, args.iters) + '\n', flush=True)
-    print(f'Machine at end: {machine_line(args.threads, args.batch, args.img)}')
+    print(f'Machine at end: {machine_line(args.threads, args.batch, args.img, args.clock)}')
 
 
 if __name__ == '__main__':
