@@ -6,9 +6,9 @@ size and position, with pixel noise.  Shape and colour both carry the class.
 ``<out>/train/<class>/*.png`` (60 per class) and ``<out>/val/<class>/*.png`` (20 per class), 48x48 px.
 
 Variant 2 (a differently generated set, to check that a recipe is not tuned to variant 1): ten other shapes
-(:data:`CLASSES_2`), rotated by up to 25 degrees, in random colours that say nothing about the class, on striped,
-checked or gradient backgrounds, 140 training and 40 validation images per class (1,400 training objects),
-40x40 px.
+(:data:`CLASSES_2`), rotated by up to 25 degrees, on striped, checked or gradient backgrounds, in colours that
+only loosely follow the class (a hue band per class, other than variant 1's; a fifth of the objects in any colour),
+140 training and 40 validation images per class (1,400 training objects), 40x40 px.
 """
 from __future__ import annotations
 
@@ -72,6 +72,7 @@ def draw(shape: str, rng: random.Random, size: int = SIZE) -> Image.Image:
 CLASSES_2 = ('star', 'arrow', 'crescent', 'hourglass', 'corner', 'tee', 'frame', 'bar', 'dots', 'half_disc')
 SIZE_2 = 40
 PER_CLASS_2 = {'train': 140, 'val': 40}
+RANDOM_COLOUR_2 = 0.2           # share of objects in a random colour instead of their class's hue band
 
 
 def _luma(c: tuple[int, int, int]) -> float:
@@ -103,7 +104,7 @@ def _background_2(rng: random.Random, size: int) -> tuple[Image.Image, float]:
 
 def _outline_2(shape: str, r: float) -> list[list[tuple[float, float]]]:
     """Polygons (points around 0, 0, unrotated, half-extent ``r``) whose union is ``shape``."""
-    w = 0.4 * r                                                                           # stroke width
+    w = 0.55 * r                                                                          # stroke width
     if shape == 'star':
         return [[(r * (1 if k % 2 == 0 else 0.45) * math.sin(k * math.pi / 5),
                   -r * (1 if k % 2 == 0 else 0.45) * math.cos(k * math.pi / 5)) for k in range(10)]]
@@ -135,13 +136,27 @@ def _outline_2(shape: str, r: float) -> list[list[tuple[float, float]]]:
     raise ValueError(f'unknown shape {shape!r}; known: {CLASSES_2}')
 
 
+def _class_colour_2(rng: random.Random, index: int) -> tuple[int, int, int]:
+    """A colour loosely tied to the class: hue anywhere in its band (bands offset from variant 1's), random
+    saturation and brightness."""
+    n = len(CLASSES_2)
+    hue = ((index + 0.5) / n + rng.uniform(-0.5, 0.5) / n) % 1.0
+    r, g, b = colorsys.hsv_to_rgb(hue, rng.uniform(0.5, 1.0), rng.uniform(0.5, 1.0))
+    return int(r * 255), int(g * 255), int(b * 255)
+
+
 def draw_2(shape: str, rng: random.Random, size: int = SIZE_2) -> Image.Image:
-    """One RGB image of a variant-2 ``shape``: random colour (contrasting with the textured background),
-    rotation within +-25 degrees, random size and position."""
+    """One RGB image of a variant-2 ``shape``: a colour loosely tied to the class (or, for a fifth of the
+    objects, any colour) that contrasts with the textured background, rotation within +-25 degrees, random
+    size and position."""
     img, bg_luma = _background_2(rng, size)
-    fg = _colour(rng)
-    while abs(_luma(fg) - bg_luma) < 80:
-        fg = _colour(rng)
+    index = CLASSES_2.index(shape)
+    pick = (lambda: _colour(rng)) if rng.random() < RANDOM_COLOUR_2 else (lambda: _class_colour_2(rng, index))
+    fg = pick()
+    for _ in range(50):
+        if abs(_luma(fg) - bg_luma) >= 60:
+            break
+        fg = pick()
     r = rng.uniform(0.25, 0.42) * size
     cx, cy = (rng.uniform(r + 1, size - r - 1) for _ in range(2))
     angle = math.radians(rng.uniform(-25, 25))
