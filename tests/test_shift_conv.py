@@ -90,3 +90,12 @@ def test_modules_with_kernel_match_grouped_conv(module):
         results.append([out, xi.grad] + [p.grad for p in m.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_benchmark_models_tool_runs(capsys):
+    """tools/benchmark_models.py on a tiny configuration (no timing is asserted)."""
+    import tools.benchmark_models as bench
+    bench.main(['--models', 'acmix_resnet26', '--img', '32', '--batch', '2', '--iters', '1', '--threads', '1',
+                '--no-memory', '--clock', 'cpu'])
+    out = capsys.readouterr().out
+    assert '| `acmix_resnet26` / `conv_resnet26` |' in out and 'whole mixer' in out and 'cpu clock' in out

@@ -57,10 +57,19 @@ MiB = 2 ** 20
 # ----------------------------------------------------------------------------------------------------------------
 # Steps and timing
 # ----------------------------------------------------------------------------------------------------------------
+# --no-shift-kernel: dep_conv runs as the plain grouped conv (the code before the C++ kernel), for before/after runs
+_shift_kernel = True
+
+
 def create(name: str, img: int) -> nn.Module:
     """``timm.create_model(name)``, with ``img_size`` for the families whose geometry depends on it."""
+    from acmix.conv_path import ShiftGroupConv
     kwargs = {'img_size': img} if ('swin' in name or 'pvt' in name) and img != 224 else {}
-    return timm.create_model(name, **kwargs)
+    model = timm.create_model(name, **kwargs)
+    for m in model.modules():
+        if isinstance(m, ShiftGroupConv):
+            m.use_kernel = _shift_kernel
+    return model
 
 
 def training_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
@@ -149,7 +158,7 @@ def peak_training_bytes_here(name: str, img: int, batch: int) -> int:
 def peak_training_bytes(name: str, img: int, batch: int, threads: int) -> int:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), '--threads', str(threads), '--img', str(img),
-           '--batch', str(batch), '--_peak-child', name]
+           '--batch', str(batch), '--_peak-child', name] + ([] if _shift_kernel else ['--no-shift-kernel'])
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f'memory subprocess for {name} failed:\n{out.stderr[-3000:]}')
@@ -204,42 +213,89 @@ def _leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().requires_grad_()
 
 
+def _fc_layout(f: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """fc's (B, k^2, head_dim, H*W) output -> dep_conv's input (B, head_dim*k^2, H, W) (a copy)."""
+    return f.transpose(1, 2).reshape(f.shape[0], -1, h, w)
+
+
+def _layout_part(b: int, maps: int, head_dim: int, h: int, w: int, k2: int) -> Part:
+    """About the copies between the paths: one of the 3N Stage I maps (the cat of q|k|v, or Swin's permute) and
+    fc's output transpose; already included in the conv path's time."""
+    def layout(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+        return torch.cat([x.flatten(), _fc_layout(f, h, w).flatten()])
+    return ('  of which layout copies (q|k|v cat or permute, fc-output transpose)', layout,
+            [torch.randn(b, maps * head_dim, h, w, requires_grad=True),
+             torch.randn(b, k2, head_dim, h * w, requires_grad=True)])
+
+
 def _acmix_parts(m: nn.Module, x: torch.Tensor) -> List[Part]:
     """``acmix.ACmix`` (ResNet local / SAN patchwise): parts of ``ACmix.forward``."""
     with torch.no_grad():
         q, k, v = m._stage1(x)
         att = m._attention_path(q, k, v)
         conv = m._conv_path(q, k, v)
+    b, _, h, w = q.shape
+    maps = (q.shape[1] + k.shape[1] + v.shape[1]) // m.fc.in_channels
     q, k, v, att, conv = map(_leaf, (q, k, v, att, conv))
     return [
         ('stage I (q, k, v projections)', lambda t: torch.cat(m._stage1(t), 1), [_leaf(x)]),
         ('attention path', m._attention_path, [q, k, v]),
-        ('conv path (fc + dep_conv)', m._conv_path, [q, k, v]),
+        ('conv path (cat, fc, layout, dep_conv)', m._conv_path, [q, k, v]),
+        _layout_part(b, m.fc.in_channels, maps, h, w, m.fc.out_channels),
         ('mix', m._mix, [att, conv]),
     ]
 
 
 def _window_parts(m: nn.Module, x: torch.Tensor, shift: Tuple[int, int], mask: Optional[torch.Tensor]) -> List[Part]:
-    """``acmix.ACmixWindowAttention`` (Swin): parts of its forward."""
+    """``acmix.ACmixWindowAttention`` (Swin): parts of its forward (on the map zero-padded to window multiples)."""
+    wh, ww = m.window_size
+    x = nn.functional.pad(x, (0, 0, 0, -x.shape[2] % ww, 0, -x.shape[1] % wh))
+    b, h, w, c = x.shape
+
+    def conv_path(qkv: torch.Tensor) -> torch.Tensor:  # as in ACmixWindowAttention.forward
+        f = qkv.permute(0, 3, 1, 2).reshape(b, 3 * m.num_heads, m.head_dim, h * w)
+        return m.dep_conv(_fc_layout(m.fc(f), h, w)).permute(0, 2, 3, 1)
+
     with torch.no_grad():
         xr = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if any(shift) else x
         qkv = m.qkv(xr)
         att = m._window_attention(qkv, shift, mask)
-        conv = m._conv_path(qkv)
-    qkv_l, att, conv = _leaf(qkv), _leaf(att), _leaf(conv)
+        conv = conv_path(qkv)
+    att, conv = _leaf(att), _leaf(conv)
     roll = (lambda t: torch.roll(t, shifts=(-shift[0], -shift[1]), dims=(1, 2))) if any(shift) else (lambda t: t * 1)
     return [
-        ('layout (roll in and out)', roll, [_leaf(x)]),
         ('stage I (qkv Linear)', m.qkv, [_leaf(xr)]),
-        ('attention path (windows, SDPA, proj)', lambda t: m._window_attention(t, shift, mask), [qkv_l]),
-        ('conv path (fc + dep_conv)', m._conv_path, [_leaf(qkv)]),
+        ('attention path (windows, SDPA, proj)', lambda t: m._window_attention(t, shift, mask), [_leaf(qkv)]),
+        ('conv path (permute, fc, layout, dep_conv, permute)', conv_path, [_leaf(qkv)]),
+        _layout_part(b, 3 * m.num_heads, m.head_dim, h, w, m.fc.out_channels),
         ('mix', m._mix, [att, conv]),
+        ('layout: roll in (and the same again out)', roll, [_leaf(x)]),
+    ]
+
+
+def _sr_parts(m: nn.Module, x: torch.Tensor, h: int, w: int) -> List[Part]:
+    """``acmix.ACmixSRAttention`` (PVT): Stage I and the conv path; attention, layout and mix are the rest."""
+    b, _, c = x.shape
+
+    def stage1(t: torch.Tensor) -> torch.Tensor:
+        q = m.q(t)
+        if m.sr_ratio > 1:
+            t = m.norm(m.sr(t[:, -h * w:].transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2))
+        return torch.cat([q.flatten(), m.kv(t).flatten()])
+
+    def conv_path(f: torch.Tensor) -> torch.Tensor:
+        return m.dep_conv(_fc_layout(m.fc(f), h, w))
+
+    return [
+        ('stage I (q, sr + norm, kv)', stage1, [_leaf(x)]),
+        ('conv path (fc, layout, dep_conv)', conv_path,
+         [torch.randn(b, 3 * m.num_heads, m.head_dim, h * w, requires_grad=True)]),
     ]
 
 
 def block_parts(name: str, img: int, batch: int) -> Tuple[str, List[Part], Callable[[], torch.Tensor], torch.Tensor]:
     """The first ACmix block of stage 1 of ``name``, its parts, and a closure running the whole mixer on its input."""
-    from acmix import ACmix, ACmixWindowAttention
+    from acmix import ACmix, ACmixSRAttention, ACmixWindowAttention
     torch.manual_seed(0)
     model = create(name, img).train()
     captured: Dict[str, object] = {}
@@ -249,13 +305,13 @@ def block_parts(name: str, img: int, batch: int) -> Tuple[str, List[Part], Calla
             captured.update(mod=mod, args=args, kwargs=kwargs)
 
     handles = [mod.register_forward_pre_hook(hook, with_kwargs=True) for mod in model.modules()
-               if isinstance(mod, (ACmix, ACmixWindowAttention))]
+               if isinstance(mod, (ACmix, ACmixWindowAttention, ACmixSRAttention))]
     with torch.no_grad():
         model(torch.randn(batch, 3, img, img))
     for h in handles:
         h.remove()
     if 'mod' not in captured:
-        raise SystemExit(f'{name}: no ACmix / ACmixWindowAttention module to profile')
+        raise SystemExit(f'{name}: no ACmix / ACmixWindowAttention / ACmixSRAttention module to profile')
     mod, args, kwargs = captured['mod'], captured['args'], captured['kwargs']
     x = args[0].detach()
     if isinstance(mod, ACmixWindowAttention):
@@ -265,6 +321,11 @@ def block_parts(name: str, img: int, batch: int) -> Tuple[str, List[Part], Calla
         whole_in = _leaf(x)
         return (f'{type(mod).__name__} dim {mod.dim}, heads {mod.num_heads}, map {tuple(x.shape[1:3])}', parts,
                 lambda: mod(whole_in, shift_size=shift, attn_mask=mask), whole_in)
+    if isinstance(mod, ACmixSRAttention):
+        h, w = [kwargs.get(k, a) for k, a in zip(('H', 'W'), args[1:3])]
+        whole_in = _leaf(x)
+        return (f'{type(mod).__name__} dim {mod.dim}, heads {mod.num_heads}, sr {mod.sr_ratio}, map {(h, w)}',
+                _sr_parts(mod, x, h, w), lambda: mod(whole_in, h, w), whole_in)
     parts = _acmix_parts(mod, x)
     whole_in = _leaf(x)
     return (f'ACmix({mod.attn_mode}) {mod.in_planes}->{mod.out_planes}, heads {mod.head}, map {tuple(x.shape[2:])}',
@@ -294,13 +355,13 @@ def profile_block(name: str, img: int, batch: int, iters: int) -> str:
     for part, fn, inputs in parts:
         rows.append((part, *time_part(fn, inputs, iters)))
     total = time_part(lambda t: whole(), [whole_in], iters)
+    counted = [r for r in rows if not r[0].startswith('  of which')]
+    rest = (total[0] - sum(r[1] for r in counted), total[1] - sum(r[2] for r in counted))
     lines = [f'**{name}**: {title}, batch {batch}', '',
              '| part | fwd ms | fwd+bwd ms | share of fwd+bwd |', '|---|---|---|---|']
-    for part, f, fb in rows:
+    for part, f, fb in rows + [('rest (whole mixer - parts above; negative = parts overlap)', *rest),
+                               ('whole mixer', *total)]:
         lines.append(f'| {part} | {f:.2f} | {fb:.2f} | {fb / total[1]:.0%} |')
-    lines.append(f'| sum of parts | {sum(r[1] for r in rows):.2f} | {sum(r[2] for r in rows):.2f} | '
-                 f'{sum(r[2] for r in rows) / total[1]:.0%} |')
-    lines.append(f'| whole mixer | {total[0]:.2f} | {total[1]:.2f} | 100% |')
     return '\n'.join(lines)
 
 
@@ -315,7 +376,8 @@ def machine_line(threads: int, batch: int, img: int, clock: str) -> str:
     except (OSError, StopIteration):
         pass
     load = ' / '.join(f'{v:.2f}' for v in os.getloadavg())
-    return (f'batch {batch} at {img}x{img}, {threads} torch thread(s), {clock} clock, torch {torch.__version__}, {cpu}, '
+    return (f'batch {batch} at {img}x{img}, {threads} torch thread(s), {clock} clock, dep_conv C++ kernel '
+            f'{"on" if _shift_kernel else "off"}, torch {torch.__version__}, {cpu}, '
             f'{os.cpu_count()} cores, load average (1/5/15 min) {load}')
 
 
@@ -348,6 +410,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--clock', choices=tuple(CLOCKS), default='wall',
                    help="'wall' (default) or 'cpu': process CPU time, steadier on a loaded machine; use with "
                         "--threads 1, where it equals the wall time on an idle core")
+    p.add_argument('--no-shift-kernel', action='store_true',
+                   help="run dep_conv as the plain grouped conv (ShiftGroupConv.use_kernel = False): the 'before'")
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
     p.add_argument('--no-parts', action='store_true', help='skip the per-part profile')
     p.add_argument('--parts-only', action='store_true', help='only the per-part profile')
@@ -358,8 +422,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    global _clock
+    global _clock, _shift_kernel
     _clock = CLOCKS[args.clock]
+    _shift_kernel = not args.no_shift_kernel
     if args.peak_child:
         print(peak_training_bytes_here(args.peak_child, args.img, args.batch))
         return
