@@ -11,6 +11,8 @@ The counter knows nothing about a few kernels that do real multiply-accumulate w
 * ``acmix::local_attention_fwd`` (the fast custom op of ACmix's SASA-style local attention): for output
   ``(N, D, Ho, Wo)`` and window ``K``, ``N*D*K^2*Ho*Wo`` MACs for the logits ``q . k`` plus as many for the
   weighted sum of values.  The positional term (``k - pe``) is an addition and is not counted.
+* ``acmix::shift_conv_fwd`` (the C++ kernel of ``dep_conv``, ``acmix.kernels.shift_conv``): the grouped conv it
+  replaces, ``B * C_out * (k^2 input channels per group) * k^2 * H * W`` MACs.
 * ``aten._scaled_dot_product_flash_attention_for_cpu`` (the CPU SDPA kernel ``ACmixWindowAttention`` reaches):
   same formula as the CUDA SDPA kernels, ``2 * B*h*L*S*d`` MACs.
 * ``aten.addcmul`` / ``aten.addcmul_``: one MAC per output element.  SAN's patchwise aggregation (``acmix.patchwise``
@@ -33,6 +35,12 @@ def _local_attention_flops(q_shape, k_shape, v_shape, kernel_size, *args, out_sh
     return 2 * (2 * n * d * kernel_size * kernel_size * ho * wo)  # FLOPs = 2 * MACs
 
 
+def _shift_conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    c_out, taps, k, _ = w_shape
+    b, _, h, w = out_shape
+    return 2 * b * c_out * taps * k * k * h * w  # FLOPs = 2 * MACs
+
+
 def _sdpa_cpu_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(q_shape, k_shape, v_shape)
 
@@ -52,8 +60,10 @@ def mac_formulas() -> Dict[Any, Any]:
         torch.ops.aten.addcmul_: _addcmul_flops,
     }
     import acmix.kernels  # noqa: F401  (defines the acmix:: custom ops)
+    import acmix.kernels.shift_conv  # noqa: F401
     if hasattr(torch.ops.acmix, 'local_attention_fwd'):
         table[torch.ops.acmix.local_attention_fwd] = _local_attention_flops
+    table[torch.ops.acmix.shift_conv_fwd] = _shift_conv_flops
     return table
 
 

@@ -17,6 +17,7 @@ from timm.models.swin_transformer import SwinTransformer
 
 import models  # noqa: F401
 from acmix import ACmix, ACmixWindowAttention
+from acmix.conv_path import ShiftGroupConv
 from models import resnet as resnet_family, swin as swin_family
 from models.complexity import count_macs
 from models.paper import AUTHORS_CODE
@@ -168,7 +169,7 @@ def _analytic_macs(model: nn.Module, x: torch.Tensor) -> int:
 
     hooks = []
     for mod in model.modules():
-        hook = {nn.Conv2d: conv_hook, nn.Linear: linear_hook, ACmix: acmix_hook,
+        hook = {nn.Conv2d: conv_hook, ShiftGroupConv: conv_hook, nn.Linear: linear_hook, ACmix: acmix_hook,
                 ACmixWindowAttention: window_hook}.get(type(mod))
         if hook is not None:
             hooks.append(mod.register_forward_hook(hook))
