@@ -16,9 +16,10 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_dep_conv, check_choice, check_odd_kernel,
-                        check_positive, conv_path_features, reset_dep_conv, split_heads)
+                        check_positive, reset_dep_conv, shift_layout, split_heads)
 from .kernels import IMPLS, local_attention
 
 __all__ = ['ACmix', 'ATTN_MODES', 'position_grid']
@@ -35,6 +36,7 @@ def position_grid(height: int, width: int, device: torch.device | None = None,
     return torch.stack([xs.expand(height, width), ys[:, None].expand(height, width)]).unsqueeze(0)
 
 
+@register_notrace_module  # FX leaf: shape-dependent padding/windows and the local-attention custom op inside
 class ACmix(RateMixer, nn.Module):
     """ACmix for (B, C, H, W) maps: shared 1x1 q/k/v projections, attention path + convolution path.
 
@@ -155,17 +157,18 @@ class ACmix(RateMixer, nn.Module):
 
     def _attention_path(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """(B, out_planes, H, W) x3 -> (B, out_planes, Ho, Wo)."""
-        if self.attn_mode == 'local':
+        # the core this module holds (TorchScript resolves hasattr statically: only that core is compiled)
+        if hasattr(self, 'conv_p'):  # attn_mode 'local'
             return self._local_attention(q, k, v)
-        if self.attn_mode == 'global':
-            return self._global_attention(q, k, v)
-        return self.attn(q, k, v)
+        if hasattr(self, 'attn'):  # attn_mode 'patchwise'
+            return self.attn(q, k, v)
+        return self._global_attention(q, k, v)
 
     def _conv_path(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Stage I maps -> ``dep_conv(fc(q | k | v))`` (B, out_planes, Ho, Wo)."""
         b, _, h, w = q.shape
         qkv = torch.cat([q, k, v], dim=1).reshape(b, -1, self.conv_dim, h * w)  # (B, maps, conv_dim, H*W)
-        return self.dep_conv(conv_path_features(self.fc, qkv, h, w))
+        return self.dep_conv(shift_layout(self.fc(qkv), h, w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))."""

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from .kernels import shift_conv as shift_conv_kernel
 
 __all__ = ['MIX_MODES', 'SHIFT_MODES', 'check_choice', 'check_odd_kernel', 'check_positive', 'split_heads',
-           'build_dep_conv', 'shift_kernel_', 'reset_dep_conv', 'conv_path_features', 'ShiftGroupConv', 'ShiftConv',
+           'build_dep_conv', 'shift_kernel_', 'reset_dep_conv', 'shift_layout', 'ShiftGroupConv', 'ShiftConv',
            'TensorShift', 'RateMixer']
 
 MIX_MODES = ('learnable', 'fixed', 'attn_only', 'conv_only')
@@ -81,20 +81,18 @@ def shift_kernel_(weight: torch.Tensor) -> torch.Tensor:
     return weight
 
 
-def conv_path_features(fc: nn.Conv2d, qkv: torch.Tensor, height: int, width: int) -> torch.Tensor:
-    """Apply ``fc`` to the 3N Stage I maps and lay the result out for the shift module.
+def shift_layout(f: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Lay the output of ``fc`` out for the shift module.
 
     Args:
-        fc: 1x1 ``Conv2d(3*head -> k_c^2)``.
-        qkv: (B, 3*head, head_dim, H*W), q heads then k heads then v heads.
+        f: (B, k_c^2, head_dim, H*W), ``fc`` (1x1 ``Conv2d(3*head -> k_c^2)``) applied to the Stage I maps
+            (B, 3*head, head_dim, H*W), q heads then k heads then v heads.
         height, width: H and W of the map.
 
     Returns:
         (B, head_dim * k_c^2, H, W), channel ``d * k_c^2 + j``.
     """
-    b, _, head_dim, _ = qkv.shape
-    f = fc(qkv)                                       # (B, k_c^2, head_dim, H*W)
-    return f.transpose(1, 2).reshape(b, -1, height, width)
+    return f.transpose(1, 2).reshape(f.shape[0], -1, height, width)
 
 
 class ShiftConv(nn.Module):
@@ -148,7 +146,7 @@ class TensorShift(nn.Module):
         pad = dil * (k - 1) // 2
         x = F.pad(x, (pad, pad, pad, pad)).reshape(b, self.head_dim, k * k, h + 2 * pad, w + 2 * pad)
         ho, wo = -(-h // s), -(-w // s)
-        out = 0
+        out = x.new_zeros(b, self.head_dim, ho, wo)
         for j in range(k * k):
             r, c = dil * (j // k), dil * (j % k)
             out = out + x[:, :, j, r:r + (ho - 1) * s + 1:s, c:c + (wo - 1) * s + 1:s]  # (B, head_dim, Ho, Wo)
@@ -213,26 +211,22 @@ class RateMixer:
 
     ``mix='learnable'``: parameters initialised to 0.5 (authors); ``'fixed'``: non-persistent buffers equal to 1;
     ``'attn_only'`` / ``'conv_only'``: no rates, the single path is returned unscaled.
+
+    ``has_attn`` / ``has_conv`` are TorchScript constants, so a scripted module compiles only the paths it has.
     """
 
-    mix: str
+    __constants__ = ('has_attn', 'has_conv')
 
     def _init_rates(self, mix: str) -> None:
         self.mix = mix
+        self.has_attn = mix != 'conv_only'
+        self.has_conv = mix != 'attn_only'
         if mix == 'learnable':
             self.rate1 = nn.Parameter(torch.full((1,), 0.5))
             self.rate2 = nn.Parameter(torch.full((1,), 0.5))
         elif mix == 'fixed':
             self.register_buffer('rate1', torch.ones(1), persistent=False)
             self.register_buffer('rate2', torch.ones(1), persistent=False)
-
-    @property
-    def has_attn(self) -> bool:
-        return self.mix != 'conv_only'
-
-    @property
-    def has_conv(self) -> bool:
-        return self.mix != 'attn_only'
 
     @torch.no_grad()
     def _reset_rates(self) -> None:
@@ -241,9 +235,13 @@ class RateMixer:
             self.rate2.fill_(0.5)
 
     def _mix(self, out_att: torch.Tensor | None, out_conv: torch.Tensor | None) -> torch.Tensor:
-        if out_conv is None:
+        """``rate1 * out_att + rate2 * out_conv``, or the one path the module has (None for the other)."""
+        if not self.has_conv:
+            assert out_att is not None
             return out_att
-        if out_att is None:
+        assert out_conv is not None
+        if not self.has_attn:
             return out_conv
+        assert out_att is not None
         # cast the scalars so that a bf16/fp16 path is not promoted to float32 by the mix
         return self.rate1.to(out_att.dtype) * out_att + self.rate2.to(out_conv.dtype) * out_conv

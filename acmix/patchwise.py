@@ -36,9 +36,10 @@ stores per-tap value tensors, and in inference (eval mode, no autograd) it also 
 tap; ``'auto'`` = ``'loop'``.  In training gamma's input, ``qk_planes * (K*K + 1)`` channels per output pixel, is
 materialised (its BatchNorm needs batch statistics per tap), as in SAN's own code, whose CUDA kernels cover the
 aggregation only.
-"""
-from __future__ import annotations
 
+TorchScript: the module scripts; the window indices (cached per size) and the aggregation (a custom autograd
+Function) run as Python inside it (``torch.jit.ignore``).
+"""
 import torch
 import torch.nn as nn
 
@@ -51,11 +52,11 @@ IMPLS = ('auto', 'reference', 'loop')
 
 def _gather_windows(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
     """(..., H, W) -> (..., K*K, Ho, Wo): tap ``a*K + b`` of pixel (i, j) is ``x[..., rows[i, a], cols[j, b]]``."""
-    lead = x.shape[:-2]
-    (ho, kk), wo = rows.shape, cols.shape[0]
-    x = x.reshape(-1, *x.shape[-2:])                                   # (L, H, W)
+    lead = list(x.shape[:-2])
+    ho, kk, wo = rows.shape[0], rows.shape[1], cols.shape[0]
+    x = x.reshape(-1, x.shape[-2], x.shape[-1])                        # (L, H, W)
     win = x[:, rows[:, :, None, None], cols[None, None, :, :]]         # (L, Ho, K, Wo, K)
-    return win.permute(0, 2, 4, 1, 3).reshape(*lead, kk * kk, ho, wo)
+    return win.permute(0, 2, 4, 1, 3).reshape(lead + [kk * kk, ho, wo])
 
 
 def _aggregate_reference(v: torch.Tensor, w: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
@@ -104,6 +105,7 @@ class _LoopAggregate(torch.autograd.Function):
         return grad_v, grad_w, None, None
 
 
+@torch.jit.ignore
 def patchwise_aggregate(v: torch.Tensor, w: torch.Tensor, kernel_size: int, dilation: int = 1, stride: int = 1,
                         impl: str = 'auto') -> torch.Tensor:
     """Weighted sum of each pixel's reflected ``K x K`` value window with per-pixel, per-tap weights.
@@ -134,6 +136,14 @@ def patchwise_aggregate(v: torch.Tensor, w: torch.Tensor, kernel_size: int, dila
     if impl == 'reference':
         return _aggregate_reference(v, w, rows, cols)
     return _LoopAggregate.apply(v.contiguous(), w.contiguous(), rows, cols)
+
+
+@torch.jit.ignore
+def _window_rows_cols(height: int, width: int, kernel_size: int, dilation: int, stride: int,
+                      device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Window tap indices along H and W, (Ho, K) and (Wo, K): ``window_index``, cached per size."""
+    return (window_index(height, kernel_size, dilation, stride, device),
+            window_index(width, kernel_size, dilation, stride, device))
 
 
 class PatchwiseAttention(nn.Module):
@@ -190,12 +200,12 @@ class PatchwiseAttention(nn.Module):
     def weights(self, q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
         """gamma: (B, qk, H, W) x2 -> weights (B, weight_planes, K*K, Ho, Wo)."""
         b, _, h, w = q.shape
-        n, kk = self.head, self.kernel_att ** 2
-        rows = window_index(h, self.kernel_att, self.dilation, self.stride, q.device)  # (Ho, K)
-        cols = window_index(w, self.kernel_att, self.dilation, self.stride, q.device)  # (Wo, K)
+        n, kk = self.head, self.kernel_att * self.kernel_att  # int (TorchScript's int ** int is a float)
+        rows, cols = _window_rows_cols(h, w, self.kernel_att, self.dilation, self.stride, q.device)  # (Ho|Wo, K)
         ho, wo = rows.shape[0], cols.shape[0]
         q_s = q[:, :, ::self.stride, ::self.stride].reshape(b, n, -1, ho, wo)          # (B, N, dq, Ho, Wo)
-        if self.impl != 'reference' and not self.training and not torch.is_grad_enabled():
+        if (not torch.jit.is_scripting() and self.impl != 'reference' and not self.training
+                and not torch.is_grad_enabled()):
             hidden = self._first_layer_by_tap(q_s, k, rows, cols)                      # (B, hidden, Ho, Wo)
             return self.conv_w[3:](hidden).reshape(b, self.weight_planes, kk, ho, wo)
         k_win = _gather_windows(k, rows, cols).reshape(b, n, -1, ho, wo)               # (B, N, dq*K*K, Ho, Wo)
@@ -203,6 +213,7 @@ class PatchwiseAttention(nn.Module):
         feat = torch.cat([q_s, k_win], dim=2).reshape(b, -1, ho, wo)                   # (B, qk*(K*K+1), Ho, Wo)
         return self.conv_w(feat).reshape(b, self.weight_planes, kk, ho, wo)
 
+    @torch.jit.unused  # TorchScript hides the BatchNorm's eps it reads: scripted modules take the other path
     def _first_layer_by_tap(self, q_s: torch.Tensor, k: torch.Tensor, rows: torch.Tensor,
                             cols: torch.Tensor) -> torch.Tensor:
         """Inference-only (eval BN, no autograd) gamma layers 0-2, one key tap at a time.
@@ -228,7 +239,7 @@ class PatchwiseAttention(nn.Module):
         out = torch.einsum('nod,bndhw->bnohw', wgt[..., :dq], norm_q)                 # (B, N, hid_h, Ho, Wo)
         scale_k = scale[:, dq:].reshape(n, dq, -1)                                     # (N, dq, K*K)
         shift_k = shift[:, dq:].reshape(n, dq, -1)
-        wgt_k = wgt[..., dq:].reshape(*wgt.shape[:2], dq, -1)                          # (N, hid_h, dq, K*K)
+        wgt_k = wgt[..., dq:].reshape(n, wgt.shape[1], dq, -1)                         # (N, hid_h, dq, K*K)
         for a in range(kdim):
             k_rows = k.index_select(2, rows[:, a])                                     # (B, qk, Ho, W)
             for c in range(kdim):
@@ -241,15 +252,15 @@ class PatchwiseAttention(nn.Module):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """Args: q, k (B, qk_planes, H, W), v (B, planes, H, W).  Returns (B, planes, ceil(H/s), ceil(W/s))."""
         if q.dim() != 4 or k.shape != q.shape or q.shape[1] != self.qk_planes:
-            raise ValueError(f'q and k must both be (B, {self.qk_planes}, H, W), got q {tuple(q.shape)}, '
-                             f'k {tuple(k.shape)}')
+            raise ValueError(f'q and k must both be (B, {self.qk_planes}, H, W), got q {list(q.shape)}, '
+                             f'k {list(k.shape)}')
         if v.dim() != 4 or v.shape[0] != q.shape[0] or v.shape[1] != self.planes or v.shape[2:] != q.shape[2:]:
-            raise ValueError(f'v must be (B, {self.planes}, H, W) matching q {tuple(q.shape)}, got {tuple(v.shape)}')
+            raise ValueError(f'v must be (B, {self.planes}, H, W) matching q {list(q.shape)}, got {list(v.shape)}')
         b, _, h, w = v.shape
         n, wh = self.head, self.weight_planes // self.head
         wgt = self.weights(q, k)                                                       # (B, Wc, K*K, Ho, Wo)
-        wgt = wgt.reshape(b * n, wh, *wgt.shape[2:])                                   # (B*N, Wh, K*K, Ho, Wo)
+        wgt = wgt.reshape(b * n, wh, wgt.shape[2], wgt.shape[3], wgt.shape[4])         # (B*N, Wh, K*K, Ho, Wo)
         vv = v.reshape(b * n, self.share, wh, h, w)                                    # (B*N, S, Wh, H, W)
         impl = 'loop' if self.impl == 'auto' else self.impl
         out = patchwise_aggregate(vv, wgt, self.kernel_att, self.dilation, self.stride, impl)
-        return out.reshape(b, self.planes, *out.shape[-2:])
+        return out.reshape(b, self.planes, out.shape[-2], out.shape[-1])

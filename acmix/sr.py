@@ -19,13 +19,15 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from timm.layers import register_notrace_module
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_dep_conv, check_choice, check_odd_kernel,
-                        check_positive, conv_path_features, reset_dep_conv, split_heads)
+                        check_positive, reset_dep_conv, shift_layout, split_heads)
 
 __all__ = ['ACmixSRAttention']
 
 
+@register_notrace_module  # FX leaf: token-count check and small-map padding depend on H, W
 class ACmixSRAttention(RateMixer, nn.Module):
     """PVT v1 spatial-reduction attention + ACmix convolution path.
 
@@ -94,7 +96,7 @@ class ACmixSRAttention(RateMixer, nn.Module):
         if n != p + H * W:
             raise ValueError(f'token count {n} does not match num_prefix_tokens + H*W = {p} + {H}*{W} = {p + H * W}')
         q = self.q(x)                                                             # (B, N, C)
-        if self.sr_ratio > 1:
+        if hasattr(self, 'sr'):  # sr_ratio > 1 (hasattr: TorchScript then compiles only the branch that exists)
             x_map = x.transpose(1, 2).reshape(b, c, H, W)
             # PVT v1 floors H/sr_ratio; a map smaller than sr_ratio would reduce to nothing, so only then
             # zero-pad it (bottom/right) up to one reduction cell.  Identical to PVT v1 wherever it works.
@@ -124,7 +126,7 @@ class ACmixSRAttention(RateMixer, nn.Module):
             if self.sr_ratio > 1:
                 kv_map = F.interpolate(kv_map, size=(H, W), mode='nearest')
             f = torch.cat([q_map, kv_map], dim=1).reshape(b, 3 * self.num_heads, self.head_dim, H * W)
-            out_conv = self.dep_conv(conv_path_features(self.fc, f, H, W)).flatten(2).transpose(1, 2)  # (B, HW, C)
+            out_conv = self.dep_conv(shift_layout(self.fc(f), H, W)).flatten(2).transpose(1, 2)  # (B, HW, C)
             if p:
                 out_conv = F.pad(out_conv, (0, 0, p, 0))                          # prefix tokens: no conv term
         return self.proj_drop(self._mix(out_att, out_conv))

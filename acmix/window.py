@@ -31,11 +31,11 @@ from __future__ import annotations
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from timm.layers import resize_rel_pos_bias_table, to_2tuple, trunc_normal_
+from timm.layers import register_notrace_module, resize_rel_pos_bias_table, to_2tuple, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_dep_conv, check_choice, check_odd_kernel,
-                        check_positive, conv_path_features, reset_dep_conv, split_heads)
+                        check_positive, reset_dep_conv, shift_layout, split_heads)
 
 __all__ = ['ACmixWindowAttention', 'shifted_window_mask']
 
@@ -65,6 +65,7 @@ def shifted_window_mask(height: int, width: int, window_size: tuple[int, int], s
     return torch.zeros(mask.shape, device=device, dtype=dtype).masked_fill(mask, -100.0)
 
 
+@register_notrace_module  # FX leaf: padding, roll and shift mask depend on the map size
 class ACmixWindowAttention(RateMixer, nn.Module):
     """Swin (shifted-)window attention + ACmix convolution path, on a whole (B, H, W, C) map.
 
@@ -180,7 +181,10 @@ class ACmixWindowAttention(RateMixer, nn.Module):
                 mask here when ``shift_size`` is non-zero.
         """
         b, h, w, c = x.shape
-        sh, sw = to_2tuple(shift_size)
+        if isinstance(shift_size, int):
+            sh, sw = shift_size, shift_size
+        else:
+            sh, sw = shift_size
         wh, ww = self.window_size
         pad_h, pad_w = (wh - h % wh) % wh, (ww - w % ww) % ww
         padded = pad_h > 0 or pad_w > 0
@@ -202,7 +206,7 @@ class ACmixWindowAttention(RateMixer, nn.Module):
         if self.has_conv:
             # (B, hr, wr, 3C) -> (B, 3*heads, head_dim, hr*wr), channel order (q|k|v, head, d) as in the Linear
             f = qkv.permute(0, 3, 1, 2).reshape(b, 3 * self.num_heads, self.head_dim, hr * wr)
-            out_conv = self.dep_conv(conv_path_features(self.fc, f, hr, wr)).permute(0, 2, 3, 1)  # (B, hr, wr, C)
+            out_conv = self.dep_conv(shift_layout(self.fc(f), hr, wr)).permute(0, 2, 3, 1)  # (B, hr, wr, C)
 
         x = self.proj_drop(self._mix(out_att, out_conv))
         if sh or sw:

@@ -211,7 +211,7 @@ class PVT(nn.Module):
                                    pos_drop=drop_rate, class_token=class_token and i == n - 1))
             self.feature_info.append(dict(num_chs=embed_dims[i], reduction=reduction, module=f'stages.{i}'))
             prev = embed_dims[i]
-        self.stages = nn.Sequential(*stages)
+        self.stages = nn.ModuleList(stages)  # not Sequential: a stage returns (map, prefix tokens)
         self.norm = _layer_norm(prev)
         self.num_features = self.head_hidden_size = prev
         self.head_drop = nn.Dropout(drop_rate)

@@ -58,14 +58,12 @@ class ACmixSwinTransformerBlock(SwinTransformerBlock):
     """
 
     def _attn(self, x: torch.Tensor) -> torch.Tensor:
-        """``(B, H, W, C) -> (B, H, W, C)``: roll, conv path, pad, windows, mask, mix, unroll, all in ``attn``."""
-        mask = self.attn_mask
-        if self.dynamic_mask and any(self.shift_size):
-            # timm's rule for the padded map (-100 across cyclic-shift seams); only shape/device/dtype are read
-            wh, ww = self.window_size
-            hp, wp = -(-x.shape[1] // wh) * wh, -(-x.shape[2] // ww) * ww
-            mask = self.get_attn_mask(x.new_empty(1, hp, wp, 1))
-        return self.attn(x, shift_size=tuple(self.shift_size), attn_mask=mask)
+        """``(B, H, W, C) -> (B, H, W, C)``: roll, conv path, pad, windows, mask, mix, unroll, all in ``attn``.
+
+        With ``dynamic_mask`` (no precomputed ``attn_mask``) the operator builds the shift mask for the padded
+        map itself (``acmix.window.shifted_window_mask``, equal to timm's ``get_attn_mask``), inside the FX leaf.
+        """
+        return self.attn(x, shift_size=self.shift_size, attn_mask=self.attn_mask)
 
 
 class ACmixSwinTransformer(SwinTransformer):

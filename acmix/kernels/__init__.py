@@ -4,8 +4,6 @@
 ``K*K`` times the activation memory); ``impl='fast'`` runs the custom ops of ``acmix.kernels.ops`` (C++ on
 CPU, Triton or a tap-by-tap PyTorch loop on CUDA), which never materialise the windows.
 """
-from __future__ import annotations
-
 import torch
 
 from .indexing import check_window_args, out_size, window_index
@@ -20,6 +18,8 @@ __all__ = ['local_attention', 'local_attention_fast', 'local_attention_reference
 IMPLS = ('auto', 'fast', 'reference', 'cpp', 'triton', 'torch')
 
 
+# TorchScript calls it as Python: the backend is chosen in Python and the fast path is a torch.library custom op
+@torch.jit.ignore
 def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int,
                     dilation: int = 1, stride: int = 1, impl: str = 'auto') -> torch.Tensor:
     """Softmax attention of each (strided) query pixel over its reflected ``K x K`` key/value window.
