@@ -4,8 +4,9 @@ The kernel works on a channels-last per-head layout, (N, H, W, D) contiguous, so
 one contiguous ``D``-vector: the logits are ``K*K`` dot products of length D, the output ``K*K`` axpys.
 Forward keeps the ``K*K`` logits of one pixel in a small buffer and stores only the softmax probabilities
 (N, K*K, Ho, Wo) for backward, never the (N, D, K*K, Ho, Wo) windows.  The build lands in the default
-``TORCH_EXTENSIONS_DIR`` cache, so only the first use on a machine pays the compile (~1 min).  If the
-build fails, ``load()`` warns once and returns None and callers use the pure-PyTorch path.
+``TORCH_EXTENSIONS_DIR`` cache, so only the first use on a machine pays the compile (~1 min).  The loops are
+compiled for AVX2+FMA and for baseline x86-64, and a CPU check picks one at run time.  If the build fails,
+``load()`` warns once and returns None and callers use the pure-PyTorch path.
 """
 from __future__ import annotations
 
@@ -35,7 +36,7 @@ struct Geometry {
 };
 
 template <typename T>
-inline T dot(const T* a, const T* b, int64_t d) {
+inline __attribute__((always_inline)) T dot(const T* a, const T* b, int64_t d) {
   T s = 0;
 #pragma omp simd reduction(+ : s)
   for (int64_t c = 0; c < d; ++c) s += a[c] * b[c];
@@ -43,9 +44,16 @@ inline T dot(const T* a, const T* b, int64_t d) {
 }
 
 template <typename T>
-inline void axpy(T alpha, const T* x, T* y, int64_t d) {
+inline __attribute__((always_inline)) void axpy(T alpha, const T* x, T* y, int64_t d) {
 #pragma omp simd
   for (int64_t c = 0; c < d; ++c) y[c] += alpha * x[c];
+}
+
+// The kernels' loops are compiled twice, for AVX2+FMA and for baseline x86-64; a CPU check picks one at run time
+#define ACMIX_AVX2 __attribute__((target("avx2,fma")))
+bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
 }
 
 // Calls f(std::integral_constant<int64_t, D>) for the common head dims and f(<0>) otherwise: with D a
@@ -64,78 +72,121 @@ void with_head_dim(int64_t d, F&& f) {
 }
 
 template <typename T, int64_t DC>  // DC: the head dim when known at compile time, else 0
-void forward_kernel(const T* q, const T* k, const T* v, const int64_t* rows, const int64_t* cols,
-                    T* out, T* probs, const Geometry g) {
+inline __attribute__((always_inline)) void forward_range(const T* q, const T* k, const T* v, const int64_t* rows,
+    const int64_t* cols, T* out, T* probs, const Geometry& g, int64_t begin, int64_t end) {
   const int64_t d = DC > 0 ? DC : g.d;
   // one task = one output row of one image; rows are independent in forward
+  std::vector<T> logit(g.taps());
+  for (int64_t task = begin; task < end; ++task) {
+    const int64_t img = task / g.ho, i = task % g.ho;
+    const int64_t* row = rows + i * g.k;
+    for (int64_t j = 0; j < g.wo; ++j) {
+      const int64_t* col = cols + j * g.k;
+      const T* qp = q + g.pixel(img, i * g.stride, j * g.stride);
+      T top = -std::numeric_limits<T>::infinity();
+      for (int64_t a = 0; a < g.k; ++a)
+        for (int64_t b = 0; b < g.k; ++b) {
+          const T l = dot(qp, k + g.pixel(img, row[a], col[b]), d);
+          logit[a * g.k + b] = l;
+          top = std::max(top, l);
+        }
+      T total = 0;
+      for (auto& l : logit) total += (l = std::exp(l - top));  // max-subtracted softmax
+      const T inv = T(1) / total;
+      T* op = out + g.out_pixel(img, i, j);
+      std::fill(op, op + d, T(0));
+      for (int64_t a = 0; a < g.k; ++a)
+        for (int64_t b = 0; b < g.k; ++b) {
+          const int64_t t = a * g.k + b;
+          const T p = logit[t] * inv;
+          probs[g.prob(img, t, i, j)] = p;
+          axpy(p, v + g.pixel(img, row[a], col[b]), op, d);
+        }
+    }
+  }
+}
+
+template <typename T, int64_t DC>  // DC: the head dim when known at compile time, else 0
+ACMIX_AVX2 void forward_range_avx2(const T* q, const T* k, const T* v, const int64_t* rows,
+    const int64_t* cols, T* out, T* probs, const Geometry& g, int64_t begin, int64_t end) {
+  forward_range<T, DC>(q, k, v, rows, cols, out, probs, g, begin, end);
+}
+
+template <typename T, int64_t DC>  // DC: the head dim when known at compile time, else 0
+void forward_range_base(const T* q, const T* k, const T* v, const int64_t* rows,
+    const int64_t* cols, T* out, T* probs, const Geometry& g, int64_t begin, int64_t end) {
+  forward_range<T, DC>(q, k, v, rows, cols, out, probs, g, begin, end);
+}
+
+template <typename T, int64_t DC>  // DC: the head dim when known at compile time, else 0
+void forward_kernel(const T* q, const T* k, const T* v, const int64_t* rows, const int64_t* cols,
+                    T* out, T* probs, const Geometry g) {
   at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> logit(g.taps());
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t img = task / g.ho, i = task % g.ho;
+    if (has_avx2()) forward_range_avx2<T, DC>(q, k, v, rows, cols, out, probs, g, begin, end);
+    else forward_range_base<T, DC>(q, k, v, rows, cols, out, probs, g, begin, end);
+  });
+}
+
+template <typename T, int64_t DC>
+inline __attribute__((always_inline)) void backward_range(const T* grad_out, const T* q, const T* k, const T* v,
+    const T* probs, const int64_t* rows, const int64_t* cols, T* grad_q, T* grad_k, T* grad_v, const Geometry& g,
+    int64_t begin, int64_t end) {
+  const int64_t d = DC > 0 ? DC : g.d;
+  // overlapping windows scatter into the same key/value pixels, so a task owns a whole image
+  // (N = batch*heads is normally at least the thread count) and no two threads write one pixel
+  std::vector<T> grad_p(g.taps());
+  for (int64_t img = begin; img < end; ++img)
+    for (int64_t i = 0; i < g.ho; ++i) {
       const int64_t* row = rows + i * g.k;
       for (int64_t j = 0; j < g.wo; ++j) {
         const int64_t* col = cols + j * g.k;
-        const T* qp = q + g.pixel(img, i * g.stride, j * g.stride);
-        T top = -std::numeric_limits<T>::infinity();
-        for (int64_t a = 0; a < g.k; ++a)
-          for (int64_t b = 0; b < g.k; ++b) {
-            const T l = dot(qp, k + g.pixel(img, row[a], col[b]), d);
-            logit[a * g.k + b] = l;
-            top = std::max(top, l);
-          }
-        T total = 0;
-        for (auto& l : logit) total += (l = std::exp(l - top));  // max-subtracted softmax
-        const T inv = T(1) / total;
-        T* op = out + g.out_pixel(img, i, j);
-        std::fill(op, op + d, T(0));
+        const T* gop = grad_out + g.out_pixel(img, i, j);
+        const int64_t qoff = g.pixel(img, i * g.stride, j * g.stride);
+        // dP_t = <dO, v_t>;  dL_t = P_t (dP_t - sum_s P_s dP_s)
+        T weighted = 0;
         for (int64_t a = 0; a < g.k; ++a)
           for (int64_t b = 0; b < g.k; ++b) {
             const int64_t t = a * g.k + b;
-            const T p = logit[t] * inv;
-            probs[g.prob(img, t, i, j)] = p;
-            axpy(p, v + g.pixel(img, row[a], col[b]), op, d);
+            grad_p[t] = dot(gop, v + g.pixel(img, row[a], col[b]), d);
+            weighted += probs[g.prob(img, t, i, j)] * grad_p[t];
+          }
+        for (int64_t a = 0; a < g.k; ++a)
+          for (int64_t b = 0; b < g.k; ++b) {
+            const int64_t t = a * g.k + b;
+            const int64_t src = g.pixel(img, row[a], col[b]);
+            const T p = probs[g.prob(img, t, i, j)];
+            const T dl = p * (grad_p[t] - weighted);
+            axpy(dl, k + src, grad_q + qoff, d);
+            axpy(dl, q + qoff, grad_k + src, d);
+            axpy(p, gop, grad_v + src, d);
           }
       }
     }
-  });
+}
+
+template <typename T, int64_t DC>
+ACMIX_AVX2 void backward_range_avx2(const T* grad_out, const T* q, const T* k, const T* v, const T* probs,
+    const int64_t* rows, const int64_t* cols, T* grad_q, T* grad_k, T* grad_v, const Geometry& g, int64_t begin,
+    int64_t end) {
+  backward_range<T, DC>(grad_out, q, k, v, probs, rows, cols, grad_q, grad_k, grad_v, g, begin, end);
+}
+
+template <typename T, int64_t DC>
+void backward_range_base(const T* grad_out, const T* q, const T* k, const T* v, const T* probs,
+    const int64_t* rows, const int64_t* cols, T* grad_q, T* grad_k, T* grad_v, const Geometry& g, int64_t begin,
+    int64_t end) {
+  backward_range<T, DC>(grad_out, q, k, v, probs, rows, cols, grad_q, grad_k, grad_v, g, begin, end);
 }
 
 template <typename T, int64_t DC>
 void backward_kernel(const T* grad_out, const T* q, const T* k, const T* v, const T* probs,
                      const int64_t* rows, const int64_t* cols, T* grad_q, T* grad_k, T* grad_v,
                      const Geometry g) {
-  const int64_t d = DC > 0 ? DC : g.d;
-  // overlapping windows scatter into the same key/value pixels, so a task owns a whole image
-  // (N = batch*heads is normally at least the thread count) and no two threads write one pixel
   at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
-    std::vector<T> grad_p(g.taps());
-    for (int64_t img = begin; img < end; ++img)
-      for (int64_t i = 0; i < g.ho; ++i) {
-        const int64_t* row = rows + i * g.k;
-        for (int64_t j = 0; j < g.wo; ++j) {
-          const int64_t* col = cols + j * g.k;
-          const T* gop = grad_out + g.out_pixel(img, i, j);
-          const int64_t qoff = g.pixel(img, i * g.stride, j * g.stride);
-          // dP_t = <dO, v_t>;  dL_t = P_t (dP_t - sum_s P_s dP_s)
-          T weighted = 0;
-          for (int64_t a = 0; a < g.k; ++a)
-            for (int64_t b = 0; b < g.k; ++b) {
-              const int64_t t = a * g.k + b;
-              grad_p[t] = dot(gop, v + g.pixel(img, row[a], col[b]), d);
-              weighted += probs[g.prob(img, t, i, j)] * grad_p[t];
-            }
-          for (int64_t a = 0; a < g.k; ++a)
-            for (int64_t b = 0; b < g.k; ++b) {
-              const int64_t t = a * g.k + b;
-              const int64_t src = g.pixel(img, row[a], col[b]);
-              const T p = probs[g.prob(img, t, i, j)];
-              const T dl = p * (grad_p[t] - weighted);
-              axpy(dl, k + src, grad_q + qoff, d);
-              axpy(dl, q + qoff, grad_k + src, d);
-              axpy(p, gop, grad_v + src, d);
-            }
-        }
-      }
+    if (has_avx2())
+      backward_range_avx2<T, DC>(grad_out, q, k, v, probs, rows, cols, grad_q, grad_k, grad_v, g, begin, end);
+    else
+      backward_range_base<T, DC>(grad_out, q, k, v, probs, rows, cols, grad_q, grad_k, grad_v, g, begin, end);
   });
 }
 
