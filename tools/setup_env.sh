@@ -33,8 +33,8 @@ VENV="${ACMIX_VENV:-$ROOT/.venv}"
 CACHE="${ACMIX_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/acmix}"
 PYTHON="${PYTHON:-python3}"
 MMCV_VERSION=2.1.0
-# Measured on a 2-core machine with an empty cache (README "Set-up"): CPU time of the mmcv compile.
-MMCV_BUILD_CPU_MIN=65
+# CPU time of the mmcv compile, measured on a 2-core machine (README "Set-up"): 35 CPU-minutes.
+MMCV_BUILD_CPU_MIN=35
 STEP="start"
 T0=$SECONDS
 
