@@ -46,8 +46,8 @@ import re
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import DropPath, Mlp, PatchEmbed, calculate_drop_path_rates, resample_abs_pos_embed, \
-    to_2tuple, trunc_normal_
+from timm.layers import DropPath, Mlp, PatchEmbed, calculate_drop_path_rates, get_device_dtype, \
+    resample_abs_pos_embed, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
@@ -164,6 +164,7 @@ class PVT(nn.Module):
         global_pool: ``'token'`` (the class token, PVT v1), ``'avg'`` (mean of the spatial tokens) or ``''``;
             ``None``: ``'token'`` with a class token, else ``'avg'``.
         in_chans, num_classes, drop_rate, proj_drop_rate, attn_drop_rate, drop_path_rate: timm conventions.
+        device, dtype: timm's factory arguments (the model is built, then moved there).
 
     Shapes: ``(B, in_chans, H, W)`` (any H, W >= 1) -> ``(B, num_classes)``; ``forward_features`` gives the
     normalised last-stage tokens ``(B, P + h*w, C)``, class token first (``P = num_prefix_tokens``).
@@ -189,6 +190,8 @@ class PVT(nn.Module):
             proj_drop_rate: float = 0.,
             attn_drop_rate: float = 0.,
             drop_path_rate: float = 0.,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         n = len(depths)
@@ -217,6 +220,7 @@ class PVT(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = nn.Linear(prev, num_classes) if num_classes > 0 else nn.Identity()
         self.init_weights()
+        self.to(device=device, dtype=dtype)
 
     @torch.no_grad()
     def init_weights(self) -> None:
@@ -261,7 +265,9 @@ class PVT(nn.Module):
         self.num_classes = num_classes
         if global_pool is not None:
             self.global_pool = self._check_pool(global_pool)
-        self.head = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
+        dd = get_device_dtype(self)  # the new head where the model is, in its train/eval mode
+        self.head = nn.Linear(self.num_features, num_classes, **dd) if num_classes > 0 else nn.Identity()
+        self.head.train(self.training)
 
     def _check_pool(self, global_pool: str) -> str:
         pools = ('token', 'avg', '') if self.num_prefix_tokens else ('avg', '')

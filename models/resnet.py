@@ -61,7 +61,8 @@ class MixerBottleneck(Bottleneck):
         margs.update(mixer_args or {})
         conv = self.conv2
         self.conv2 = ACmix(
-            conv.in_channels, conv.out_channels, stride=conv.stride[0], dilation=conv.dilation[0], **margs)
+            conv.in_channels, conv.out_channels, stride=conv.stride[0], dilation=conv.dilation[0], **margs,
+        ).to(device=conv.weight.device, dtype=conv.weight.dtype)  # where timm's factory kwargs put the conv
 
 
 class ACmixResNet(ResNet):

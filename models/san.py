@@ -44,7 +44,7 @@ import re
 import torch
 import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
-from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates
+from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, get_device_dtype
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
@@ -135,6 +135,7 @@ class SAN(nn.Module):
         mixer_args: forwarded to every block's mixer.
         stem_width: stem output width.
         in_chans, num_classes, global_pool, drop_rate, drop_path_rate: timm conventions.
+        device, dtype: timm's factory arguments (the model is built, then moved there).
 
     Shapes: ``(B, in_chans, H, W)`` (any H, W >= 1) -> ``(B, num_classes)``; stage ``i`` has stride ``2**(i+1)``.
     """
@@ -152,6 +153,8 @@ class SAN(nn.Module):
             global_pool: str = 'avg',
             drop_rate: float = 0.,
             drop_path_rate: float = 0.,
+            device: Optional[torch.device] = None,
+            dtype: Optional[torch.dtype] = None,
     ) -> None:
         super().__init__()
         if not len(layers) == len(kernels) == len(widths):
@@ -170,6 +173,7 @@ class SAN(nn.Module):
         self.stages = nn.Sequential(*stages)
         self.num_features = self.head_hidden_size = prev
         self.head = ClassifierHead(prev, num_classes, pool_type=global_pool, drop_rate=drop_rate)
+        self.to(device=device, dtype=dtype)
 
     @torch.jit.ignore
     def no_weight_decay(self) -> set:
@@ -194,7 +198,7 @@ class SAN(nn.Module):
 
     def reset_classifier(self, num_classes: int, global_pool: Optional[str] = None) -> None:
         self.num_classes = num_classes
-        self.head.reset(num_classes, global_pool)
+        self.head.reset(num_classes, global_pool, **get_device_dtype(self))  # the new head where the model is
 
     def forward_intermediates(
             self,

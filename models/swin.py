@@ -132,7 +132,7 @@ class ACmixSwinTransformer(SwinTransformer):
                     proj_drop=old.proj_drop.p,
                     pad_first=window_rule == 'detection',
                     **(mixer_args or {}),
-                )
+                ).to(device=old.qkv.weight.device, dtype=old.qkv.weight.dtype)  # as timm's device/dtype kwargs
                 if init_fn is not None:
                     named_apply(init_fn, blk.attn)
                 blk.__class__ = ACmixSwinTransformerBlock

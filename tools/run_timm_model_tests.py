@@ -7,8 +7,9 @@ The test file is not part of the repository: it is taken from timm's source dist
 
 - imports ``models`` (registers our entrypoints with timm) before collection;
 - appends our model modules (``resnet``, ``san``, ``pvt``, ``swin`` ...) to the file's ``FEAT_INTER_FILTERS``, timm's
-  list of families with ``forward_intermediates``, while the file is collected (the list is read by its
-  ``@pytest.mark.parametrize`` decorators, so it is extended in the module as it is loaded, not on disk);
+  list of families with ``forward_intermediates``, and our ViT-style models (``NON_STD_MODELS``) to its
+  ``NON_STD_FILTERS``, while the file is collected (the lists are read by its ``@pytest.mark.parametrize``
+  decorators, so they are extended in the module as it is loaded, not on disk);
 - keeps only the tests parametrized with one of our models (``model_name``), deselecting the rest.
 
 Usage::
@@ -40,6 +41,9 @@ from timm.models import list_models, model_entrypoint, split_model_name_tag  # n
 import models  # noqa: E402,F401  (registers our entrypoints)
 
 TEST_FILE = 'test_models.py'
+# PVT v1 ends in a class token: forward_features gives tokens (B, 1 + h*w, C), not a (B, C, h, w) map, like timm's
+# ViT/DeiT, which timm's test file lists in NON_STD_FILTERS (checked by test_model_default_cfgs_non_std instead)
+NON_STD_MODELS = ['pvt_v1_*', 'acmix_pvt_*']
 
 
 def cache_dir() -> Path:
@@ -84,16 +88,16 @@ def model_modules(names: list[str]) -> list[str]:
 
 
 class TimmModelTestsPlugin:
-    """pytest plugin: our modules in ``FEAT_INTER_FILTERS`` of the collected file, only our models' tests kept."""
+    """pytest plugin: our modules / models in the collected file's filter lists, only our models' tests kept."""
 
     def __init__(self, test_file: Path, model_names: list[str]) -> None:
         self.test_file = test_file.resolve()
         self.model_names = set(model_names)
-        self.modules = model_modules(model_names)
+        self.extend = dict(FEAT_INTER_FILTERS=model_modules(model_names), NON_STD_FILTERS=NON_STD_MODELS)
 
     def pytest_pycollect_makemodule(self, module_path: Path, parent):
         if Path(module_path).resolve() == self.test_file:
-            return _ExtendedFiltersModule.from_parent(parent, path=Path(module_path), extra_modules=self.modules)
+            return _ExtendedFiltersModule.from_parent(parent, path=Path(module_path), extend=self.extend)
         return None
 
     def pytest_collection_modifyitems(self, config, items) -> None:
@@ -109,20 +113,20 @@ class TimmModelTestsPlugin:
 
 
 class _ExtendedFiltersModule(pytest.Module):
-    """timm's test module, executed with ``FEAT_INTER_FILTERS.extend(extra_modules)`` right after its definition."""
+    """timm's test module, executed with ``NAME.extend(values)`` right after each ``NAME = [...]`` of ``extend``."""
 
-    def __init__(self, *args, extra_modules: list[str], **kwargs) -> None:
+    def __init__(self, *args, extend: dict[str, list[str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.extra_modules = extra_modules
+        self.extend = extend
 
     def _getobj(self):
         tree = ast.parse(self.path.read_text(), filename=str(self.path))
-        at = [i for i, node in enumerate(tree.body) if isinstance(node, ast.Assign)
-              and any(isinstance(t, ast.Name) and t.id == 'FEAT_INTER_FILTERS' for t in node.targets)]
-        if len(at) != 1:
-            raise RuntimeError(f'{self.path}: expected one FEAT_INTER_FILTERS assignment, found {len(at)}')
-        extend = ast.parse(f'FEAT_INTER_FILTERS.extend({self.extra_modules!r})').body[0]
-        tree.body.insert(at[0] + 1, extend)
+        for name, values in self.extend.items():
+            at = [i for i, node in enumerate(tree.body) if isinstance(node, ast.Assign)
+                  and any(isinstance(t, ast.Name) and t.id == name for t in node.targets)]
+            if len(at) != 1:
+                raise RuntimeError(f'{self.path}: expected one {name} assignment, found {len(at)}')
+            tree.body.insert(at[0] + 1, ast.parse(f'{name}.extend({values!r})').body[0])
         ast.fix_missing_locations(tree)
         name = f'{self.path.parent.name}.{self.path.stem}'
         module = types.ModuleType(name)
