@@ -133,11 +133,13 @@ def _official_layout(timm_state_dict: dict, depths, window: int = 7, img_size: i
 
 def _mmdet_swin(arch: dict, checkpoint: str):
     from mmdet.models.backbones import SwinTransformer
+    from mmengine.config import ConfigDict
     swin = SwinTransformer(embed_dims=arch['embed_dim'], depths=arch['depths'], num_heads=arch['num_heads'],
                            window_size=7, drop_path_rate=0., convert_weights=True,
-                           init_cfg=dict(type='Pretrained', checkpoint=checkpoint))
+                           init_cfg=ConfigDict(type='Pretrained', checkpoint=checkpoint))  # as built from a config
     swin.init_weights()
-    return swin.eval()
+    swin.eval()   # its train() returns None
+    return swin
 
 
 def _ours(arch: dict, checkpoint: str, **kwargs):
