@@ -31,6 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import torch
 from mmengine.config import Config, ConfigDict, DictAction
 
+from acmix.kernels.cpu_ext import import_cpp_extension
 from models._checkpoint import (CheckpointError, atomic_write_text, read_last_checkpoint, resume_source,
                                 write_last_checkpoint)
 
@@ -114,6 +115,7 @@ def build_config(args: argparse.Namespace, work_dir: str | None = None,
 def _runner(cfg: Config):
     from mmengine.registry import RUNNERS
     from mmengine.runner import Runner
+    import_cpp_extension()  # before the Runner's environment report imports it: without torch's GPU-less warning
     return RUNNERS.build(cfg) if 'runner_type' in cfg else Runner.from_cfg(cfg)
 
 

@@ -15,7 +15,7 @@ import threading
 import warnings
 from types import ModuleType
 
-__all__ = ['load']
+__all__ = ['import_cpp_extension', 'load']
 
 _SOURCE = r"""
 #include <ATen/Parallel.h>
@@ -245,18 +245,19 @@ class _NoCudaRuntimeFilter(logging.Filter):
         return not record.getMessage().startswith('No CUDA runtime is found')
 
 
-def _import_load_inline():
-    """``torch.utils.cpp_extension.load_inline``, imported without that module's import-time warning
-    "No CUDA runtime is found, using CUDA_HOME=..." (a CUDA toolkit but no GPU: irrelevant to this CPU kernel).
-    The filter sits on torch's logger only for the duration of the import."""
+def import_cpp_extension() -> ModuleType:
+    """``torch.utils.cpp_extension``, imported without the warning it logs at import on machines with a CUDA
+    toolkit but no GPU ("No CUDA runtime is found, using CUDA_HOME=..."), irrelevant to CPU builds.  The filter
+    sits on torch's logger only during the first import; later imports (ours, mmengine's environment report)
+    find the module loaded and log nothing."""
     logger = logging.getLogger('torch.utils.cpp_extension')
     quiet = _NoCudaRuntimeFilter()
     logger.addFilter(quiet)
     try:
-        from torch.utils.cpp_extension import load_inline
+        import torch.utils.cpp_extension as cpp_extension
     finally:
         logger.removeFilter(quiet)
-    return load_inline
+    return cpp_extension
 
 
 _lock = threading.Lock()
@@ -273,7 +274,7 @@ def load() -> ModuleType | None:
     with _lock:
         if 'module' not in _state:
             try:
-                _state['module'] = _import_load_inline()(
+                _state['module'] = import_cpp_extension().load_inline(
                     name='acmix_local_attention_cpu', cpp_sources=_SOURCE, functions=['forward', 'backward'],
                     extra_cflags=['-O3', '-std=c++20', '-fopenmp'], extra_ldflags=['-fopenmp'])
             except Exception as exc:  # a missing compiler, headers or OpenMP must not break the model
