@@ -211,7 +211,8 @@ def _run(tool, *args, env_extra=None):
                           capture_output=True, text=True, timeout=900)
 
 
-INSTANT = ['train_cfg.max_epochs=1', 'param_scheduler.0.end=2', 'train_dataloader.batch_size=2',
+# the demo recipe is iteration-based: 2 steps of batch 2, checkpoint after them
+INSTANT = ['train_cfg.max_iters=2', 'default_hooks.checkpoint.interval=2', 'train_dataloader.batch_size=2',
            'model.test_cfg.rpn.max_per_img=100']
 
 
@@ -221,18 +222,18 @@ def test_instant_train_then_test(tiny_coco, tmp_path):
     r = _run('train.py', DEMO, '--data-path', tiny_coco, '--work-dir', work, '--opts', *INSTANT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     last = (work / 'last_checkpoint').read_text().strip()
-    assert Path(last).is_file() and Path(last).name == 'epoch_1.pth'
+    assert Path(last).is_file() and Path(last).name == 'iter_2.pth'
     r = _run('test.py', DEMO, last, '--data-path', tiny_coco, '--work-dir', work / 'test')
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     metrics = json.loads((work / 'test' / 'metrics.json').read_text())
     for key in ('bbox_mAP', 'bbox_mAP_50', 'segm_mAP'):
         assert 0.0 <= metrics[key] <= 1.0
-    # resume: one more epoch continues from epoch 1 (optimizer, scheduler and iteration restored)
+    # resume: two more steps continue from step 2 (optimizer, scheduler and iteration restored)
     r = _run('train.py', DEMO, '--data-path', tiny_coco, '--work-dir', work, '--resume',
-             '--opts', *INSTANT[1:], 'train_cfg.max_epochs=2', 'train_cfg.val_interval=100')
+             '--opts', *INSTANT[1:], 'train_cfg.max_iters=4')
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert 'resumed' in (r.stdout + r.stderr).lower()
-    assert Path((work / 'last_checkpoint').read_text().strip()).name == 'epoch_2.pth'
+    assert Path((work / 'last_checkpoint').read_text().strip()).name == 'iter_4.pth'
 
 
 # ----------------------------------------------------------------------------------------------- bad input
