@@ -208,3 +208,121 @@ def test_out_norm_is_a_channel_layer_norm_frozen_with_its_stage():
         for norm, f, g in zip(normed.out_norms, plain(x), normed.eval()(x)):
             ref = F.layer_norm(f.permute(0, 2, 3, 1), norm.normalized_shape, norm.weight, norm.bias)
             torch.testing.assert_close(g, ref.permute(0, 3, 1, 2))
+
+
+# ----------------------------------------------------------------------------------------------- the adapter
+# ACmixBackbone for any timm model: shapes at any size, OpenMMLab stage numbering, freezing, pretrained weights
+def _adapter(name: str = 'resnet18', **kw):
+    from models.mm_backbone import ACmixBackbone
+    return ACmixBackbone(name, **kw)
+
+
+@pytest.mark.mm
+@pytest.mark.parametrize('name,kw', [('resnet18', {}), ('acmix_resnet26', {}),
+                                     ('acmix_swin_tiny_patch4_window7_224',
+                                      dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8))),
+                                     ('swin_tiny_patch4_window7_224', dict(strict_img_size=False))])
+@pytest.mark.parametrize('size', [(96, 160), (97, 131)])
+def test_adapter_shapes_any_size(name, kw, size):
+    b = _adapter(name, **kw).eval()
+    with torch.no_grad():
+        outs = b(torch.randn(2, 3, *size))
+    assert [o.shape[1] for o in outs] == b.out_channels
+    assert [tuple(o.shape[2:]) for o in outs] == [(-(-size[0] // s), -(-size[1] // s)) for s in (4, 8, 16, 32)]
+    assert b.strides == [4, 8, 16, 32]
+
+
+@pytest.mark.mm
+def test_adapter_out_indices_subset():
+    b = _adapter(out_indices=(1, 3))
+    assert b.out_channels == [128, 512] and b.strides == [8, 32]
+    assert len(b(torch.randn(1, 3, 64, 64))) == 2
+    with pytest.raises(ValueError, match='out_indices'):
+        _adapter(out_indices=(4,))
+
+
+@pytest.mark.mm
+def test_frozen_stages_freeze_grads_and_bn_stats():
+    b = _adapter('resnet18', frozen_stages=2)
+    frozen = {n for n, p in b.named_parameters() if not p.requires_grad}
+    assert any(n.startswith('body.conv1') for n in frozen)
+    assert all(n.startswith(('body.conv1', 'body.bn1', 'body.layer1', 'body.layer2')) for n in frozen)
+    assert any(n.startswith('body.layer2') for n in frozen)
+    assert not any(n.startswith(('body.layer3', 'body.layer4')) for n in frozen)
+    b.train()
+    assert not b.body.bn1.training and not b.body.layer2[0].bn1.training
+    assert b.body.layer3[0].bn1.training
+    before = b.body.layer1[0].bn1.running_mean.clone()
+    before3 = b.body.layer3[0].bn1.running_mean.clone()
+    b(torch.randn(2, 3, 64, 64)).__len__()
+    assert torch.equal(before, b.body.layer1[0].bn1.running_mean)
+    assert not torch.equal(before3, b.body.layer3[0].bn1.running_mean)
+    # gradients do not reach frozen parameters
+    sum(o.sum() for o in b(torch.randn(1, 3, 64, 64))).backward()
+    assert b.body.conv1.weight.grad is None and b.body.layer3[0].conv1.weight.grad is not None
+
+
+@pytest.mark.mm
+def test_frozen_stages_zero_is_stem_only_and_norm_eval():
+    b = _adapter('resnet18', frozen_stages=0, norm_eval=True).train()
+    frozen = {n.split('.')[1] for n, p in b.named_parameters() if not p.requires_grad}
+    assert frozen == {'conv1', 'bn1'}
+    assert all(not m.training for m in b.modules() if isinstance(m, torch.nn.BatchNorm2d))
+
+
+@pytest.mark.mm
+def test_frozen_stages_swin_layout():
+    b = _adapter('swin_tiny_patch4_window7_224', frozen_stages=1, strict_img_size=False).train()
+    frozen = {n for n, p in b.named_parameters() if not p.requires_grad}
+    assert frozen and all(n.startswith(('body.patch_embed', 'body.layers_0.')) for n in frozen)
+    assert any(n.startswith('body.layers_0.') for n in frozen)
+    assert all(p.requires_grad for n, p in b.named_parameters() if n.startswith('body.layers_1.'))
+    assert not b.body.patch_embed.training and not b.body.layers_0.training and b.body.layers_1.training
+
+
+@pytest.mark.mm
+def test_pretrained_roundtrip_and_bad_keys(tmp_path):
+    import timm
+    from models.mm_backbone import CheckpointMismatchError
+    full = timm.create_model('resnet18', num_classes=10)
+    torch.save({'model': full.state_dict()}, tmp_path / 'ok.pth')
+    b = _adapter(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'ok.pth')))
+    b.init_weights()
+    assert torch.equal(b.body.layer4[1].conv2.weight, full.layer4[1].conv2.weight)
+    # DDP prefix and 'state_dict' wrapper are accepted
+    torch.save({'state_dict': {'module.' + k: v for k, v in full.state_dict().items()}}, tmp_path / 'ddp.pth')
+    _adapter(pretrained=str(tmp_path / 'ddp.pth')).init_weights()
+    # never stricter than torch: no num_batches_tracked buffers, no classifier
+    plain = {k: v for k, v in full.state_dict().items() if 'num_batches' not in k and not k.startswith('fc.')}
+    torch.save(plain, tmp_path / 'plain.pth')
+    _adapter(pretrained=str(tmp_path / 'plain.pth')).init_weights()
+
+    sd = full.state_dict()
+    sd.pop('layer2.0.conv1.weight')
+    sd['layer9.weight'] = torch.zeros(1)
+    sd['layer1.0.conv1.weight'] = torch.zeros(3, 3, 3, 3)
+    torch.save({'model': sd}, tmp_path / 'bad.pth')
+    with pytest.raises(CheckpointMismatchError) as err:
+        _adapter(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'bad.pth'))).init_weights()
+    assert str(err.value) == (
+        f"backbone checkpoint {tmp_path / 'bad.pth'} does not fit the model: missing keys (1): layer2.0.conv1.weight; "
+        'unexpected keys (1): layer9.weight; shape mismatches (1): layer1.0.conv1.weight: checkpoint (3, 3, 3, 3) vs '
+        'model (64, 64, 3, 3)')
+    from models._checkpoint import CheckpointError
+    with pytest.raises(CheckpointError, match='checkpoint not found: .*nope.pth'):
+        _adapter(init_cfg=dict(type='Pretrained', checkpoint=str(tmp_path / 'nope.pth'))).init_weights()
+
+
+@pytest.mark.mm
+def test_acmix_swin_checkpoint_through_family_filter(tmp_path):
+    """A Swin-ACmix classification state dict (our layout) loads through models.swin's filter."""
+    import timm
+    kw = dict(embed_dim=32, depths=(1, 1, 2, 1), num_heads=(1, 2, 4, 8))
+    full = timm.create_model('acmix_swin_tiny_patch4_window7_224', **kw)
+    torch.save({'model': full.state_dict()}, tmp_path / 'swin.pth')
+    b = _adapter('acmix_swin_tiny_patch4_window7_224', pretrained=str(tmp_path / 'swin.pth'), **kw)
+    b.init_weights()
+    ref = dict(full.named_parameters())
+    got = {k.replace('body.', '', 1): v for k, v in b.named_parameters()}
+    key = next(k for k in ref if 'rate1' in k or 'dep_conv' in k)
+    assert torch.equal(ref[key], got[key.replace('layers.', 'layers_', 1)])

@@ -8,25 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from _mm_helpers import backbone_channels, build_model, build_params, configs, load
 from PIL import Image
 
 pytestmark = pytest.mark.mm
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIGS = sorted((ROOT / 'configs' / 'segmentation').glob('*.py'))
+CONFIGS = configs('segmentation')
 DEMO = next(p for p in CONFIGS if p.name.startswith('demo_'))
 CHEAP = {'fpn_acmix-r50_8xb4-40k_ade20k-512x512.py', 'upernet_acmix-swin-t_8xb2-160k_ade20k-512x512.py', DEMO.name}
-
-
-def _cfg(path):
-    from mmengine.config import Config
-    return Config.fromfile(str(path))
-
-
-def _registered(model_name):
-    import timm
-    import models  # noqa: F401
-    return model_name in timm.list_models()
 
 
 def _head_in_channels(cfg):
@@ -36,18 +26,11 @@ def _head_in_channels(cfg):
 
 @pytest.mark.parametrize('path', CONFIGS, ids=[p.stem for p in CONFIGS])
 def test_config_channels_match_backbone(path):
-    from models.mm_backbone import stage_channels
-    cfg = _cfg(path)
+    cfg = load(path)
     assert cfg.default_scope == 'mmseg'
     assert cfg.model.decode_head.num_classes == 150
     assert cfg.train_dataloader.dataset.type == 'ADE20KDataset'
-    bb = dict(cfg.model.backbone)
-    for k in ('type', 'init_cfg', 'frozen_stages', 'norm_eval', 'out_norm', 'pad_to'):
-        bb.pop(k, None)
-    name, out_indices = bb.pop('model_name'), bb.pop('out_indices')
-    if not _registered(name):
-        pytest.skip(f'{name} is not registered yet')
-    chans = stage_channels(name, out_indices, **bb)
+    chans = backbone_channels(cfg)
     assert chans == _head_in_channels(cfg)
     if cfg.model.get('auxiliary_head'):
         assert cfg.model.auxiliary_head.in_channels == chans[cfg.model.auxiliary_head.in_index]
@@ -55,21 +38,10 @@ def test_config_channels_match_backbone(path):
     assert 'SyncBN' not in cfg.pretty_text
 
 
-@pytest.mark.parametrize('path', [pytest.param(p, marks=() if p.name in CHEAP else pytest.mark.slow) for p in CONFIGS],
-                         ids=[p.stem for p in CONFIGS])
+@pytest.mark.parametrize('path', build_params(CONFIGS, CHEAP))
 def test_config_builds(path):
-    from mmengine.registry import init_default_scope
-    from mmseg.registry import MODELS
-    from mmseg.utils import register_all_modules
-    import models.mm_backbone  # noqa: F401
-    register_all_modules(init_default_scope=False)
-    init_default_scope('mmseg')
-    cfg = _cfg(path)
-    if not _registered(cfg.model.backbone.model_name):
-        pytest.skip(f'{cfg.model.backbone.model_name} is not registered yet')
-    cfg.model.backbone.init_cfg = None
-    model = MODELS.build(cfg.model)
-    assert model.backbone.out_channels == _head_in_channels(cfg)
+    cfg = load(path)
+    assert build_model(cfg, 'mmseg').backbone.out_channels == _head_in_channels(cfg)
 
 
 # ----------------------------------------------------------------------------------------------- data + tools
