@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from timm.models.pvt_v2 import Attention as PvtAttention
 from timm.models.swin_transformer import SwinTransformerBlock
 
 from acmix import ACmix, ACmixSRAttention, ACmixWindowAttention, ATTN_MODES, MIX_MODES, SHIFT_MODES, position_grid
+from acmix.patchwise import PatchwiseAttention, patchwise_aggregate
 
 FIXTURES = Path(__file__).parent / 'fixtures' / 'authors'
-HAS_PATCHWISE = importlib.util.find_spec('acmix.patchwise') is not None
 
 
 @pytest.fixture(autouse=True, scope='module')
@@ -33,11 +34,6 @@ def _fixtures(kind: str) -> list[Path]:
     paths = sorted(FIXTURES.glob(f'{kind}*.pt'))
     assert paths, f'no {kind} fixtures in {FIXTURES}: run tools/make_authors_fixtures.py'
     return paths
-
-
-def _attn_modes() -> list:
-    skip = pytest.mark.skipif(not HAS_PATCHWISE, reason='acmix/patchwise.py (SAN core) not present')
-    return [pytest.param(m, marks=skip) if m == 'patchwise' else m for m in ATTN_MODES]
 
 
 def _build(kind: str, mix: str = 'learnable', shift: str = 'group_conv', **kw) -> torch.nn.Module:
@@ -151,7 +147,7 @@ def test_global_attention_matches_explicit_softmax() -> None:
 # ---------------------------------------------------------------- every mode x mix x shift trains
 @pytest.mark.parametrize('shift', SHIFT_MODES)
 @pytest.mark.parametrize('mix', MIX_MODES)
-@pytest.mark.parametrize('kind', _attn_modes() + ['window', 'sr'])
+@pytest.mark.parametrize('kind', [*ATTN_MODES, 'window', 'sr'])
 def test_train_step(kind: str, mix: str, shift: str) -> None:
     torch.manual_seed(0)
     m = _build(kind, mix, shift, **({'stride': 2} if kind in ATTN_MODES else {}))
@@ -229,7 +225,7 @@ def test_reset_parameters_restores_shift_init() -> None:
 # ---------------------------------------------------------------- robustness
 @pytest.mark.parametrize('size, stride, dilation', [((1, 1), 1, 1), ((2, 3), 1, 1), ((1, 1), 2, 1), ((5, 7), 2, 1),
                                                     ((13, 9), 2, 2), ((3, 3), 1, 3)])
-@pytest.mark.parametrize('mode', _attn_modes())
+@pytest.mark.parametrize('mode', ATTN_MODES)
 def test_acmix_any_size(mode: str, size: tuple[int, int], stride: int, dilation: int) -> None:
     m = ACmix(8, 8, kernel_att=7, head=2, stride=stride, dilation=dilation, attn_mode=mode)
     out = m(torch.randn(2, 8, *size))  # batch 2: the patchwise core has BatchNorm
@@ -283,7 +279,7 @@ def test_position_grid() -> None:
     assert g[0, 1, :, 0].tolist() == [-1.0, 0.0, 1.0]                      # y along the rows
 
 
-@pytest.mark.parametrize('kind', _attn_modes() + ['window', 'sr'])
+@pytest.mark.parametrize('kind', [*ATTN_MODES, 'window', 'sr'])
 def test_bf16_autocast_and_channels_last(kind: str) -> None:
     torch.manual_seed(0)
     m = _build(kind).eval()
@@ -339,3 +335,141 @@ def test_errors(build, match: str) -> None:
 def test_sr_token_count_error() -> None:
     with pytest.raises(ValueError, match=r'token count 10 does not match num_prefix_tokens \+ H\*W = 0 \+ 3\*4 = 12'):
         ACmixSRAttention(16, 2)(torch.randn(1, 10, 16), 3, 4)
+
+
+# ---------------------------------------------------------------- SAN patchwise attention (acmix/patchwise.py)
+
+def _san_patchwise(m: PatchwiseAttention, q, k, v):
+    """SAN's own formulation (stride 1, one head): ReflectionPad + Unfold of keys and values, c % Wc sharing."""
+    b, _, h, w = q.shape
+    kk, pad = m.kernel_att ** 2, m.kernel_att // 2
+    x1 = q.reshape(b, -1, 1, h * w)
+    x2 = F.unfold(F.pad(k, (pad,) * 4, mode='reflect'), m.kernel_att).reshape(b, -1, 1, h * w)
+    wgt = m.conv_w(torch.cat([x1, x2], 1)).reshape(b, -1, kk, h * w)
+    vu = F.unfold(F.pad(v, (pad,) * 4, mode='reflect'), m.kernel_att).reshape(b, v.shape[1], kk, h * w)
+    idx = torch.arange(v.shape[1]) % wgt.shape[1]
+    return (vu * wgt[:, idx]).sum(2).reshape(b, -1, h, w)
+
+
+def test_patchwise_matches_san_formulation():
+    torch.manual_seed(0)
+    m = PatchwiseAttention(32, 1, 3, qk_planes=4, share_planes=8).double().train()
+    q, k = torch.randn(2, 4, 6, 7, dtype=torch.double), torch.randn(2, 4, 6, 7, dtype=torch.double)
+    v = torch.randn(2, 32, 6, 7, dtype=torch.double)
+    torch.testing.assert_close(m(q, k, v), _san_patchwise(m, q, k, v))
+    assert m.weight_planes == 4
+
+
+@pytest.mark.parametrize('size,stride,dilation,kernel,head', [
+    ((5, 7), 2, 1, 3, 4),    # odd sizes, stride 2: ceil
+    ((1, 1), 1, 1, 7, 2),    # 1x1 map, window far larger than the map
+    ((3, 2), 2, 2, 7, 1),    # tiny non-square, stride and dilation
+    ((9, 4), 1, 3, 5, 2),
+])
+def test_patchwise_shapes_grads_and_lean_path(size, stride, dilation, kernel, head):
+    torch.manual_seed(0)
+    m = PatchwiseAttention(16, head, kernel, stride, dilation).double()
+    q, k, v = (torch.randn(2, 16, *size, dtype=torch.double, requires_grad=True) for _ in range(3))
+    out = m(q, k, v)
+    assert out.shape == (2, 16, -(-size[0] // stride), -(-size[1] // stride))
+    g = torch.randn_like(out)
+    grads = torch.autograd.grad((out * g).sum(), [q, k, v, *m.parameters()], allow_unused=False)
+    assert all(torch.isfinite(t).all() for t in grads)
+    assert grads[2].abs().sum() > 0 and grads[0].abs().sum() > 0
+    m.impl = 'reference'
+    out_ref = m(q, k, v)
+    grads_ref = torch.autograd.grad((out_ref * g).sum(), [q, k, v, *m.parameters()])
+    torch.testing.assert_close(out, out_ref)
+    for a, b in zip(grads, grads_ref):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize('size,stride,dilation,kernel,head,qk', [
+    ((5, 7), 2, 1, 3, 4, None), ((1, 1), 1, 1, 7, 2, None), ((9, 4), 1, 3, 5, 2, None), ((6, 7), 1, 1, 3, 1, 4)])
+def test_patchwise_inference_path_matches(size, stride, dilation, kernel, head, qk):
+    """Eval + no_grad builds gamma's first layer tap by tap; it must equal the materialised input."""
+    torch.manual_seed(0)
+    m = PatchwiseAttention(16, head, kernel, stride, dilation, qk_planes=qk).double()
+    with torch.no_grad():
+        for bn in (m.conv_w[0], m.conv_w[3]):
+            bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2), bn.weight.normal_(), bn.bias.normal_()
+    m.eval()
+    q, k = (torch.randn(2, qk or 16, *size, dtype=torch.double) for _ in range(2))
+    v = torch.randn(2, 16, *size, dtype=torch.double)
+    with torch.no_grad():
+        lean = m(q, k, v)
+    torch.testing.assert_close(lean, m(q, k, v))  # grad enabled: materialised gamma input
+    m.impl = 'reference'
+    with torch.no_grad():
+        torch.testing.assert_close(lean, m(q, k, v))
+
+
+def test_patchwise_aggregate_gradcheck():
+    v = torch.randn(2, 2, 3, 5, 4, dtype=torch.double, requires_grad=True)
+    w = torch.randn(2, 3, 9, 3, 2, dtype=torch.double, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda v, w: patchwise_aggregate(v, w, 3, 2, 2, 'loop'), (v, w))
+
+
+def test_patchwise_errors_name_the_problem():
+    with pytest.raises(ValueError, match='head dim 6'):
+        PatchwiseAttention(12, 2, share_planes=4)
+    with pytest.raises(ValueError, match='kernel_size'):
+        PatchwiseAttention(16, 1, 4)
+    m = PatchwiseAttention(16, 2, 3)
+    with pytest.raises(ValueError, match='v must be'):
+        m(torch.randn(1, 16, 5, 5), torch.randn(1, 16, 5, 5), torch.randn(1, 8, 5, 5))
+
+
+# ---------------------------------------------------------------- ACmixSRAttention: class token, shared Stage I
+
+def _split_paths(m: ACmixSRAttention, **kw):
+    """The ``attn_only`` and ``conv_only`` twins of ``m``, holding its weights."""
+    sd = m.state_dict()
+    twins = []
+    for mix in ('attn_only', 'conv_only'):
+        t = ACmixSRAttention(m.dim, m.num_heads, m.sr_ratio, mix=mix, **kw).eval()
+        t.load_state_dict({k: v for k, v in sd.items() if k in t.state_dict()})
+        twins.append(t)
+    return twins
+
+
+def test_sr_conv_path_on_spatial_tokens_only():
+    """Class token: attention as PVT v1 over every token; the conv path sees (and writes) the spatial ones only."""
+    torch.manual_seed(0)
+    m = ACmixSRAttention(16, 2, sr_ratio=1, num_prefix_tokens=1).eval()
+    with torch.no_grad():
+        m.rate1.fill_(0.3), m.rate2.fill_(0.8)
+    attn, conv = _split_paths(m, num_prefix_tokens=1)
+    x = torch.randn(2, 1 + 3 * 5, 16)
+    with torch.no_grad():
+        out, out_conv = m(x, 3, 5), conv(x, 3, 5)
+        torch.testing.assert_close(out, 0.3 * attn(x, 3, 5) + 0.8 * out_conv)
+        assert torch.equal(out_conv[:, 0], torch.zeros_like(out_conv[:, 0]))
+        x2 = x.clone()
+        x2[:, 0] += 1  # the class token does not reach the conv path
+        torch.testing.assert_close(conv(x2, 3, 5), out_conv)
+        spatial = ACmixSRAttention(16, 2, mix='conv_only').eval()
+        spatial.load_state_dict(conv.state_dict())
+        torch.testing.assert_close(spatial(x[:, 1:], 3, 5), out_conv[:, 1:])
+    with pytest.raises(ValueError, match='token count 15 does not match num_prefix_tokens'):
+        m(x[:, 1:], 3, 5)
+    with pytest.raises(ValueError, match='needs sr_ratio 1'):
+        ACmixSRAttention(16, 2, sr_ratio=2, num_prefix_tokens=1)
+
+
+@pytest.mark.parametrize('size', [(8, 12), (7, 5), (1, 3)])
+def test_sr_conv_path_shares_stage_one(size):
+    """The conv path reads q and the spatially reduced k / v (nearest-upsampled), no extra projection."""
+    torch.manual_seed(0)
+    h, w = size
+    m = ACmixSRAttention(16, 2, sr_ratio=4, mix='conv_only').eval()
+    x = torch.randn(2, h * w, 16)
+    x_map = F.pad(x.transpose(1, 2).reshape(2, 16, h, w), (0, max(4 - w, 0), 0, max(4 - h, 0)))
+    with torch.no_grad():
+        reduced = m.sr(x_map)                                          # (2, 16, h', w')
+        kv = m.kv(m.norm(reduced.flatten(2).transpose(1, 2)))          # (2, h'*w', 32)
+        kv = F.interpolate(kv.transpose(1, 2).reshape(2, 32, *reduced.shape[-2:]), size=(h, w), mode='nearest')
+        q = m.q(x).transpose(1, 2).reshape(2, 16, h, w)
+        f = m.fc(torch.cat([q, kv], 1).reshape(2, 6, 8, h * w))       # (2, 9, head_dim 8, h*w)
+        ref = m.dep_conv(f.transpose(1, 2).reshape(2, 72, h, w)).flatten(2).transpose(1, 2)
+        torch.testing.assert_close(m(x, h, w), ref)

@@ -1,8 +1,8 @@
-"""SAN patchwise attention, SAN / SAN-ACmix and PVT v1 / PVT-ACmix models.
+"""SAN / SAN-ACmix and PVT v1 / PVT-ACmix models.
 
-The generic timm contract (every ``acmix_*`` model plus baselines) lives in ``tests/test_models.py``; this file
-checks what is specific to these families: the patchwise operator against SAN's unfold formulation, its
-memory-lean path against the reference, measured parameter counts, small and non-square inputs, feature maps
+The generic timm contract (every ``acmix_*`` model plus baselines) lives in ``tests/test_models.py`` and the
+operator's own tests (SAN's patchwise attention, ``ACmixSRAttention``) in ``tests/test_acmix.py``; this file
+checks what is specific to these families: measured parameter counts, small and non-square inputs, feature maps
 and loading of our own and the original (SAN / PVT v1) checkpoint layouts.  ``tests/fixtures/pvt`` comes from
 ``tools/make_pvt_fixtures.py``, which runs the original PVT v1 code (whai362/PVT ``classification/pvt.py``).
 """
@@ -13,12 +13,9 @@ from pathlib import Path
 import pytest
 import timm
 import torch
-import torch.nn.functional as F
 
 import models.pvt  # noqa: F401  (registers the entrypoints)
 import models.san  # noqa: F401
-from acmix import ACmixSRAttention
-from acmix.patchwise import PatchwiseAttention, patchwise_aggregate
 from models.complexity import count_macs
 
 PVT_FIXTURES = Path(__file__).parent / 'fixtures' / 'pvt'
@@ -33,89 +30,6 @@ PARAMS = {
 # ACmix README (paper Table): ACmix-SAN 12.1M / 16.6M / 21.2M, ACmix-PVT 13M / 25M
 README = {'acmix_san10': 12.1e6, 'acmix_san15': 16.6e6, 'acmix_san19': 21.2e6,
           'acmix_pvt_tiny': 13e6, 'acmix_pvt_small': 25e6}
-
-
-# ---------------------------------------------------------------- patchwise attention
-
-def _san_patchwise(m: PatchwiseAttention, q, k, v):
-    """SAN's own formulation (stride 1, one head): ReflectionPad + Unfold of keys and values, c % Wc sharing."""
-    b, _, h, w = q.shape
-    kk, pad = m.kernel_att ** 2, m.kernel_att // 2
-    x1 = q.reshape(b, -1, 1, h * w)
-    x2 = F.unfold(F.pad(k, (pad,) * 4, mode='reflect'), m.kernel_att).reshape(b, -1, 1, h * w)
-    wgt = m.conv_w(torch.cat([x1, x2], 1)).reshape(b, -1, kk, h * w)
-    vu = F.unfold(F.pad(v, (pad,) * 4, mode='reflect'), m.kernel_att).reshape(b, v.shape[1], kk, h * w)
-    idx = torch.arange(v.shape[1]) % wgt.shape[1]
-    return (vu * wgt[:, idx]).sum(2).reshape(b, -1, h, w)
-
-
-def test_patchwise_matches_san_formulation():
-    torch.manual_seed(0)
-    m = PatchwiseAttention(32, 1, 3, qk_planes=4, share_planes=8).double().train()
-    q, k = torch.randn(2, 4, 6, 7, dtype=torch.double), torch.randn(2, 4, 6, 7, dtype=torch.double)
-    v = torch.randn(2, 32, 6, 7, dtype=torch.double)
-    torch.testing.assert_close(m(q, k, v), _san_patchwise(m, q, k, v))
-    assert m.weight_planes == 4
-
-
-@pytest.mark.parametrize('size,stride,dilation,kernel,head', [
-    ((5, 7), 2, 1, 3, 4),    # odd sizes, stride 2: ceil
-    ((1, 1), 1, 1, 7, 2),    # 1x1 map, window far larger than the map
-    ((3, 2), 2, 2, 7, 1),    # tiny non-square, stride and dilation
-    ((9, 4), 1, 3, 5, 2),
-])
-def test_patchwise_shapes_grads_and_lean_path(size, stride, dilation, kernel, head):
-    torch.manual_seed(0)
-    m = PatchwiseAttention(16, head, kernel, stride, dilation).double()
-    q, k, v = (torch.randn(2, 16, *size, dtype=torch.double, requires_grad=True) for _ in range(3))
-    out = m(q, k, v)
-    assert out.shape == (2, 16, -(-size[0] // stride), -(-size[1] // stride))
-    g = torch.randn_like(out)
-    grads = torch.autograd.grad((out * g).sum(), [q, k, v, *m.parameters()], allow_unused=False)
-    assert all(torch.isfinite(t).all() for t in grads)
-    assert grads[2].abs().sum() > 0 and grads[0].abs().sum() > 0
-    m.impl = 'reference'
-    out_ref = m(q, k, v)
-    grads_ref = torch.autograd.grad((out_ref * g).sum(), [q, k, v, *m.parameters()])
-    torch.testing.assert_close(out, out_ref)
-    for a, b in zip(grads, grads_ref):
-        torch.testing.assert_close(a, b)
-
-
-@pytest.mark.parametrize('size,stride,dilation,kernel,head,qk', [
-    ((5, 7), 2, 1, 3, 4, None), ((1, 1), 1, 1, 7, 2, None), ((9, 4), 1, 3, 5, 2, None), ((6, 7), 1, 1, 3, 1, 4)])
-def test_patchwise_inference_path_matches(size, stride, dilation, kernel, head, qk):
-    """Eval + no_grad builds gamma's first layer tap by tap; it must equal the materialised input."""
-    torch.manual_seed(0)
-    m = PatchwiseAttention(16, head, kernel, stride, dilation, qk_planes=qk).double()
-    with torch.no_grad():
-        for bn in (m.conv_w[0], m.conv_w[3]):
-            bn.running_mean.normal_(), bn.running_var.uniform_(0.5, 2), bn.weight.normal_(), bn.bias.normal_()
-    m.eval()
-    q, k = (torch.randn(2, qk or 16, *size, dtype=torch.double) for _ in range(2))
-    v = torch.randn(2, 16, *size, dtype=torch.double)
-    with torch.no_grad():
-        lean = m(q, k, v)
-    torch.testing.assert_close(lean, m(q, k, v))  # grad enabled: materialised gamma input
-    m.impl = 'reference'
-    with torch.no_grad():
-        torch.testing.assert_close(lean, m(q, k, v))
-
-
-def test_patchwise_aggregate_gradcheck():
-    v = torch.randn(2, 2, 3, 5, 4, dtype=torch.double, requires_grad=True)
-    w = torch.randn(2, 3, 9, 3, 2, dtype=torch.double, requires_grad=True)
-    assert torch.autograd.gradcheck(lambda v, w: patchwise_aggregate(v, w, 3, 2, 2, 'loop'), (v, w))
-
-
-def test_patchwise_errors_name_the_problem():
-    with pytest.raises(ValueError, match='head dim 6'):
-        PatchwiseAttention(12, 2, share_planes=4)
-    with pytest.raises(ValueError, match='kernel_size'):
-        PatchwiseAttention(16, 1, 4)
-    m = PatchwiseAttention(16, 2, 3)
-    with pytest.raises(ValueError, match='v must be'):
-        m(torch.randn(1, 16, 5, 5), torch.randn(1, 16, 5, 5), torch.randn(1, 8, 5, 5))
 
 
 # ---------------------------------------------------------------- parameter counts
@@ -265,61 +179,6 @@ def test_acmix_near_paper_at_224(name, paper):
     model = timm.create_model(name)
     params, macs = sum(p.numel() for p in model.parameters()), count_macs(model)
     assert abs(params / paper[0] - 1) < 0.05 and abs(macs / paper[1] - 1) < 0.05, (params, macs)
-
-
-# ---------------------------------------------------------------- ACmixSRAttention: class token, shared Stage I
-
-def _split_paths(m: ACmixSRAttention, **kw):
-    """The ``attn_only`` and ``conv_only`` twins of ``m``, holding its weights."""
-    sd = m.state_dict()
-    twins = []
-    for mix in ('attn_only', 'conv_only'):
-        t = ACmixSRAttention(m.dim, m.num_heads, m.sr_ratio, mix=mix, **kw).eval()
-        t.load_state_dict({k: v for k, v in sd.items() if k in t.state_dict()})
-        twins.append(t)
-    return twins
-
-
-def test_sr_conv_path_on_spatial_tokens_only():
-    """Class token: attention as PVT v1 over every token; the conv path sees (and writes) the spatial ones only."""
-    torch.manual_seed(0)
-    m = ACmixSRAttention(16, 2, sr_ratio=1, num_prefix_tokens=1).eval()
-    with torch.no_grad():
-        m.rate1.fill_(0.3), m.rate2.fill_(0.8)
-    attn, conv = _split_paths(m, num_prefix_tokens=1)
-    x = torch.randn(2, 1 + 3 * 5, 16)
-    with torch.no_grad():
-        out, out_conv = m(x, 3, 5), conv(x, 3, 5)
-        torch.testing.assert_close(out, 0.3 * attn(x, 3, 5) + 0.8 * out_conv)
-        assert torch.equal(out_conv[:, 0], torch.zeros_like(out_conv[:, 0]))
-        x2 = x.clone()
-        x2[:, 0] += 1  # the class token does not reach the conv path
-        torch.testing.assert_close(conv(x2, 3, 5), out_conv)
-        spatial = ACmixSRAttention(16, 2, mix='conv_only').eval()
-        spatial.load_state_dict(conv.state_dict())
-        torch.testing.assert_close(spatial(x[:, 1:], 3, 5), out_conv[:, 1:])
-    with pytest.raises(ValueError, match='token count 15 does not match num_prefix_tokens'):
-        m(x[:, 1:], 3, 5)
-    with pytest.raises(ValueError, match='needs sr_ratio 1'):
-        ACmixSRAttention(16, 2, sr_ratio=2, num_prefix_tokens=1)
-
-
-@pytest.mark.parametrize('size', [(8, 12), (7, 5), (1, 3)])
-def test_sr_conv_path_shares_stage_one(size):
-    """The conv path reads q and the spatially reduced k / v (nearest-upsampled), no extra projection."""
-    torch.manual_seed(0)
-    h, w = size
-    m = ACmixSRAttention(16, 2, sr_ratio=4, mix='conv_only').eval()
-    x = torch.randn(2, h * w, 16)
-    x_map = F.pad(x.transpose(1, 2).reshape(2, 16, h, w), (0, max(4 - w, 0), 0, max(4 - h, 0)))
-    with torch.no_grad():
-        reduced = m.sr(x_map)                                          # (2, 16, h', w')
-        kv = m.kv(m.norm(reduced.flatten(2).transpose(1, 2)))          # (2, h'*w', 32)
-        kv = F.interpolate(kv.transpose(1, 2).reshape(2, 32, *reduced.shape[-2:]), size=(h, w), mode='nearest')
-        q = m.q(x).transpose(1, 2).reshape(2, 16, h, w)
-        f = m.fc(torch.cat([q, kv], 1).reshape(2, 6, 8, h * w))       # (2, 9, head_dim 8, h*w)
-        ref = m.dep_conv(f.transpose(1, 2).reshape(2, 72, h, w)).flatten(2).transpose(1, 2)
-        torch.testing.assert_close(m(x, h, w), ref)
 
 
 # ---------------------------------------------------------------- checkpoints
