@@ -20,6 +20,7 @@ from torch import nn
 from yacs.config import CfgNode
 
 import models  # noqa: F401  (registers the acmix_* / conv_* / san* / pvt_v1_* entrypoints with timm)
+from classification.config import ConfigError
 from models._checkpoint import CheckpointError
 
 __all__ = ['ModelNameError', 'check_model_name', 'build_model', 'build_criterion', 'build_mixup', 'scaled_lrs',
@@ -60,6 +61,10 @@ def build_model(cfg: CfgNode, pretrained_file: str | None = None, **overrides: A
         kwargs['drop_rate'] = cfg.MODEL.DROP_RATE
     if cfg.MODEL.MIXER_ARGS:
         kwargs['mixer_args'] = {k: v for k, v in cfg.MODEL.MIXER_ARGS.items()}
+    clash = sorted(set(cfg.MODEL.MODEL_ARGS) & set(kwargs))
+    if clash:
+        raise ConfigError(f"MODEL.MODEL_ARGS {clash} are set by other MODEL keys; set them there instead")
+    kwargs.update(cfg.MODEL.MODEL_ARGS)
     file = pretrained_file or cfg.MODEL.PRETRAINED_FILE
     if file:
         if not Path(file).is_file():

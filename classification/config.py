@@ -45,6 +45,9 @@ _C.MODEL.DROP_RATE = 0.0
 # Keyword arguments for the model's ACmix mixer, passed as `mixer_args=` (only when non-empty), e.g. the
 # ablations' {mix: attn_only} or {shift: tensor}; see models/ and acmix/ for the accepted names.
 _C.MODEL.MIXER_ARGS = CN(new_allowed=True)
+# Further keyword arguments of the model's constructor (timm.create_model), e.g. the authors' ResNet initialisation
+# {zero_init_last: False, acmix_init: kaiming}; a name the model does not take fails when it is built.
+_C.MODEL.MODEL_ARGS = CN(new_allowed=True)
 # Initialise from the model's pretrained cfg (timm hub/url) before training.
 _C.MODEL.PRETRAINED = False
 # Initialise from this checkpoint file instead (any of: our checkpoint, the authors' {'model': ...},

@@ -157,6 +157,17 @@ def test_every_config_loads_and_builds(path):
             f'{cfg.MODEL.NAME} has no rate1/rate2 modules'
 
 
+def test_model_args_reach_the_model_and_clashes_are_named():
+    cfg = load_config(CONFIG_DIR / 'conv_resnet26.yaml', ['MODEL.NUM_CLASSES', '4'])
+    assert cfg.MODEL.MODEL_ARGS.zero_init_last is False  # the authors' zero_init_residual=False
+    model = build.build_model(cfg)
+    assert all(bool((b.bn3.weight != 0).all()) for b in model.modules() if hasattr(b, 'bn3'))
+    cfg.defrost()
+    cfg.MODEL.MODEL_ARGS.num_classes = 7
+    with pytest.raises(ConfigError, match=r"MODEL.MODEL_ARGS \['num_classes'\]"):
+        build.build_model(cfg)
+
+
 def test_config_names_match_models():
     """Each model YAML is named after its model (the recipes are checked in tests/test_recipes.py)."""
     for path in CONFIG_DIR.glob('*.yaml'):

@@ -146,10 +146,7 @@ _TIMM_SMOOTHING = ('all', "timm's label smoothing spreads eps over all classes, 
 RESNET_DEV = dict(
     warmup_prefix=(False, "timm's cosine spans the warm-up too (at most 0.052 x lr lower than the authors')"),
     smoothing_spread=_TIMM_SMOOTHING, amp=_AMP,
-    zero_init_last=(True, 'no config key passes model kwargs yet (timm ResNet default)'),
-    acmix_init=('shift', 'no config key passes model kwargs yet (our default keeps shift kernels)'),
 )
-CONV_RESNET_DEV = {k: v for k, v in RESNET_DEV.items() if k != 'acmix_init'}
 SAN_DEV = dict(lr_update=('iteration', 'the same cosine, sampled per iteration'),
                smoothing_spread=_TIMM_SMOOTHING, amp=_AMP)
 PVT_DEV = dict(lr_update=('iteration', 'the same schedule, sampled per iteration'))
@@ -165,7 +162,7 @@ DEMO = None  # CPU demos on generated data: not a recipe of the paper or of an o
 # config path (relative to configs/) -> (original, its extra values, deviations {field: (our value, reason)})
 CONFIGS = {
     **{f'classification/acmix_resnet{d}.yaml': ('resnet-acmix', _ACMIX_INIT, RESNET_DEV) for d in (26, 38, 50)},
-    **{f'classification/{m}.yaml': ('resnet-acmix', {}, CONV_RESNET_DEV)
+    **{f'classification/{m}.yaml': ('resnet-acmix', {}, RESNET_DEV)
        for m in ('conv_resnet26', 'conv_resnet38', 'resnet50')},
     **{f'classification/ablations/acmix_resnet26_{a}.yaml': ('resnet-acmix', _ACMIX_INIT, RESNET_DEV) for a in (
         'mix_attn_only', 'mix_conv_only', 'mix_fixed', 'mix_learnable', 'shift_fixed_kernel', 'shift_shift_init',
