@@ -326,3 +326,24 @@ def test_acmix_swin_checkpoint_through_family_filter(tmp_path):
     got = {k.replace('body.', '', 1): v for k, v in b.named_parameters()}
     key = next(k for k in ref if 'rate1' in k or 'dep_conv' in k)
     assert torch.equal(ref[key], got[key.replace('layers.', 'layers_', 1)])
+
+
+@pytest.mark.mm
+@pytest.mark.parametrize('path', ['detection/mask-rcnn_acmix-pvt-t_fpn_8xb2-1x_coco.py',
+                                  'segmentation/fpn_acmix-pvt-t_8xb4-40k_ade20k-512x512.py'])
+def test_pvt_dense_backbone_drops_the_class_token_of_its_imagenet_checkpoint(path, tmp_path):
+    """PVT's detection/segmentation backbone has no class token; its ImageNet checkpoint (with one) still loads."""
+    from mmengine.config import Config
+    from models.mm_backbone import ACmixBackbone
+    cfg = Config.fromfile(f'configs/{path}').model.backbone.to_dict()
+    assert cfg.pop('type') == 'ACmixBackbone' and cfg['class_token'] is False
+    torch.manual_seed(0)
+    imagenet = timm.create_model(cfg['model_name'])
+    torch.save({'model': imagenet.state_dict()}, tmp_path / 'in1k.pth')
+    cfg['init_cfg'] = dict(type='Pretrained', checkpoint=str(tmp_path / 'in1k.pth'))
+    backbone = ACmixBackbone(**cfg)
+    backbone.init_weights()
+    assert not any('cls_token' in k for k in backbone.state_dict())
+    assert torch.equal(backbone.state_dict()[next(k for k in backbone.state_dict() if k.endswith('patch_embed.proj.weight'))],
+                       imagenet.state_dict()[next(k for k in imagenet.state_dict() if k.endswith('patch_embed.proj.weight'))])
+    assert [o.shape[1] for o in backbone(torch.randn(1, 3, 64, 96))] == [64, 128, 320, 512]

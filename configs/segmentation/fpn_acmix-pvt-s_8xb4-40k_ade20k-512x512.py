@@ -13,5 +13,8 @@ model = dict(
     backbone=dict(
         model_name='acmix_pvt_small',
         drop_path_rate=0.1,
+        # as PVT's dense-prediction backbone: stage 4 without the class token (the ImageNet checkpoint's token and
+        # its position row are dropped on loading, as PVT's code does)
+        class_token=False,
         init_cfg=dict(type='Pretrained', checkpoint='checkpoints/imagenet/acmix_pvt_small.pth')),
     neck=dict(in_channels=[64, 128, 320, 512]))
