@@ -160,6 +160,8 @@ inline __attribute__((always_inline)) void backward_weight_task(const T* grad, c
 // float32 loops compiled twice, for AVX2+FMA and for baseline x86-64, picked once by a CPU check; float64 (tests):
 // baseline only
 #define ACMIX_AVX2 __attribute__((target("avx2,fma")))
+ACMIX_AVX2 void fwd_avx2_1(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 1>(f, w, o, g, b, d, buf); }
+ACMIX_AVX2 void fwd_avx2_2(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 2>(f, w, o, g, b, d, buf); }
 ACMIX_AVX2 void fwd_avx2_3(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 3>(f, w, o, g, b, d, buf); }
 ACMIX_AVX2 void fwd_avx2_4(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 4>(f, w, o, g, b, d, buf); }
 ACMIX_AVX2 void bwi_avx2_3(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { backward_input_task<float, 3>(f, w, o, g, b, d, buf); }
@@ -173,6 +175,8 @@ bool has_avx2() {
 
 template <int BS> void fwd_one(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) {
   if (!has_avx2()) forward_task<float, BS>(f, w, o, g, b, d, buf);
+  else if constexpr (BS == 1) fwd_avx2_1(f, w, o, g, b, d, buf);
+  else if constexpr (BS == 2) fwd_avx2_2(f, w, o, g, b, d, buf);
   else if constexpr (BS == 3) fwd_avx2_3(f, w, o, g, b, d, buf);
   else fwd_avx2_4(f, w, o, g, b, d, buf);
 }
@@ -211,8 +215,12 @@ void check(const at::Tensor& f, const at::Tensor& weight) {
               "weight must be a contiguous (D*N, K*K, K, K) tensor matching x (B, D*K*K, H, W)");
 }
 
-// block of heads (forward) / taps (backward) per register tile: 3 when it divides, else 4 (zero-padded)
-int block_size(int64_t n) { return n % 4 == 0 ? 4 : (n % 3 == 0 ? 3 : 4); }
+// block of heads (forward) / taps (backward) per register tile: 4, 3, 2 or 1 when it divides, else 4 (zero-padded)
+int block_size(int64_t n) {
+  for (int bs : {4, 3, 2, 1})
+    if (n % bs == 0 && (bs > 1 || n == 1)) return bs;
+  return 4;
+}
 
 }  // namespace
 
@@ -237,7 +245,9 @@ at::Tensor forward(const at::Tensor& f, const at::Tensor& weight, int64_t dilati
     at::parallel_for(0, g.b * g.d, 1, [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> buf(g.kk * g.ph * g.pw);
       for (int64_t t = begin; t < end; ++t) {
-        if (bs == 3) fwd_one<3>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
+        if (bs == 1) fwd_one<1>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
+        else if (bs == 2) fwd_one<2>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
+        else if (bs == 3) fwd_one<3>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
         else fwd_one<4>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
       }
     });
@@ -254,7 +264,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, co
   auto dw = at::empty_like(weight);
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "acmix_shift_conv_backward", [&] {
     const Geo g = geometry(f, weight, dilation, 32 / sizeof(scalar_t));
-    const int bs = block_size(g.kk);
+    const int bs = block_size(g.kk) >= 3 ? block_size(g.kk) : 4;  // taps: the 3- and 4-wide tiles only
     const int64_t jbs = (g.kk + bs - 1) / bs;
     // packed (D, JB, N, KK(taps), BS): input maps of one block side by side
     auto wpk = at::zeros({g.d, jbs, g.n, g.kk, bs}, weight.options());
@@ -307,6 +317,7 @@ def _load() -> ModuleType | None:
 # TorchScript calls it as Python (ShiftGroupConv.forward); no `from __future__ import annotations` in this file, so
 # that TorchScript can read the annotation
 @torch.jit.ignore
+@torch.compiler.assume_constant_result  # a constant to Dynamo, which cannot enter the build lock
 def available() -> bool:
     """True when the C++ kernel is built (compiled on the first call on a machine) and ``shift_conv`` can run."""
     return _load() is not None
