@@ -18,7 +18,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import register_notrace_module
 
-from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_dep_conv, check_choice, check_odd_kernel,
+from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_conv_path, check_choice, check_odd_kernel,
                         check_positive, reset_dep_conv, shift_layout, split_heads)
 from .kernels import IMPLS, local_attention
 
@@ -120,8 +120,8 @@ class ACmix(RateMixer, nn.Module):
         # Stage II, convolution path
         if self.has_conv:
             num_maps = (2 * self.qk_planes + out_planes) // self.conv_dim  # 3 * head when q, k, v have one width
-            self.fc = nn.Conv2d(num_maps, kernel_conv * kernel_conv, kernel_size=1, bias=False)
-            self.dep_conv = build_dep_conv(shift, self.conv_dim, out_planes, kernel_conv, stride, dilation)
+            self.fc, self.dep_conv = build_conv_path(num_maps, self.conv_dim, out_planes, kernel_conv, shift,
+                                                     fc_bias=False, stride=stride, dilation=dilation)
 
     def reset_parameters(self) -> None:
         """Rates to 0.5 and ``dep_conv`` to one-hot shift kernels (the authors' module init)."""

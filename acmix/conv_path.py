@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from .kernels import shift_conv as shift_conv_kernel
 
 __all__ = ['MIX_MODES', 'SHIFT_MODES', 'check_choice', 'check_odd_kernel', 'check_positive', 'split_heads',
-           'build_dep_conv', 'shift_kernel_', 'reset_dep_conv', 'shift_layout', 'ShiftGroupConv', 'ShiftConv',
+           'build_conv_path', 'build_dep_conv',
+           'shift_kernel_', 'reset_dep_conv', 'shift_layout', 'ShiftGroupConv', 'ShiftConv',
            'TensorShift', 'RateMixer']
 
 MIX_MODES = ('learnable', 'fixed', 'attn_only', 'conv_only')
@@ -196,6 +197,18 @@ def build_dep_conv(shift: str, head_dim: int, out_planes: int, kernel_size: int,
     if shift == 'tensor':
         return TensorShift(head_dim, out_planes, kernel_size, stride, dilation)
     return ShiftConv(head_dim, out_planes, kernel_size, stride, dilation, learnable=shift == 'shift_init')
+
+
+def build_conv_path(num_maps: int, head_dim: int, out_planes: int, kernel_size: int, shift: str, *,
+                    fc_bias: bool, stride: int = 1, dilation: int = 1) -> tuple[nn.Conv2d, nn.Module]:
+    """The convolution path's layers ``(fc, dep_conv)``.
+
+    ``fc`` is the light fully connected layer over the ``num_maps`` Stage I maps (3 * heads: q, k, v per head)
+    giving k^2 maps, shared across the ``head_dim`` channels (3N -> k^2, the authors' issue #5); ``dep_conv``
+    is the shift-and-sum of ``build_dep_conv``.  The authors' ResNet ``fc`` has no bias, their Swin ``fc`` has one.
+    """
+    fc = nn.Conv2d(num_maps, kernel_size * kernel_size, kernel_size=1, bias=fc_bias)
+    return fc, build_dep_conv(shift, head_dim, out_planes, kernel_size, stride, dilation)
 
 
 def reset_dep_conv(dep_conv: nn.Module) -> None:

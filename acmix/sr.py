@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import register_notrace_module
 
-from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_dep_conv, check_choice, check_odd_kernel,
+from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_conv_path, check_choice, check_odd_kernel,
                         check_positive, reset_dep_conv, shift_layout, split_heads)
 
 __all__ = ['ACmixSRAttention']
@@ -79,8 +79,8 @@ class ACmixSRAttention(RateMixer, nn.Module):
             self.attn_drop = nn.Dropout(attn_drop)
             self.proj = nn.Linear(dim, dim)
         if self.has_conv:
-            self.fc = nn.Conv2d(3 * num_heads, kernel_conv * kernel_conv, kernel_size=1, bias=True)
-            self.dep_conv = build_dep_conv(shift, self.head_dim, dim, kernel_conv)
+            self.fc, self.dep_conv = build_conv_path(3 * num_heads, self.head_dim, dim, kernel_conv, shift,
+                                                     fc_bias=True)
         self.proj_drop = nn.Dropout(proj_drop)
 
     def reset_parameters(self) -> None:
