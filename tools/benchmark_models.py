@@ -76,7 +76,7 @@ def training_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     """Forward, cross-entropy, backward and an SGD (momentum 0.9) step, in train mode."""
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
-    target = torch.randint(0, 1000, (x.shape[0],))
+    target = torch.randint(0, 1000, (x.shape[0],), device=x.device)
     loss_fn = nn.CrossEntropyLoss()
 
     def step() -> None:

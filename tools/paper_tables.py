@@ -43,6 +43,7 @@ from torch import nn  # noqa: E402
 
 # The paper's numbers, the authors'-code counts and the pairs live with the models (models/paper.py).
 from models.paper import PAIRS, PAPER, PaperEntry  # noqa: E402
+from tools.benchmark_models import inference_step, training_step  # noqa: E402
 
 
 def short_name(model: str) -> str:
@@ -111,28 +112,6 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _inference_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    model.eval()
-
-    def step() -> None:
-        with torch.inference_mode():
-            model(x)
-    return step
-
-
-def _training_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    model.train()
-    opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
-    target = torch.randint(0, 1000, (x.shape[0],), device=x.device)
-    loss_fn = nn.CrossEntropyLoss()
-
-    def step() -> None:
-        opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), target).backward()
-        opt.step()
-    return step
-
-
 def time_alternating(steps: Sequence[Callable[[], None]], device: torch.device, warmup: int, reps: int
                      ) -> List[float]:
     """Median seconds per call of each step; steps are timed in turn within every rep."""
@@ -158,7 +137,7 @@ def measure_speed(acmix_name: str, base_name: str, device: torch.device, batch: 
     x = torch.randn(batch, 3, img_size, img_size, device=device)
     row: Dict[str, Any] = {}
     # training first: index tensors that a module caches on its first call must not be born in inference mode
-    for mode, make in (('train', _training_step), ('infer', _inference_step)):
+    for mode, make in (('train', training_step), ('infer', inference_step)):
         secs = time_alternating([make(m, x) for m in nets], device, warmup, reps)
         row[f'{mode}_acmix'] = batch / secs[0]
         row[f'{mode}_base'] = batch / secs[1]
