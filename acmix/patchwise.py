@@ -139,6 +139,7 @@ def patchwise_aggregate(v: torch.Tensor, w: torch.Tensor, kernel_size: int, dila
 
 
 @torch.jit.ignore
+@torch.compiler.assume_constant_result  # ints in, cached tensors out: constants to Dynamo (it cannot trace the cache)
 def _window_rows_cols(height: int, width: int, kernel_size: int, dilation: int, stride: int,
                       device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Window tap indices along H and W, (Ho, K) and (Wo, K): ``window_index``, cached per size."""
