@@ -156,11 +156,19 @@ def build_authors(mods, arch: str, kwargs: Dict[str, Any]) -> nn.Module:
     return swin_mod.SwinTransformer_acmix(**kwargs).eval()
 
 
+def _ours():
+    """Our ``models`` package (entrypoints registered) and checkpoint writers, importable from the repository root."""
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
+    import models  # noqa: F401
+    from models import _checkpoint
+    return _checkpoint
+
+
 def build_ours(name: str, path: str, kwargs: Dict[str, Any]) -> nn.Module:
     """Our model with the authors'-format file loaded through timm's standard pretrained mechanism."""
     import timm
-    sys.path.insert(0, str(ROOT))
-    import models  # noqa: F401  (registers the entrypoints)
+    _ours()
     overlay = dict(file=path, num_classes=kwargs.get('num_classes', 1000))
     return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=overlay, **kwargs).eval()
 
@@ -180,19 +188,14 @@ def main() -> None:
     mods = (resnet_mod, swin_mod)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    def write(path: Path, write_fn) -> None:
-        tmp = path.with_name(path.name + '.tmp')
-        write_fn(tmp)
-        os.replace(tmp, path)
-
     for name, layers in RESNET_LAYERS.items():
         sd = build_authors(mods, 'resnet', dict(layers=list(layers))).state_dict()
         shapes = {k: list(v.shape) for k, v in sd.items()}
-        write(args.out / f'keys_{name}.json', lambda p: p.write_text(json.dumps(shapes, indent=0)))
+        _ours().atomic_write_text(json.dumps(shapes, indent=0), args.out / f'keys_{name}.json')
     for name, depths in SWIN_DEPTHS.items():
         sd = build_authors(mods, 'swin', dict(depths=list(depths))).state_dict()
         shapes = {k: list(v.shape) for k, v in sd.items()}
-        write(args.out / f'keys_{name}.json', lambda p: p.write_text(json.dumps(shapes, indent=0)))
+        _ours().atomic_write_text(json.dumps(shapes, indent=0), args.out / f'keys_{name}.json')
 
     for case, c in CASES.items():
         model = build_authors(mods, c['arch'], c['authors_kwargs'])
@@ -204,7 +207,7 @@ def main() -> None:
         blob = dict(arch=c['arch'], format=c['format'], seed=c['seed'], authors_kwargs=c['authors_kwargs'],
                     our_model=c['our_model'], our_kwargs=c['our_kwargs'], shapes=shapes, kept=kept, input=x,
                     output=y, source=f'LeapLabTHU/ACmix@{commit}:{src}')
-        write(args.out / f'{case}.pt', lambda p: torch.save(blob, p))
+        _ours().atomic_save(blob, args.out / f'{case}.pt')
         # self-check through our models, the same way the test does
         with tempfile.TemporaryDirectory() as d:
             ck = os.path.join(d, 'ck.pth')

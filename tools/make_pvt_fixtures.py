@@ -42,6 +42,7 @@ import torch.nn as nn
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from models._checkpoint import atomic_save, atomic_write_text  # noqa: E402
 from tools.make_authors_model_fixtures import randomize, rel_diff  # noqa: E402
 
 SOURCE_FILE = 'classification/pvt.py'
@@ -99,15 +100,10 @@ def main(argv: Optional[List[str]] = None) -> None:
     module, commit = load_original(args.pvt_repo)
     args.out.mkdir(parents=True, exist_ok=True)
 
-    def write(path: Path, write_fn) -> None:
-        tmp = path.with_name(path.name + '.tmp')
-        write_fn(tmp)
-        os.replace(tmp, path)
-
     for ours, original in FULL.items():
         sd = getattr(module, original)().state_dict()  # real tensors: its __init__ calls .item()
         shapes = {k: list(v.shape) for k, v in sd.items()}
-        write(args.out / f'keys_{ours}.json', lambda p: p.write_text(json.dumps(shapes, indent=0)))
+        atomic_write_text(json.dumps(shapes, indent=0), args.out / f'keys_{ours}.json')
 
     torch.manual_seed(SEED)
     model = build_small_original(module)
@@ -120,7 +116,7 @@ def main(argv: Optional[List[str]] = None) -> None:
                 our_model='pvt_v1_tiny', our_kwargs=our_kwargs(),
                 state_dict={k: v.clone() for k, v in model.state_dict().items()}, inputs=inputs, logits=logits)
     path = args.out / 'pvt_v1_small_config.pt'
-    write(path, lambda p: torch.save(blob, p))
+    atomic_save(blob, path)
 
     # self-check through our model, the way the test loads it
     with tempfile.TemporaryDirectory() as d:
