@@ -29,19 +29,28 @@ def _tl_dtype(dtype: torch.dtype):
 
 
 @triton.jit
+def _program_tile(q_ptr, D, H, W, Wo, P, stride,
+                  BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, COMPUTE: tl.constexpr):
+    """This program's image ``n``, its ``BLOCK_P`` flat output pixels ``pix = i*Wo + j`` with their mask, the
+    channel lanes ``ch``, the (BLOCK_P, BLOCK_D) mask, the (1, BLOCK_D) channel offsets ``base`` of image ``n``
+    in an (N, D, H, W) tensor, and the (BLOCK_P, BLOCK_D) queries of those pixels in ``COMPUTE``."""
+    n = tl.program_id(1).to(tl.int64)
+    pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
+    pmask = pix < P
+    i = pix // Wo
+    j = pix % Wo
+    ch = tl.arange(0, BLOCK_D)
+    mask2 = pmask[:, None] & (ch < D)[None, :]
+    base = n * D * (H * W) + ch[None, :] * (H * W)
+    q = tl.load(q_ptr + base + (i * stride * W + j * stride)[:, None], mask=mask2, other=0.).to(COMPUTE)
+    return n, pix, pmask, i, j, ch, mask2, base, q
+
+
+@triton.jit
 def _forward_kernel(q_ptr, k_ptr, v_ptr, rows_ptr, cols_ptr, out_ptr, probs_ptr,
                     D, H, W, Wo, P, stride,
                     K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, COMPUTE: tl.constexpr):
-    n = tl.program_id(1).to(tl.int64)
-    pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)           # flat output pixel i*Wo + j
-    pmask = pix < P
-    i, j = pix // Wo, pix % Wo
-    ch = tl.arange(0, BLOCK_D)
-    cmask = ch < D
-    mask2 = pmask[:, None] & cmask[None, :]
-    plane = H * W
-    base = n * D * plane + ch[None, :] * plane                           # (1, BLOCK_D) channel offsets
-    q = tl.load(q_ptr + base + (i * stride * W + j * stride)[:, None], mask=mask2, other=0.).to(COMPUTE)
+    n, pix, pmask, i, j, ch, mask2, base, q = _program_tile(q_ptr, D, H, W, Wo, P, stride, BLOCK_P, BLOCK_D, COMPUTE)
 
     top = tl.full((BLOCK_P,), float('-inf'), COMPUTE)
     total = tl.zeros((BLOCK_P,), COMPUTE)
@@ -75,17 +84,8 @@ def _backward_kernel(grad_out_ptr, q_ptr, k_ptr, v_ptr, probs_ptr, rows_ptr, col
                      grad_q_ptr, grad_k_ptr, grad_v_ptr,
                      D, H, W, Wo, P, stride,
                      K: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, COMPUTE: tl.constexpr):
-    n = tl.program_id(1).to(tl.int64)
-    pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
-    pmask = pix < P
-    i, j = pix // Wo, pix % Wo
-    ch = tl.arange(0, BLOCK_D)
-    cmask = ch < D
-    mask2 = pmask[:, None] & cmask[None, :]
-    plane = H * W
-    base = n * D * plane + ch[None, :] * plane
+    n, pix, pmask, i, j, ch, mask2, base, q = _program_tile(q_ptr, D, H, W, Wo, P, stride, BLOCK_P, BLOCK_D, COMPUTE)
     q_off = base + (i * stride * W + j * stride)[:, None]
-    q = tl.load(q_ptr + q_off, mask=mask2, other=0.).to(COMPUTE)
     go = tl.load(grad_out_ptr + n * D * P + ch[None, :] * P + pix[:, None], mask=mask2, other=0.).to(COMPUTE)
     probs_base = probs_ptr + n * K * K * P + pix
 
