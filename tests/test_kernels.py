@@ -155,11 +155,20 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch):
         raise RuntimeError('no compiler')
 
     monkeypatch.setattr(cpp_extension, 'load_inline', broken)
-    monkeypatch.setattr(cpu_ext, '_state', {})
-    with pytest.warns(RuntimeWarning, match='pure-PyTorch') as record:
+    monkeypatch.setattr(cpu_ext, '_built', {})
+    with pytest.warns(RuntimeWarning, match='local-attention kernel failed, falling back') as record:
         assert ops.resolve_backend('auto', torch.device('cpu')) == 'torch'
         q = torch.randn(1, 2, 4, 4)
         torch.testing.assert_close(local_attention(q, q, q, 3), local_attention(q, q, q, 3, impl='reference'))
+    assert len(record) == 1
+    # the dep_conv kernel is built by the same function: its failure leaves the grouped conv, with one warning
+    from acmix.conv_path import ShiftGroupConv
+    from acmix.kernels import shift_conv
+    conv = ShiftGroupConv(9 * 2, 4, 3, padding=1, groups=2, bias=False)
+    x = torch.randn(1, 18, 5, 6)
+    with pytest.warns(RuntimeWarning, match='shift-conv kernel failed, falling back') as record:
+        assert not shift_conv.available()
+        torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, conv.weight, padding=1, groups=2))
     assert len(record) == 1
 
 

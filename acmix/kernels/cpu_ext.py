@@ -261,24 +261,34 @@ def import_cpp_extension() -> ModuleType:
 
 
 _lock = threading.Lock()
-_state: dict[str, ModuleType | None] = {}
+_built: dict[str, ModuleType | None] = {}
+
+
+def build_extension(name: str, source: str, what: str) -> ModuleType | None:
+    """Build (first call on a machine) or load a cached C++ extension with ``forward``/``backward`` functions.
+
+    Compiled by ``torch.utils.cpp_extension.load_inline`` (OpenMP, C++20) into torch's extension cache, once
+    per process.  A failed build (no compiler, headers or OpenMP) must not break the model: it warns once,
+    naming ``what`` and the error, and returns None so the caller takes its PyTorch path (slower, same results).
+    """
+    with _lock:
+        if name not in _built:
+            try:
+                _built[name] = import_cpp_extension().load_inline(
+                    name=name, cpp_sources=source, functions=['forward', 'backward'],
+                    extra_cflags=['-O3', '-std=c++20', '-fopenmp'], extra_ldflags=['-fopenmp'])
+            except Exception as exc:  # noqa: BLE001  (any build failure means: use the PyTorch path)
+                warnings.warn(f'acmix: building the C++ {what} kernel failed, falling back to the PyTorch path '
+                              f'(slower, same results): {exc}', RuntimeWarning, stacklevel=3)
+                _built[name] = None
+        return _built[name]
 
 
 def load() -> ModuleType | None:
-    """Build (first call on a machine) or load the cached extension; None, with one warning, if that fails.
+    """The local-attention extension (see ``build_extension``), or None if it cannot be built.
 
     Returns:
         A module with ``forward(q, k, v, rows, cols, stride) -> [out, probs]`` and
         ``backward(grad_out, q, k, v, probs, rows, cols, stride) -> [dq, dk, dv]`` (layouts in ``_SOURCE``).
     """
-    with _lock:
-        if 'module' not in _state:
-            try:
-                _state['module'] = import_cpp_extension().load_inline(
-                    name='acmix_local_attention_cpu', cpp_sources=_SOURCE, functions=['forward', 'backward'],
-                    extra_cflags=['-O3', '-std=c++20', '-fopenmp'], extra_ldflags=['-fopenmp'])
-            except Exception as exc:  # a missing compiler, headers or OpenMP must not break the model
-                warnings.warn(f'acmix: building the C++ local-attention kernel failed, falling back to the '
-                              f'pure-PyTorch path (slower, same results): {exc}', RuntimeWarning, stacklevel=2)
-                _state['module'] = None
-        return _state['module']
+    return build_extension('acmix_local_attention_cpu', _SOURCE, 'local-attention')

@@ -18,12 +18,12 @@ Stride 1 only: ``ShiftGroupConv`` (``acmix.conv_path``) keeps the grouped conv f
 ``shift_conv(x, weight, dilation)`` is the entry point; ``shift_conv_reference`` is the same computation with
 ``F.conv2d``, and the tests check that they agree (outputs and gradients, float64 ``gradcheck``).
 """
-import threading
-import warnings
 from types import ModuleType
 
 import torch
 import torch.nn.functional as F
+
+from .cpu_ext import build_extension
 
 __all__ = ['shift_conv', 'shift_conv_reference', 'available']
 
@@ -294,24 +294,9 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, co
 }
 """
 
-_lock = threading.Lock()
-_state: dict[str, ModuleType | None] = {}
-
-
 def _load() -> ModuleType | None:
-    """Build (first call on a machine) or load the cached extension; None, with one warning, if that fails."""
-    with _lock:
-        if 'module' not in _state:
-            try:
-                from torch.utils.cpp_extension import load_inline
-                _state['module'] = load_inline(
-                    name='acmix_shift_conv_cpu', cpp_sources=_SOURCE, functions=['forward', 'backward'],
-                    extra_cflags=['-O3', '-std=c++20', '-fopenmp'], extra_ldflags=['-fopenmp'])
-            except Exception as exc:  # a missing compiler must not break the model: the reference conv takes over
-                warnings.warn(f'acmix: building the C++ shift-conv kernel failed, using the grouped conv '
-                              f'(slower, same results): {exc}', RuntimeWarning, stacklevel=2)
-                _state['module'] = None
-        return _state['module']
+    """The shift-conv extension (built on the first call on a machine), or None if it cannot be built."""
+    return build_extension('acmix_shift_conv_cpu', _SOURCE, 'shift-conv')
 
 
 # TorchScript calls it as Python (ShiftGroupConv.forward); no `from __future__ import annotations` in this file, so
