@@ -135,18 +135,3 @@ def test_cli_reports_missing_data(tmp_path):
     assert 'error: ' in r.stderr and 'instances_train2017.json' in r.stderr
     r = _run('train.py', DEMO, '--data-path', tmp_path / 'missing')
     assert r.returncode == 2 and 'no such directory' in r.stderr
-
-
-@pytest.mark.slow
-def test_demo_reaches_nontrivial_map(tmp_path):
-    """The documented demo: full schedule on the default demo set; bbox mAP well above chance."""
-    from detection import demo_data
-    data = demo_data.make(tmp_path / 'data', seed=0)
-    work = tmp_path / 'work'
-    r = _run('train.py', DEMO, '--data-path', data, '--work-dir', work)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r = _run('test.py', DEMO, (work / 'last_checkpoint').read_text().strip(), '--data-path', data,
-             '--work-dir', work)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    metrics = json.loads((work / 'metrics.json').read_text())
-    assert metrics['bbox_mAP'] > 0.3, metrics  # measured 0.589 (seed 0, 8.6 min on a loaded 2-core CPU)

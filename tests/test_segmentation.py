@@ -132,18 +132,3 @@ def test_cli_reports_missing_data(tmp_path):
     r = _run('train.py', DEMO, '--data-path', tmp_path, '--work-dir', tmp_path / 'w')
     assert r.returncode == 2  # a user error, as in every task
     assert 'error: ' in r.stderr and 'images/training' in r.stderr
-
-
-@pytest.mark.slow
-def test_demo_reaches_nontrivial_miou(tmp_path):
-    """The documented demo: full schedule on the default demo set; mIoU far above chance."""
-    from segmentation import demo_data
-    data = demo_data.make(tmp_path / 'data', seed=0)
-    work = tmp_path / 'work'
-    r = _run('train.py', DEMO, '--data-path', data, '--work-dir', work)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    r = _run('test.py', DEMO, (work / 'last_checkpoint').read_text().strip(), '--data-path', data,
-             '--work-dir', work)
-    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    metrics = json.loads((work / 'metrics.json').read_text())
-    assert metrics['mIoU'] > 30, metrics  # measured 63.4 (seed 0, 4 min on a loaded 2-core CPU)
