@@ -94,8 +94,8 @@ def median_seconds(step: Callable[[], None], device: torch.device, reps: int) ->
     return statistics.median(times)
 
 
-def saved_bytes(run: Callable[[], torch.Tensor]) -> int:
-    """Bytes of distinct storages saved for backward during one forward, plus the output's bytes."""
+def saved_storages(run: Callable[[], torch.Tensor]) -> tuple[dict[int, int], torch.Tensor]:
+    """``run()`` under a saved-tensor hook: {storage data_ptr: bytes} of what autograd saves, and the output."""
     storages: dict[int, int] = {}
 
     def pack(t: torch.Tensor) -> torch.Tensor:
@@ -104,16 +104,23 @@ def saved_bytes(run: Callable[[], torch.Tensor]) -> int:
 
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
         out = run()
+    return storages, out
+
+
+def saved_bytes(run: Callable[[], torch.Tensor]) -> int:
+    """Bytes of distinct storages saved for backward during one forward, plus the output's bytes."""
+    storages, out = saved_storages(run)
     storages[out.untyped_storage().data_ptr()] = out.untyped_storage().nbytes()
     return sum(storages.values())
 
 
-def _read_status_kb(field: str) -> int:
+def read_status_kb(field: str) -> int:
+    """A ``kB`` field of /proc/self/status (``VmRSS``, ``VmHWM``, ...)."""
     with open('/proc/self/status') as f:
         for line in f:
             if line.startswith(field + ':'):
                 return int(line.split()[1])
-    raise KeyError(field)
+    raise KeyError(f'/proc/self/status has no {field}')
 
 
 def cpu_peak_bytes_here(scope: str, channels: int, size: int, batch: int, impl: str) -> int:
@@ -124,11 +131,11 @@ def cpu_peak_bytes_here(scope: str, channels: int, size: int, batch: int, impl: 
     try:
         with open('/proc/self/clear_refs', 'w') as f:
             f.write('5')  # reset VmHWM to the current resident set
-        before_kb = _read_status_kb('VmRSS')
+        before_kb = read_status_kb('VmRSS')
         _forward_backward(run)
-        return (_read_status_kb('VmHWM') - before_kb) * 1024
+        return (read_status_kb('VmHWM') - before_kb) * 1024
     except OSError:
-        before_kb = _read_status_kb('VmRSS')
+        before_kb = read_status_kb('VmRSS')
         _forward_backward(run)
         return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kb) * 1024
 

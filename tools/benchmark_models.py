@@ -50,6 +50,7 @@ import torch.nn as nn  # noqa: E402
 
 import models  # noqa: E402,F401  (registers the acmix_* models and their baselines)
 from models.paper import BASELINES, baseline_of  # noqa: E402
+from tools.benchmark_acmix import read_status_kb, saved_storages  # noqa: E402
 
 MiB = 2 ** 20
 
@@ -115,35 +116,19 @@ def best_alternating(steps: Sequence[Callable[[], None]], iters: int) -> List[fl
 
 def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
     """Bytes of distinct storages autograd saves during one training-mode forward."""
-    storages: Dict[Tuple[int, int], int] = {}
-
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        s = t.untyped_storage()
-        storages[(s.data_ptr(), s.nbytes())] = s.nbytes()
-        return t
-
     model.train()
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        model(x)
+    storages, _ = saved_storages(lambda: model(x))
     return sum(storages.values())
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Peak training memory, one fresh process per model
 # ----------------------------------------------------------------------------------------------------------------
-def _status_kb(field: str) -> int:
-    with open('/proc/self/status') as f:
-        for line in f:
-            if line.startswith(field + ':'):
-                return int(line.split()[1])
-    raise KeyError(f'/proc/self/status has no {field}')
-
-
 def peak_training_bytes_here(name: str, img: int, batch: int) -> int:
     """In this fresh process: peak resident set during a training step minus the resident set before the model."""
     from acmix.kernels import cpu_ext
     cpu_ext.load()  # the C++ kernel's code is not model memory
-    base_kb = _status_kb('VmRSS')
+    base_kb = read_status_kb('VmRSS')
     torch.manual_seed(0)
     model = create(name, img)
     x = torch.randn(batch, 3, img, img)
@@ -152,7 +137,7 @@ def peak_training_bytes_here(name: str, img: int, batch: int) -> int:
     with open('/proc/self/clear_refs', 'w') as f:
         f.write('5')  # VmHWM := VmRSS
     step()
-    return (_status_kb('VmHWM') - base_kb) * 1024
+    return (read_status_kb('VmHWM') - base_kb) * 1024
 
 
 def peak_training_bytes(name: str, img: int, batch: int, threads: int) -> int:
