@@ -62,65 +62,55 @@ void pad_planes(const T* src, int64_t stride, int64_t planes, const Geo& g, int6
       std::memcpy(dst + (i * ph + y + pad) * pw + pad, src + i * stride + y * g.w, g.w * sizeof(T));
 }
 
-// out channels g*N + hb*BS + i (i < BS) of image bi; packed weights (D, NB, KK, KK, BS), zero past the last head
-template <typename T, int BS>
-inline __attribute__((always_inline)) void forward_task(const T* f, const T* wpk, T* out, const Geo& g,
-                                                        int64_t bi, int64_t gi, T* buf) {
+// Register tiles of one task: `outs` output planes at dst (plane i at dst + i*hw), each a sum over the `planes`
+// zero-padded planes in buf of k x k taps; tiles of L pixels x BS outputs, weights packed (blocks, planes, K, K, BS)
+// from wpk, zero past the last output.  DIR = +1 reads tap (a, c) of output pixel (y, x) at padded (y + dil*a,
+// x + dil*c) (the correlation, forward); DIR = -1 at (y - dil*a + 2p, x - dil*c + 2p) (its transpose, input grad).
+template <typename T, int BS, int DIR>
+inline __attribute__((always_inline)) void tile_sums(const T* buf, int64_t planes, const T* wpk, int64_t outs,
+                                                     T* dst, const Geo& g) {
   using VT = typename Vec<T>::type;
   constexpr int64_t L = sizeof(VT) / sizeof(T);
-  const int64_t nb = (g.n + BS - 1) / BS;
-  pad_planes(f + (bi * g.d + gi) * g.kk * g.hw, g.hw, g.kk, g, g.p, g.ph, g.pw, buf);
+  const int64_t blocks = (outs + BS - 1) / BS;
+  const int64_t step = DIR * g.dil, origin = DIR > 0 ? 0 : 2 * g.p;
   for (int64_t y = 0; y < g.h; ++y)
     for (int64_t x0 = 0; x0 < g.w; x0 += L)
-      for (int64_t hb = 0; hb < nb; ++hb) {
+      for (int64_t ob = 0; ob < blocks; ++ob) {
         VT acc[BS] = {};
-        const T* wp = wpk + (gi * nb + hb) * g.kk * g.kk * BS;
-        for (int64_t j = 0; j < g.kk; ++j)
+        const T* wp = wpk + ob * planes * g.kk * BS;
+        for (int64_t j = 0; j < planes; ++j)
           for (int64_t ta = 0; ta < g.k; ++ta) {
-            const T* row = buf + (j * g.ph + y + g.dil * ta) * g.pw + x0;
+            const T* row = buf + (j * g.ph + y + step * ta + origin) * g.pw + x0 + origin;
             for (int64_t tc = 0; tc < g.k; ++tc, wp += BS) {
-              const VT s = load(row + g.dil * tc);
+              const VT s = load(row + step * tc);
 #pragma GCC unroll 8
               for (int i = 0; i < BS; ++i) acc[i] += s * wp[i];
             }
           }
         const int64_t lanes = std::min<int64_t>(L, g.w - x0);
-        for (int i = 0; i < BS && hb * BS + i < g.n; ++i) {
-          T* o = out + (bi * g.c + gi * g.n + hb * BS + i) * g.hw + y * g.w + x0;
+        for (int i = 0; i < BS && ob * BS + i < outs; ++i) {
+          T* o = dst + (ob * BS + i) * g.hw + y * g.w + x0;
           for (int64_t v = 0; v < lanes; ++v) o[v] = acc[i][v];
         }
       }
 }
 
-// df planes (j = jb*BS + i, gi) of image bi from the N grad planes of group gi; packed (D, JB, N, KK, BS)
+// out channels g*N .. g*N+N-1 of image bi from the K*K input planes of group gi; packed (D, NB, KK, KK, BS)
+template <typename T, int BS>
+inline __attribute__((always_inline)) void forward_task(const T* f, const T* wpk, T* out, const Geo& g,
+                                                        int64_t bi, int64_t gi, T* buf) {
+  pad_planes(f + (bi * g.d + gi) * g.kk * g.hw, g.hw, g.kk, g, g.p, g.ph, g.pw, buf);
+  const int64_t nb = (g.n + BS - 1) / BS;
+  tile_sums<T, BS, 1>(buf, g.kk, wpk + gi * nb * g.kk * g.kk * BS, g.n, out + (bi * g.c + gi * g.n) * g.hw, g);
+}
+
+// df planes (j, gi) of image bi from the N grad planes of group gi; packed (D, JB, N, KK, BS)
 template <typename T, int BS>
 inline __attribute__((always_inline)) void backward_input_task(const T* grad, const T* wpk, T* df, const Geo& g,
                                                                int64_t bi, int64_t gi, T* buf) {
-  using VT = typename Vec<T>::type;
-  constexpr int64_t L = sizeof(VT) / sizeof(T);
-  const int64_t jbs = (g.kk + BS - 1) / BS;
   pad_planes(grad + (bi * g.c + gi * g.n) * g.hw, g.hw, g.n, g, g.p, g.ph, g.pw, buf);
-  for (int64_t yy = 0; yy < g.h; ++yy)
-    for (int64_t x0 = 0; x0 < g.w; x0 += L)
-      for (int64_t jb = 0; jb < jbs; ++jb) {
-        VT acc[BS] = {};
-        const T* wp = wpk + (gi * jbs + jb) * g.n * g.kk * BS;
-        for (int64_t hh = 0; hh < g.n; ++hh)
-          for (int64_t ta = 0; ta < g.k; ++ta) {
-            // grad row yy - (dil*ta - p), column x - (dil*tc - p): padded row yy - dil*ta + 2p
-            const T* row = buf + (hh * g.ph + yy - g.dil * ta + 2 * g.p) * g.pw + x0 + 2 * g.p;
-            for (int64_t tc = 0; tc < g.k; ++tc, wp += BS) {
-              const VT s = load(row - g.dil * tc);
-#pragma GCC unroll 8
-              for (int i = 0; i < BS; ++i) acc[i] += s * wp[i];
-            }
-          }
-        const int64_t lanes = std::min<int64_t>(L, g.w - x0);
-        for (int i = 0; i < BS && jb * BS + i < g.kk; ++i) {
-          T* o = df + ((bi * g.d + gi) * g.kk + jb * BS + i) * g.hw + yy * g.w + x0;
-          for (int64_t v = 0; v < lanes; ++v) o[v] = acc[i][v];
-        }
-      }
+  const int64_t jbs = (g.kk + BS - 1) / BS;
+  tile_sums<T, BS, -1>(buf, g.n, wpk + gi * jbs * g.n * g.kk * BS, g.kk, df + (bi * g.d + gi) * g.kk * g.hw, g);
 }
 
 // dweight rows g*N .. g*N+N-1: sum over images and pixels, vector partial sums flushed to double per image
