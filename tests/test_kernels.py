@@ -154,7 +154,7 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError('no compiler')
 
-    monkeypatch.setattr(cpp_extension, 'load_inline', broken)
+    monkeypatch.setattr(cpp_extension, 'load', broken)
     monkeypatch.setattr(cpu_ext, '_built', {})
     with pytest.warns(RuntimeWarning, match='local-attention kernel failed, falling back') as record:
         assert ops.resolve_backend('auto', torch.device('cpu')) == 'torch'

@@ -1,24 +1,26 @@
-"""C++ CPU kernel for local attention, compiled on first use with ``torch.utils.cpp_extension.load_inline``.
+"""C++ CPU kernel for local attention, compiled on first use (``build_extension``).
 
 The kernel works on a channels-last per-head layout, (N, H, W, D) contiguous, so that every window tap is
 one contiguous ``D``-vector: the logits are ``K*K`` dot products of length D, the output ``K*K`` axpys.
 Forward keeps the ``K*K`` logits of one pixel in a small buffer and stores only the softmax probabilities
 (N, K*K, Ho, Wo) for backward, never the (N, D, K*K, Ho, Wo) windows.  The build lands in the default
-``TORCH_EXTENSIONS_DIR`` cache, so only the first use on a machine pays the compile (~1 min).  The loops are
+``TORCH_EXTENSIONS_DIR`` cache, so only the first use on a machine pays the compile (10-20 s).  The loops are
 compiled for AVX2+FMA and for baseline x86-64, and a CPU check picks one at run time.  If the build fails,
 ``load()`` warns once and returns None and callers use the pure-PyTorch path.
 """
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import warnings
-from types import ModuleType
+from types import ModuleType, SimpleNamespace
+
+import torch
 
 __all__ = ['import_cpp_extension', 'load']
 
 _SOURCE = r"""
-#include <ATen/Parallel.h>
 #include <algorithm>
 #include <cmath>
 #include <limits>
@@ -260,23 +262,65 @@ def import_cpp_extension() -> ModuleType:
     return cpp_extension
 
 
+# Every kernel source is compiled with this prelude: ATen's tensor and per-operator headers and torch's op
+# registration only.  torch/extension.h (pybind11 and the whole C++ frontend) made each build ~4x slower.
+_PRELUDE = r"""
+#define TORCH_ASSERT_ONLY_METHOD_OPERATORS
+#include <ATen/core/Tensor.h>
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/ops/empty.h>
+#include <ATen/ops/empty_like.h>
+#include <ATen/ops/zeros.h>
+#include <ATen/ops/zeros_like.h>
+#include <torch/library.h>
+"""
+
 _lock = threading.Lock()
-_built: dict[str, ModuleType | None] = {}
+_built: dict[str, SimpleNamespace | None] = {}
 
 
-def build_extension(name: str, source: str, what: str) -> ModuleType | None:
+def _write_source(name: str, text: str) -> str:
+    """``<torch extensions root>/<name>/<name>.cpp`` with ``text``; rewritten (atomically) only when it differs,
+    so an unchanged source keeps its timestamp and ninja does not recompile it."""
+    folder = os.path.join(import_cpp_extension().get_default_build_root(), name)
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, f'{name}.cpp')
+    try:
+        with open(path) as f:
+            if f.read() == text:
+                return path
+    except FileNotFoundError:
+        pass
+    tmp = f'{path}.{os.getpid()}.tmp'
+    with open(tmp, 'w') as f:
+        f.write(text)
+    os.replace(tmp, path)
+    return path
+
+
+def build_extension(name: str, source: str, what: str) -> SimpleNamespace | None:
     """Build (first call on a machine) or load a cached C++ extension with ``forward``/``backward`` functions.
 
-    Compiled by ``torch.utils.cpp_extension.load_inline`` (OpenMP, C++20) into torch's extension cache, once
-    per process.  A failed build (no compiler, headers or OpenMP) must not break the model: it warns once,
-    naming ``what`` and the error, and returns None so the caller takes its PyTorch path (slower, same results).
+    ``source`` defines ``forward`` and ``backward`` (free functions over ``at::Tensor``); they are registered as
+    the torch ops ``torch.ops.<name>.forward`` / ``.backward`` and compiled by ``torch.utils.cpp_extension.load``
+    (OpenMP, C++20) into torch's extension cache, once per machine (about 10-20 s each on one core).  A failed
+    build (no compiler, headers or OpenMP) must not break the model: it warns once, naming ``what`` and the
+    error, and returns None so the caller takes its PyTorch path (slower, same results).
+
+    Returns:
+        a namespace with the ``forward`` and ``backward`` ops, or None.
     """
     with _lock:
         if name not in _built:
+            text = (f'{_PRELUDE}\n{source}\n'
+                    f'TORCH_LIBRARY({name}, m) {{\n  m.def("forward", &forward);\n  m.def("backward", &backward);\n}}\n')
             try:
-                _built[name] = import_cpp_extension().load_inline(
-                    name=name, cpp_sources=source, functions=['forward', 'backward'],
+                import_cpp_extension().load(
+                    name=name, sources=[_write_source(name, text)], is_python_module=False,
                     extra_cflags=['-O3', '-std=c++20', '-fopenmp'], extra_ldflags=['-fopenmp'])
+                ops = getattr(torch.ops, name)
+                _built[name] = SimpleNamespace(forward=ops.forward, backward=ops.backward)
             except Exception as exc:  # noqa: BLE001  (any build failure means: use the PyTorch path)
                 warnings.warn(f'acmix: building the C++ {what} kernel failed, falling back to the PyTorch path '
                               f'(slower, same results): {exc}', RuntimeWarning, stacklevel=3)
@@ -284,7 +328,7 @@ def build_extension(name: str, source: str, what: str) -> ModuleType | None:
         return _built[name]
 
 
-def load() -> ModuleType | None:
+def load() -> SimpleNamespace | None:
     """The local-attention extension (see ``build_extension``), or None if it cannot be built.
 
     Returns:

@@ -18,7 +18,7 @@ Stride 1 only: ``ShiftGroupConv`` (``acmix.conv_path``) keeps the grouped conv f
 ``shift_conv(x, weight, dilation)`` is the entry point; ``shift_conv_reference`` is the same computation with
 ``F.conv2d``, and the tests check that they agree (outputs and gradients, float64 ``gradcheck``).
 """
-from types import ModuleType
+from types import SimpleNamespace
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +28,6 @@ from .cpu_ext import build_extension
 __all__ = ['shift_conv', 'shift_conv_reference', 'available']
 
 _SOURCE = r"""
-#include <ATen/Parallel.h>
 #include <algorithm>
 #include <cstring>
 #include <vector>
@@ -284,7 +283,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, co
 }
 """
 
-def _load() -> ModuleType | None:
+def _load() -> SimpleNamespace | None:
     """The shift-conv extension (built on the first call on a machine), or None if it cannot be built."""
     return build_extension('acmix_shift_conv_cpu', _SOURCE, 'shift-conv')
 
