@@ -37,7 +37,7 @@ from .kernels import shift_conv as shift_conv_kernel
 __all__ = ['MIX_MODES', 'SHIFT_MODES', 'check_choice', 'check_odd_kernel', 'check_positive', 'split_heads',
            'build_conv_path', 'build_dep_conv',
            'shift_kernel_', 'reset_dep_conv', 'shift_layout', 'ShiftGroupConv', 'ShiftConv',
-           'TensorShift', 'RateMixer']
+           'TensorShift', 'RateMixer', 'TokenRateMixer']
 
 MIX_MODES = ('learnable', 'fixed', 'attn_only', 'conv_only')
 SHIFT_MODES = ('group_conv', 'shift_init', 'fixed_kernel', 'tensor')
@@ -258,3 +258,21 @@ class RateMixer:
         assert out_att is not None
         # cast the scalars so that a bf16/fp16 path is not promoted to float32 by the mix
         return self.rate1.to(out_att.dtype) * out_att + self.rate2.to(out_conv.dtype) * out_conv
+
+
+class TokenRateMixer(RateMixer):
+    """``RateMixer`` for the token flavours (Swin windows, PVT spatial reduction), which share their Stage II layers:
+    the attention path ends in ``attn_drop`` (its probabilities) and the ``proj`` Linear, the convolution path mixes
+    the 3 * heads q / k / v maps, and ``proj_drop`` follows the mix."""
+
+    def _init_stage2(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
+        """``attn_drop``, ``proj`` (with attention), ``fc`` (3N -> k_c^2, with bias, as in the authors' Swin),
+        ``dep_conv`` (with convolution), ``proj_drop``; after ``_init_rates`` and setting ``head_dim``,
+        ``kernel_conv`` and ``shift``."""
+        if self.has_attn:
+            self.attn_drop = nn.Dropout(attn_drop)
+            self.proj = nn.Linear(dim, dim)
+        if self.has_conv:
+            self.fc, self.dep_conv = build_conv_path(3 * num_heads, self.head_dim, dim, self.kernel_conv, self.shift,
+                                                     fc_bias=True)
+        self.proj_drop = nn.Dropout(proj_drop)

@@ -21,14 +21,14 @@ import torch.nn as nn
 import torch.nn.functional as F
 from timm.layers import register_notrace_module
 
-from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_conv_path, check_choice, check_odd_kernel,
-                        check_positive, reset_dep_conv, shift_layout, split_heads)
+from .conv_path import (MIX_MODES, SHIFT_MODES, TokenRateMixer, check_choice, check_odd_kernel, check_positive,
+                        reset_dep_conv, shift_layout, split_heads)
 
 __all__ = ['ACmixSRAttention']
 
 
 @register_notrace_module  # FX leaf: token-count check and small-map padding depend on H, W
-class ACmixSRAttention(RateMixer, nn.Module):
+class ACmixSRAttention(TokenRateMixer, nn.Module):
     """PVT v1 spatial-reduction attention + ACmix convolution path.
 
     Args:
@@ -75,13 +75,7 @@ class ACmixSRAttention(RateMixer, nn.Module):
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, kernel_size=sr_ratio, stride=sr_ratio)
             self.norm = nn.LayerNorm(dim)
-        if self.has_attn:
-            self.attn_drop = nn.Dropout(attn_drop)
-            self.proj = nn.Linear(dim, dim)
-        if self.has_conv:
-            self.fc, self.dep_conv = build_conv_path(3 * num_heads, self.head_dim, dim, kernel_conv, shift,
-                                                     fc_bias=True)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self._init_stage2(dim, num_heads, attn_drop, proj_drop)
 
     def reset_parameters(self) -> None:
         """Rates to 0.5 and ``dep_conv`` to one-hot shift kernels (the Linears keep their own init)."""

@@ -34,8 +34,8 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module, resize_rel_pos_bias_table, to_2tuple, trunc_normal_
 from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
-from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_conv_path, check_choice, check_odd_kernel,
-                        check_positive, reset_dep_conv, shift_layout, split_heads)
+from .conv_path import (MIX_MODES, SHIFT_MODES, TokenRateMixer, check_choice, check_odd_kernel, check_positive,
+                        reset_dep_conv, shift_layout, split_heads)
 
 __all__ = ['ACmixWindowAttention', 'shifted_window_mask']
 
@@ -66,7 +66,7 @@ def shifted_window_mask(height: int, width: int, window_size: tuple[int, int], s
 
 
 @register_notrace_module  # FX leaf: padding, roll and shift mask depend on the map size
-class ACmixWindowAttention(RateMixer, nn.Module):
+class ACmixWindowAttention(TokenRateMixer, nn.Module):
     """Swin (shifted-)window attention + ACmix convolution path, on a whole (B, H, W, C) map.
 
     Args:
@@ -111,12 +111,7 @@ class ACmixWindowAttention(RateMixer, nn.Module):
             wh, ww = self.window_size
             self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * wh - 1) * (2 * ww - 1), num_heads))
             self.register_buffer('relative_position_index', get_relative_position_index(wh, ww), persistent=False)
-            self.attn_drop = nn.Dropout(attn_drop)
-            self.proj = nn.Linear(dim, dim)
-        if self.has_conv:
-            self.fc, self.dep_conv = build_conv_path(3 * num_heads, self.head_dim, dim, kernel_conv, shift,
-                                                     fc_bias=True)
-        self.proj_drop = nn.Dropout(proj_drop)
+        self._init_stage2(dim, num_heads, attn_drop, proj_drop)
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
