@@ -35,8 +35,8 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -223,13 +223,14 @@ def markdown(rows: List[Dict[str, Any]]) -> str:
 
 
 def write_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
+    """``rows`` as CSV, one column per key (first-seen order), written atomically (``tools/paper_tables`` too)."""
+    from models._checkpoint import atomic_write_text  # imports torch: only when writing
+    text = io.StringIO()
+    w = csv.DictWriter(text, fieldnames=list(dict.fromkeys(k for r in rows for k in r)))
+    w.writeheader()
+    w.writerows(rows)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix('.csv.tmp')
-    with open(tmp, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=list(rows[0]))
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
+    atomic_write_text(text.getvalue(), path)
 
 
 def main(argv: Optional[Sequence[str]] = None) -> List[Dict[str, Any]]:

@@ -23,7 +23,6 @@ The paper's params/FLOPs/top-1, the authors'-code counts and the baseline of eac
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import platform
@@ -44,6 +43,7 @@ from torch import nn  # noqa: E402
 # The paper's numbers, the authors'-code counts and the pairs live with the models (models/paper.py).
 from models.paper import PAIRS, PAPER, PaperEntry  # noqa: E402
 from tools.benchmark_models import inference_step, training_step  # noqa: E402
+from tools.collect_ablations import write_csv  # noqa: E402
 
 
 def short_name(model: str) -> str:
@@ -168,17 +168,6 @@ def markdown_table(header: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     lines += ['| ' + ' | '.join(r) + ' |' for r in rows]
     return '\n'.join(lines)
-
-
-def write_csv(path: Path, rows: List[Dict[str, Any]]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fields = list(dict.fromkeys(k for r in rows for k in r))
-    tmp = path.with_suffix('.csv.tmp')
-    with open(tmp, 'w', newline='') as f:
-        w = csv.DictWriter(f, fieldnames=fields)
-        w.writeheader()
-        w.writerows(rows)
-    os.replace(tmp, path)
 
 
 def imagenet_rows(pairs: Sequence[tuple[str, str, str]], img_size: int, results: Optional[Path],
