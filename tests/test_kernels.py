@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acmix.kernels import cpu_ext, local_attention, ops, window_index
+from acmix.kernels import build_cpu_kernels, cpu_ext, local_attention, ops, window_index
 from acmix.kernels.indexing import padded_index, reflect_index
 from acmix.kernels.reference import _gather_windows
 
@@ -148,6 +148,12 @@ def test_torch_export():
     torch.testing.assert_close(exported.module()(x_other), model(x_other))
 
 
+def test_build_cpu_kernels_builds_both_at_once(monkeypatch):
+    monkeypatch.setattr(cpu_ext, '_built', {})  # loads both again (from torch's cache when built before)
+    assert build_cpu_kernels() == {'local-attention': True, 'shift-conv': True}
+    assert set(cpu_ext._built) == {'acmix_local_attention_cpu', 'acmix_shift_conv_cpu'}
+
+
 def test_build_failure_falls_back_with_one_warning(monkeypatch):
     import torch.utils.cpp_extension as cpp_extension
 
@@ -170,6 +176,9 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch):
         assert not shift_conv.available()
         torch.testing.assert_close(conv(x), torch.nn.functional.conv2d(x, conv.weight, padding=1, groups=2))
     assert len(record) == 1
+    monkeypatch.setattr(cpu_ext, '_built', {})
+    with pytest.warns(RuntimeWarning, match='kernel failed, falling back'):
+        assert build_cpu_kernels() == {'local-attention': False, 'shift-conv': False}
 
 
 def test_triton_interpreter():

@@ -4,14 +4,17 @@
 ``K*K`` times the activation memory); ``impl='fast'`` runs the custom ops of ``acmix.kernels.ops`` (C++ on
 CPU, Triton or a tap-by-tap PyTorch loop on CUDA), which never materialise the windows.
 """
+from concurrent.futures import ThreadPoolExecutor
+
 import torch
 
+from . import cpu_ext, shift_conv
 from .indexing import check_window_args, out_size, window_index
 from .ops import BACKENDS, local_attention_fast
 from .reference import check_qkv, local_attention_reference
 
 __all__ = ['local_attention', 'local_attention_fast', 'local_attention_reference', 'window_index', 'out_size',
-           'IMPLS']
+           'IMPLS', 'build_cpu_kernels']
 
 # 'auto' and 'fast' are the same: a fast path exists on every device (the PyTorch loop is the last resort).
 # 'cpp' | 'triton' | 'torch' force one fast backend (tests, benchmarks).
@@ -50,3 +53,18 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_si
         return local_attention_reference(q, k, v, kernel_size, dilation, stride)
     backend = impl if impl in BACKENDS else 'auto'
     return local_attention_fast(q, k, v, kernel_size, dilation, stride, backend)
+
+
+def build_cpu_kernels() -> dict[str, bool]:
+    """Build (or load from torch's extension cache) both C++ CPU kernels at once, one compiler each.
+
+    Models build each kernel on first use, one after the other; entry points that know they will need both
+    (``tools/demo.py``) call this early, in the background, to halve the first run's wait.
+
+    Returns:
+        ``{'local-attention': ok, 'shift-conv': ok}``; a kernel that failed to build warned and is False.
+    """
+    loaders = {'local-attention': lambda: cpu_ext.load() is not None, 'shift-conv': shift_conv.available}
+    with ThreadPoolExecutor(len(loaders)) as pool:
+        futures = {name: pool.submit(loader) for name, loader in loaders.items()}
+    return {name: future.result() for name, future in futures.items()}

@@ -276,7 +276,7 @@ _PRELUDE = r"""
 #include <torch/library.h>
 """
 
-_lock = threading.Lock()
+_locks: dict[str, threading.Lock] = {}  # one per extension, so that two kernels can build at the same time
 _built: dict[str, SimpleNamespace | None] = {}
 
 
@@ -311,7 +311,7 @@ def build_extension(name: str, source: str, what: str) -> SimpleNamespace | None
     Returns:
         a namespace with the ``forward`` and ``backward`` ops, or None.
     """
-    with _lock:
+    with _locks.setdefault(name, threading.Lock()):  # setdefault is atomic under the GIL
         if name not in _built:
             text = (f'{_PRELUDE}\n{source}\n'
                     f'TORCH_LIBRARY({name}, m) {{\n  m.def("forward", &forward);\n  m.def("backward", &backward);\n}}\n')
