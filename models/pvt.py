@@ -49,12 +49,12 @@ from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import DropPath, Mlp, PatchEmbed, calculate_drop_path_rates, get_device_dtype, \
     resample_abs_pos_embed, to_2tuple, trunc_normal_
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint
 
 from acmix import ACmixSRAttention
 
 from ._checkpoint import filter_state_dict, unwrap_state_dict
+from ._staged import StagedModel
 
 __all__ = ['PVTBlock', 'PVTStage', 'PVT']
 
@@ -152,7 +152,7 @@ class PVTStage(nn.Module):
         return x[:, p:].transpose(1, 2).reshape(b, c, h, w), x[:, :p]
 
 
-class PVT(nn.Module):
+class PVT(StagedModel, nn.Module):
     """PVT v1 / PVT-ACmix classifier.
 
     Args:
@@ -253,11 +253,6 @@ class PVT(nn.Module):
         ])
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for s in self.stages:
-            s.grad_checkpointing = enable
-
-    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head
 
@@ -276,33 +271,11 @@ class PVT(nn.Module):
                              f'got {global_pool!r}')
         return global_pool
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs as (B, C, H, W) maps.
-
-        Args:
-            x: (B, C, H, W) images.
-            indices: last n stages if int, all if None, else the stage indices to return.
-            norm: apply the final LayerNorm to the last stage's map when it is returned.
-            stop_early: stop after the last requested stage.
-            output_fmt: only ``'NCHW'``.
-            intermediates_only: return only the list.
-
-        Returns:
-            the intermediates (spatial maps, class token excluded), or (``forward_features``' normalised tokens
-            (B, P + h*w, C), intermediates).
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages[:max_index + 1] if stop_early and not torch.jit.is_scripting() else self.stages
+    def _forward_stages(self, x: torch.Tensor, stages: nn.ModuleList, take_indices: List[int], norm: bool,
+                        features: bool) -> Tuple[Optional[torch.Tensor], List[torch.Tensor]]:
+        """``forward_intermediates``' loop: the intermediates are the stages' spatial maps (class token excluded;
+        ``norm``: the final LayerNorm on the last stage's), the features (with ``features``)
+        ``forward_features``' normalised tokens (B, P + h*w, C)."""
         last = len(self.stages) - 1
         intermediates = []
         prefix = x[:, :0]  # (B, 0, ...): replaced by every stage's prefix tokens
@@ -310,23 +283,13 @@ class PVT(nn.Module):
             x, prefix = stage(x)
             if i in take_indices:
                 intermediates.append(self._norm_map(x) if norm and i == last else x)
-        if intermediates_only:
-            return intermediates
-        return self.norm(self._tokens(x, prefix)), intermediates
+        return (self.norm(self._tokens(x, prefix)) if features else None), intermediates
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop stages after the last requested one (and the final norm / head when asked or implied)."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        prune_end = max_index < len(self.stages) - 1
-        self.stages = self.stages[:max_index + 1]
-        if prune_end:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_norm or prune_end:
+    def _prune_tail(self, prune_norm: bool, prune_head: bool) -> None:
+        if prune_norm:
             self.norm = nn.Identity()
-        if prune_head or prune_end:
+        if prune_head:
             self.reset_classifier(0, '')
-        return take_indices
 
     def _norm_map(self, x: torch.Tensor) -> torch.Tensor:
         """Final LayerNorm over the channels of a (B, C, H, W) map (per token, so the class token is irrelevant)."""

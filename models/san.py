@@ -46,12 +46,12 @@ import torch.nn as nn
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from timm.layers import ClassifierHead, DropPath, calculate_drop_path_rates, get_device_dtype
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
-from timm.models._features import feature_take_indices
 from timm.models._manipulate import checkpoint_seq
 
 from acmix import ACmix
 
 from ._checkpoint import filter_state_dict, unwrap_state_dict
+from ._staged import StagedModel
 
 __all__ = ['SANBlock', 'SANStage', 'SAN']
 
@@ -124,7 +124,7 @@ class SANStage(nn.Module):
         return self.act(self.bn(x))
 
 
-class SAN(nn.Module):
+class SAN(StagedModel, nn.Module):
     """SAN / SAN-ACmix classifier.
 
     Args:
@@ -156,9 +156,9 @@ class SAN(nn.Module):
             device: Optional[torch.device] = None,
             dtype: Optional[torch.dtype] = None,
     ) -> None:
-        super().__init__()
         if not len(layers) == len(kernels) == len(widths):
             raise ValueError(f'layers {layers}, kernels {kernels} and widths {widths} must have one entry per stage')
+        super().__init__()
         self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
         self.stem = nn.Sequential()
         self.stem.add_module('conv', nn.Conv2d(in_chans, stem_width, kernel_size=1, bias=False))
@@ -188,11 +188,6 @@ class SAN(nn.Module):
         ])
 
     @torch.jit.ignore
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for s in self.stages:
-            s.grad_checkpointing = enable
-
-    @torch.jit.ignore
     def get_classifier(self) -> nn.Module:
         return self.head.fc
 
@@ -200,49 +195,21 @@ class SAN(nn.Module):
         self.num_classes = num_classes
         self.head.reset(num_classes, global_pool, **get_device_dtype(self))  # the new head where the model is
 
-    def forward_intermediates(
-            self,
-            x: torch.Tensor,
-            indices: Optional[Union[int, List[int]]] = None,
-            norm: bool = False,
-            stop_early: bool = False,
-            output_fmt: str = 'NCHW',
-            intermediates_only: bool = False,
-    ) -> Union[List[torch.Tensor], Tuple[torch.Tensor, List[torch.Tensor]]]:
-        """Stage outputs (after each stage's BN + ReLU).
-
-        Args:
-            x: (B, C, H, W) images.
-            indices: last n stages if int, all if None, else the stage indices to return.
-            norm: unused (every stage output is already normalised).
-            stop_early: stop after the last requested stage.
-            output_fmt: only ``'NCHW'``.
-            intermediates_only: return only the list.
-        """
-        if output_fmt != 'NCHW':
-            raise ValueError(f"output_fmt must be 'NCHW', got {output_fmt!r}")
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        stages = self.stages[:max_index + 1] if stop_early and not torch.jit.is_scripting() else self.stages
+    def _forward_stages(self, x: torch.Tensor, stages: nn.Sequential, take_indices: List[int], norm: bool,
+                        features: bool) -> Tuple[torch.Tensor, List[torch.Tensor]]:
+        """``forward_intermediates``' loop: the intermediates are stage outputs after each stage's BN + ReLU
+        (``norm`` is unused: they are normalised already), the features the last stage's map (always: it is free)."""
         intermediates = []
         x = self.stem(x)
         for i, stage in enumerate(stages):
             x = stage(x)
             if i in take_indices:
                 intermediates.append(x)
-        if intermediates_only:
-            return intermediates
         return x, intermediates
 
-    def prune_intermediate_layers(self, indices: Union[int, List[int]] = 1, prune_norm: bool = False,
-                                  prune_head: bool = True) -> List[int]:
-        """Drop stages after the last requested one (and the head)."""
-        take_indices, max_index = feature_take_indices(len(self.stages), indices)
-        self.stages = self.stages[:max_index + 1]
-        if max_index < len(self.feature_info) - 1:
-            self.num_features = self.head_hidden_size = self.feature_info[max_index]['num_chs']
-        if prune_head or max_index < len(self.feature_info) - 1:
+    def _prune_tail(self, prune_norm: bool, prune_head: bool) -> None:
+        if prune_head:  # the stages end in BN + ReLU: no final norm to prune
             self.head = ClassifierHead(self.num_features, 0, pool_type='')
-        return take_indices
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         return self.stages(self.stem(x))
@@ -254,16 +221,23 @@ class SAN(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
+# SAN's released names -> ours: (pattern, replacement), applied in order
+_ORIGINAL_NAMES = (
+    (r'^conv_in\.', 'stem.conv.'),
+    (r'^bn_in\.', 'stem.bn.'),
+    (r'^conv(\d)\.', r'stages.\1.conv.'),
+    (r'^bn(\d)\.', r'stages.\1.bn.'),
+    (r'^layer(\d)\.(\d+)\.sam\.conv_w\.', r'stages.\1.blocks.\2.mixer.attn.conv_w.'),
+    (r'^layer(\d)\.(\d+)\.sam\.', r'stages.\1.blocks.\2.mixer.'),
+    (r'^layer(\d)\.(\d+)\.', r'stages.\1.blocks.\2.'),
+    (r'^fc\.', 'head.fc.'),
+)
+
+
 def _rename_original(key: str) -> str:
     """SAN's released layout -> ours (identity for our own keys)."""
-    key = re.sub(r'^conv_in\.', 'stem.conv.', key)
-    key = re.sub(r'^bn_in\.', 'stem.bn.', key)
-    key = re.sub(r'^conv(\d)\.', r'stages.\1.conv.', key)
-    key = re.sub(r'^bn(\d)\.', r'stages.\1.bn.', key)
-    key = re.sub(r'^layer(\d)\.(\d+)\.sam\.conv_w\.', r'stages.\1.blocks.\2.mixer.attn.conv_w.', key)
-    key = re.sub(r'^layer(\d)\.(\d+)\.sam\.', r'stages.\1.blocks.\2.mixer.', key)
-    key = re.sub(r'^layer(\d)\.(\d+)\.', r'stages.\1.blocks.\2.', key)
-    key = re.sub(r'^fc\.', 'head.fc.', key)
+    for pattern, replacement in _ORIGINAL_NAMES:
+        key = re.sub(pattern, replacement, key)
     return key
 
 

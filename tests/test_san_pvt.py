@@ -105,6 +105,26 @@ def test_intermediates_match_feature_info(small_models, name):
     assert model.forward_head(final, pre_logits=True).shape == (1, model.num_features)
 
 
+@pytest.mark.parametrize('name', ['acmix_san10', 'acmix_pvt_tiny'])
+def test_intermediates_stop_early_and_prune(name):
+    """``stop_early`` runs the stages up to the last requested one only (PVT's final LayerNorm, sized for the last
+    stage, is then not applied); pruning keeps those stages' maps, the reduced width and no classifier."""
+    torch.manual_seed(0)
+    model = timm.create_model(name, **(_SMALL_SAN if 'san' in name else _SMALL_PVT)).eval()
+    x = torch.randn(1, 3, 64, 96)
+    with torch.no_grad():
+        full = model.forward_intermediates(x, intermediates_only=True)
+        early = model.forward_intermediates(x, indices=[0, 1], stop_early=True, intermediates_only=True)
+        model.prune_intermediate_layers(indices=[0, 1])
+        pruned = model.forward_intermediates(x, intermediates_only=True)
+    assert len(early) == len(pruned) == 2 and len(model.stages) == 2
+    for a, b, c in zip(early, pruned, full[:2]):
+        torch.testing.assert_close(a, c, rtol=0, atol=0)
+        torch.testing.assert_close(b, c, rtol=0, atol=0)
+    assert model.num_features == model.feature_info[1]['num_chs']
+    assert isinstance(model.get_classifier(), torch.nn.Identity)
+
+
 @pytest.mark.parametrize('name,channels,strides', [
     ('acmix_san10', [256, 1024, 2048], [4, 16, 32]),
     ('acmix_pvt_tiny', [128, 512], [8, 32]),
