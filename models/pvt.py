@@ -59,6 +59,12 @@ from ._staged import StagedModel
 __all__ = ['PVTBlock', 'PVTStage', 'PVT']
 
 _MIXERS = {'attn': 'attn_only', 'acmix': 'learnable'}
+_MODEL_ARGS = {  # per entrypoint (end of file); the caller's keyword arguments override them
+    'pvt_v1_tiny': dict(depths=(2, 2, 2, 2), mixer='attn'),
+    'pvt_v1_small': dict(depths=(3, 4, 6, 3), mixer='attn'),
+    'acmix_pvt_tiny': dict(depths=(2, 2, 2, 2), mixer='acmix'),
+    'acmix_pvt_small': dict(depths=(3, 4, 6, 3), mixer='acmix'),
+}
 
 
 def _layer_norm(dim: int) -> nn.LayerNorm:
@@ -347,13 +353,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     return filter_state_dict(sd, model)
 
 
-def _create_pvt(variant: str, pretrained: bool = False, **kwargs: Any) -> PVT:
-    out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
-    return build_model_with_cfg(
-        PVT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(feature_cls='getter', out_indices=out_indices), **kwargs)
-
-
 def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
     return {
         'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
@@ -374,29 +373,33 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+def _create_pvt(variant: str, pretrained: bool = False, **kwargs: Any) -> PVT:
+    kwargs = dict(_MODEL_ARGS[variant], **kwargs)
+    out_indices = kwargs.pop('out_indices', (0, 1, 2, 3))
+    return build_model_with_cfg(
+        PVT, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(feature_cls='getter', out_indices=out_indices), **kwargs)
+
+
 @register_model
 def pvt_v1_tiny(pretrained: bool = False, **kwargs: Any) -> PVT:
     """PVT v1 Tiny: 13,229,288 params (as the original code), 1.93 GMACs at 224 (PVT: 13.2M, 1.9G)."""
-    model_args = dict(depths=(2, 2, 2, 2), mixer='attn')
-    return _create_pvt('pvt_v1_tiny', pretrained, **dict(model_args, **kwargs))
+    return _create_pvt('pvt_v1_tiny', pretrained, **kwargs)
 
 
 @register_model
 def pvt_v1_small(pretrained: bool = False, **kwargs: Any) -> PVT:
     """PVT v1 Small: 24,485,864 params (as the original code), 3.82 GMACs at 224 (PVT: 24.5M, 3.8G)."""
-    model_args = dict(depths=(3, 4, 6, 3), mixer='attn')
-    return _create_pvt('pvt_v1_small', pretrained, **dict(model_args, **kwargs))
+    return _create_pvt('pvt_v1_small', pretrained, **kwargs)
 
 
 @register_model
 def acmix_pvt_tiny(pretrained: bool = False, **kwargs: Any) -> PVT:
     """PVT-Tiny with ACmix: 13,396,128 params, 2.02 GMACs at 224 (paper: 13M, 2.0G)."""
-    model_args = dict(depths=(2, 2, 2, 2), mixer='acmix')
-    return _create_pvt('acmix_pvt_tiny', pretrained, **dict(model_args, **kwargs))
+    return _create_pvt('acmix_pvt_tiny', pretrained, **kwargs)
 
 
 @register_model
 def acmix_pvt_small(pretrained: bool = False, **kwargs: Any) -> PVT:
     """PVT-Small with ACmix: 24,824,755 params, 3.97 GMACs at 224 (paper: 25M, 3.9G)."""
-    model_args = dict(depths=(3, 4, 6, 3), mixer='acmix')
-    return _create_pvt('acmix_pvt_small', pretrained, **dict(model_args, **kwargs))
+    return _create_pvt('acmix_pvt_small', pretrained, **kwargs)

@@ -32,6 +32,13 @@ from ._checkpoint import filter_state_dict
 __all__ = ['MixerBottleneck', 'ACmixResNet']
 
 _MIXERS = ('conv', 'acmix')
+_MODEL_ARGS = {  # per entrypoint (end of file); the caller's keyword arguments override them
+    'acmix_resnet26': dict(layers=(1, 2, 4, 1), mixer='acmix'),
+    'acmix_resnet38': dict(layers=(2, 3, 5, 2), mixer='acmix'),
+    'acmix_resnet50': dict(layers=(3, 4, 6, 3), mixer='acmix'),
+    'conv_resnet26': dict(layers=(1, 2, 4, 1), mixer='conv'),
+    'conv_resnet38': dict(layers=(2, 3, 5, 2), mixer='conv'),
+}
 
 
 class MixerBottleneck(Bottleneck):
@@ -109,11 +116,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     return filter_state_dict(state_dict, model)
 
 
-def _create_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> ACmixResNet:
-    return build_model_with_cfg(
-        ACmixResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn, **kwargs)
-
-
 def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
     return {
         'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
@@ -133,36 +135,36 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+def _create_resnet(variant: str, pretrained: bool = False, **kwargs: Any) -> ACmixResNet:
+    return build_model_with_cfg(ACmixResNet, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+                                **dict(_MODEL_ARGS[variant], **kwargs))
+
+
 @register_model
 def acmix_resnet26(pretrained: bool = False, **kwargs: Any) -> ACmixResNet:
     """ACmix-ResNet-26, layers [1, 2, 4, 1] (10,487,816 params)."""
-    model_args = dict(layers=(1, 2, 4, 1), mixer='acmix')
-    return _create_resnet('acmix_resnet26', pretrained, **dict(model_args, **kwargs))
+    return _create_resnet('acmix_resnet26', pretrained, **kwargs)
 
 
 @register_model
 def acmix_resnet38(pretrained: bool = False, **kwargs: Any) -> ACmixResNet:
     """ACmix-ResNet-38, layers [2, 3, 5, 2] (14,410,896 params)."""
-    model_args = dict(layers=(2, 3, 5, 2), mixer='acmix')
-    return _create_resnet('acmix_resnet38', pretrained, **dict(model_args, **kwargs))
+    return _create_resnet('acmix_resnet38', pretrained, **kwargs)
 
 
 @register_model
 def acmix_resnet50(pretrained: bool = False, **kwargs: Any) -> ACmixResNet:
     """ACmix-ResNet-50, layers [3, 4, 6, 3] (18,333,976 params)."""
-    model_args = dict(layers=(3, 4, 6, 3), mixer='acmix')
-    return _create_resnet('acmix_resnet50', pretrained, **dict(model_args, **kwargs))
+    return _create_resnet('acmix_resnet50', pretrained, **kwargs)
 
 
 @register_model
 def conv_resnet26(pretrained: bool = False, **kwargs: Any) -> ACmixResNet:
     """Conv baseline of ACmix-ResNet-26: torchvision-style ResNet, layers [1, 2, 4, 1] (13,696,552 params)."""
-    model_args = dict(layers=(1, 2, 4, 1), mixer='conv')
-    return _create_resnet('conv_resnet26', pretrained, **dict(model_args, **kwargs))
+    return _create_resnet('conv_resnet26', pretrained, **kwargs)
 
 
 @register_model
 def conv_resnet38(pretrained: bool = False, **kwargs: Any) -> ACmixResNet:
     """Conv baseline of ACmix-ResNet-38: layers [2, 3, 5, 2] (19,626,792 params)."""
-    model_args = dict(layers=(2, 3, 5, 2), mixer='conv')
-    return _create_resnet('conv_resnet38', pretrained, **dict(model_args, **kwargs))
+    return _create_resnet('conv_resnet38', pretrained, **kwargs)

@@ -56,6 +56,14 @@ from ._staged import StagedModel
 __all__ = ['SANBlock', 'SANStage', 'SAN']
 
 _MIXERS = ('san', 'acmix')
+_MODEL_ARGS = {  # per entrypoint (end of file); the caller's keyword arguments override them
+    'san10': dict(layers=(2, 1, 2, 4, 1), mixer='san'),
+    'san15': dict(layers=(3, 2, 3, 5, 2), mixer='san'),
+    'san19': dict(layers=(3, 3, 4, 6, 3), mixer='san'),
+    'acmix_san10': dict(layers=(2, 1, 2, 4, 1), mixer='acmix'),
+    'acmix_san15': dict(layers=(3, 2, 3, 5, 2), mixer='acmix'),
+    'acmix_san19': dict(layers=(3, 3, 4, 6, 3), mixer='acmix'),
+}
 
 
 class SANBlock(nn.Module):
@@ -250,13 +258,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
     return filter_state_dict(sd, model)
 
 
-def _create_san(variant: str, pretrained: bool = False, **kwargs: Any) -> SAN:
-    out_indices = kwargs.pop('out_indices', (0, 1, 2, 3, 4))
-    return build_model_with_cfg(
-        SAN, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices), **kwargs)
-
-
 def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
     return {
         'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
@@ -278,43 +279,45 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+def _create_san(variant: str, pretrained: bool = False, **kwargs: Any) -> SAN:
+    kwargs = dict(_MODEL_ARGS[variant], **kwargs)
+    out_indices = kwargs.pop('out_indices', (0, 1, 2, 3, 4))
+    return build_model_with_cfg(
+        SAN, variant, pretrained, pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices), **kwargs)
+
+
 @register_model
 def san10(pretrained: bool = False, **kwargs: Any) -> SAN:
     """SAN-10, patchwise: 11,841,124 params, 1.79 GMACs at 224 (SAN reports 11.8M, 1.9G)."""
-    model_args = dict(layers=(2, 1, 2, 4, 1), mixer='san')
-    return _create_san('san10', pretrained, **dict(model_args, **kwargs))
+    return _create_san('san10', pretrained, **kwargs)
 
 
 @register_model
 def san15(pretrained: bool = False, **kwargs: Any) -> SAN:
     """SAN-15, patchwise: 16,181,310 params, 2.48 GMACs at 224 (SAN reports 16.2M, 2.6G)."""
-    model_args = dict(layers=(3, 2, 3, 5, 2), mixer='san')
-    return _create_san('san15', pretrained, **dict(model_args, **kwargs))
+    return _create_san('san15', pretrained, **kwargs)
 
 
 @register_model
 def san19(pretrained: bool = False, **kwargs: Any) -> SAN:
     """SAN-19, patchwise: 20,518,470 params, 3.13 GMACs at 224 (SAN reports 20.5M, 3.3G)."""
-    model_args = dict(layers=(3, 3, 4, 6, 3), mixer='san')
-    return _create_san('san19', pretrained, **dict(model_args, **kwargs))
+    return _create_san('san19', pretrained, **kwargs)
 
 
 @register_model
 def acmix_san10(pretrained: bool = False, **kwargs: Any) -> SAN:
     """SAN-10 with ACmix: 11,994,612 params, 1.89 GMACs at 224 (paper: 12.1M, 1.9G)."""
-    model_args = dict(layers=(2, 1, 2, 4, 1), mixer='acmix')
-    return _create_san('acmix_san10', pretrained, **dict(model_args, **kwargs))
+    return _create_san('acmix_san10', pretrained, **kwargs)
 
 
 @register_model
 def acmix_san15(pretrained: bool = False, **kwargs: Any) -> SAN:
     """SAN-15 with ACmix: 16,414,134 params, 2.63 GMACs at 224 (paper: 16.6M, 2.7G)."""
-    model_args = dict(layers=(3, 2, 3, 5, 2), mixer='acmix')
-    return _create_san('acmix_san15', pretrained, **dict(model_args, **kwargs))
+    return _create_san('acmix_san15', pretrained, **kwargs)
 
 
 @register_model
 def acmix_san19(pretrained: bool = False, **kwargs: Any) -> SAN:
     """SAN-19 with ACmix: 20,829,278 params, 3.32 GMACs at 224 (paper: 21.2M, 3.4G)."""
-    model_args = dict(layers=(3, 3, 4, 6, 3), mixer='acmix')
-    return _create_san('acmix_san19', pretrained, **dict(model_args, **kwargs))
+    return _create_san('acmix_san19', pretrained, **kwargs)

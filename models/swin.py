@@ -47,6 +47,12 @@ __all__ = ['ACmixSwinTransformerBlock', 'ACmixSwinTransformer']
 
 _MIXERS = ('attn', 'acmix')
 _WINDOW_RULES = ('classification', 'detection')
+_SWIN_ARGS = dict(patch_size=4, window_size=7, embed_dim=96, num_heads=(3, 6, 12, 24), strict_img_size=False,
+                  mixer='acmix')
+_MODEL_ARGS = {  # per entrypoint (end of file); the caller's keyword arguments override them
+    'acmix_swin_tiny_patch4_window7_224': dict(_SWIN_ARGS, depths=(2, 2, 6, 2), drop_path_rate=0.2),
+    'acmix_swin_small_patch4_window7_224': dict(_SWIN_ARGS, depths=(2, 2, 18, 2), drop_path_rate=0.3),
+}
 
 
 class ACmixSwinTransformerBlock(SwinTransformerBlock):
@@ -148,15 +154,6 @@ def checkpoint_filter_fn(state_dict: Dict[str, Any], model: nn.Module) -> Dict[s
         state_dict, model, drop=('relative_position_index', 'attn_mask'), convert=_timm_swin_filter)
 
 
-def _create_swin(variant: str, pretrained: bool = False, **kwargs: Any) -> ACmixSwinTransformer:
-    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs.get('depths', (1, 1, 3, 1))))))
-    return build_model_with_cfg(
-        ACmixSwinTransformer, variant, pretrained,
-        pretrained_filter_fn=checkpoint_filter_fn,
-        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
-        **kwargs)
-
-
 def _cfg(url: str = '', **kwargs: Any) -> Dict[str, Any]:
     return {
         'url': url, 'num_classes': 1000, 'input_size': (3, 224, 224), 'pool_size': (7, 7),
@@ -175,17 +172,23 @@ default_cfgs = generate_default_cfgs({
 })
 
 
+def _create_swin(variant: str, pretrained: bool = False, **kwargs: Any) -> ACmixSwinTransformer:
+    kwargs = dict(_MODEL_ARGS[variant], **kwargs)
+    out_indices = kwargs.pop('out_indices', tuple(range(len(kwargs['depths']))))
+    return build_model_with_cfg(
+        ACmixSwinTransformer, variant, pretrained,
+        pretrained_filter_fn=checkpoint_filter_fn,
+        feature_cfg=dict(flatten_sequential=True, out_indices=out_indices),
+        **kwargs)
+
+
 @register_model
 def acmix_swin_tiny_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> ACmixSwinTransformer:
     """Swin-T with ACmix (28,649,908 params); baseline: timm ``swin_tiny_patch4_window7_224``."""
-    model_args = dict(patch_size=4, window_size=7, embed_dim=96, depths=(2, 2, 6, 2), num_heads=(3, 6, 12, 24),
-                      drop_path_rate=0.2, strict_img_size=False, mixer='acmix')
-    return _create_swin('acmix_swin_tiny_patch4_window7_224', pretrained, **dict(model_args, **kwargs))
+    return _create_swin('acmix_swin_tiny_patch4_window7_224', pretrained, **kwargs)
 
 
 @register_model
 def acmix_swin_small_patch4_window7_224(pretrained: bool = False, **kwargs: Any) -> ACmixSwinTransformer:
     """Swin-S with ACmix (50,345,080 params); baseline: timm ``swin_small_patch4_window7_224``."""
-    model_args = dict(patch_size=4, window_size=7, embed_dim=96, depths=(2, 2, 18, 2), num_heads=(3, 6, 12, 24),
-                      drop_path_rate=0.3, strict_img_size=False, mixer='acmix')
-    return _create_swin('acmix_swin_small_patch4_window7_224', pretrained, **dict(model_args, **kwargs))
+    return _create_swin('acmix_swin_small_patch4_window7_224', pretrained, **kwargs)
