@@ -80,6 +80,22 @@ def test_reflection_small_maps():
 
 
 @pytest.mark.parametrize('impl', FAST_CPU)
+@pytest.mark.parametrize('stride', [1, 2])
+def test_float32_close_to_float64_reference(impl, stride):
+    """Float32 (the C++ kernel's vectorised exp, the softmax recomputed from the saved log-sum-exp in backward)
+    stays within float32 rounding of the float64 reference, outputs and gradients."""
+    qkv64 = _qkv(2, 16, 13, 17, seed=2)
+    qkv32 = [t.detach().float().requires_grad_() for t in qkv64]
+    ref = local_attention(*qkv64, 7, 1, stride, impl='reference')
+    out = local_attention(*qkv32, 7, 1, stride, impl=impl)
+    torch.testing.assert_close(out, ref.float(), rtol=1e-4, atol=1e-5)
+    grad_out = torch.randn_like(ref)
+    grads = torch.autograd.grad(out, qkv32, grad_out.float())
+    for g, g_ref in zip(grads, torch.autograd.grad(ref, qkv64, grad_out)):
+        torch.testing.assert_close(g, g_ref.float(), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize('impl', FAST_CPU)
 def test_low_precision(impl):
     qkv = _qkv(2, 8, 7, 6, dtype=torch.bfloat16)
     out = local_attention(*qkv, 7, impl=impl)

@@ -1,15 +1,19 @@
 """C++ CPU kernel for local attention, compiled on first use (``build_extension``).
 
-The kernel works on a channels-last per-head layout, (N, H, W, D) contiguous, so that every window tap is
-one contiguous ``D``-vector: the logits are ``K*K`` dot products of length D, the output ``K*K`` axpys.
-Forward keeps the ``K*K`` logits of one pixel in a small buffer and stores only the softmax probabilities
-(N, K*K, Ho, Wo) for backward, never the (N, D, K*K, Ho, Wo) windows.  The build lands in the default
+The kernel reads q, k, v as (N, D, H, W) with any strides (no layout copies) and vectorises along a row of
+output pixels: one task is one image (batch * head), whose keys and values are first copied into a
+reflection-padded map (see ``Geometry`` in ``_SOURCE``), so that window tap t of 8 neighbouring pixels is one
+contiguous vector load.  Forward stores only the output and the log-sum-exp of each pixel's logits (N, Ho, Wo);
+backward recomputes the logits and the softmax from it (flash-attention style) and accumulates dk, dv in
+padded maps that are folded back onto the source pixels.  Float32 uses a vectorised polynomial exp (about
+1 ulp), float64 the library's.  The build lands in the default
 ``TORCH_EXTENSIONS_DIR`` cache, so only the first use on a machine pays the compile (10-20 s).  The loops are
 compiled for AVX2+FMA and for baseline x86-64, and a CPU check picks one at run time.  If the build fails,
 ``load()`` warns once and returns None and callers use the pure-PyTorch path.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import threading
@@ -23,35 +27,366 @@ __all__ = ['import_cpp_extension', 'load']
 _SOURCE = r"""
 #include <algorithm>
 #include <cmath>
-#include <limits>
+#include <cstring>
 #include <type_traits>
 #include <vector>
 
 namespace {
 
-struct Geometry {
-  int64_t n, h, w, d, ho, wo, k, stride;
-  int64_t taps() const { return k * k; }
-  int64_t pixel(int64_t img, int64_t r, int64_t c) const { return ((img * h + r) * w + c) * d; }  // (N,H,W,D)
-  int64_t out_pixel(int64_t img, int64_t i, int64_t j) const { return ((img * ho + i) * wo + j) * d; }
-  int64_t prob(int64_t img, int64_t t, int64_t i, int64_t j) const { return ((img * k * k + t) * ho + i) * wo + j; }
+// One SIMD register of T (8 floats / 4 doubles, GCC vector extension): the kernels vectorise along a row of
+// output pixels, so every window tap of L neighbouring pixels is one contiguous load from the padded map.
+template <typename T> struct VecOf { typedef T type __attribute__((vector_size(32))); };
+template <typename T> using Vec = typename VecOf<T>::type;
+template <typename T> constexpr int64_t lanes = 32 / sizeof(T);
+
+#define ACMIX_INLINE inline __attribute__((always_inline))
+
+template <typename T> ACMIX_INLINE Vec<T> load(const T* p) { Vec<T> v; std::memcpy(&v, p, sizeof(v)); return v; }
+template <typename T> ACMIX_INLINE void store(T* p, Vec<T> v) { std::memcpy(p, &v, sizeof(v)); }
+template <typename T> ACMIX_INLINE Vec<T> splat(T x) { return Vec<T>{} + x; }
+template <typename T> ACMIX_INLINE Vec<T> vmax(Vec<T> a, Vec<T> b) { return a > b ? a : b; }
+
+// exp of every lane.  float: Cephes' expf (range reduction by ln 2, degree-7 polynomial, about 1 ulp), which
+// vectorises; double (gradcheck, tests) keeps std::exp lane by lane for full accuracy.
+template <typename T> ACMIX_INLINE Vec<T> vexp(Vec<T> x) {
+  if constexpr (std::is_same_v<T, float>) {
+    typedef int32_t Int __attribute__((vector_size(32)));
+    x = vmax<T>(x, splat(-87.3f));                                  // exp(-87.3) ~ 1e-38: the smallest normal
+    const Vec<T> big = splat(12582912.0f);                       // 1.5 * 2^23: adding it rounds to an integer
+    const Vec<T> n = (x * 1.44269504088896341f + big) - big;     // round(x / ln 2)
+    const Vec<T> r = (x - n * 0.693359375f) + n * 2.12194440e-4f;
+    Vec<T> p = splat(1.9875691500E-4f);
+    p = p * r + 1.3981999507E-3f;
+    p = p * r + 8.3334519073E-3f;
+    p = p * r + 4.1665795894E-2f;
+    p = p * r + 1.6666665459E-1f;
+    p = p * r + 5.0000001201E-1f;
+    p = p * r * r + r + 1.0f;
+    const Int bits = (__builtin_convertvector(n, Int) + 127) << 23;  // 2^n, n >= -126
+    Vec<T> two_n;
+    std::memcpy(&two_n, &bits, sizeof(two_n));
+    return p * two_n;
+  } else {
+    for (int64_t l = 0; l < lanes<T>; ++l) x[l] = std::exp(x[l]);
+    return x;
+  }
+}
+
+// Strided (N, D, H, W) view of an input tensor
+template <typename T> struct Map {
+  const T* p;
+  int64_t sn, sd, sh, sw;
+  ACMIX_INLINE T at(int64_t n, int64_t c, int64_t y, int64_t x) const { return p[n * sn + c * sd + y * sh + x * sw]; }
 };
 
-template <typename T>
-inline __attribute__((always_inline)) T dot(const T* a, const T* b, int64_t d) {
-  T s = 0;
-#pragma omp simd reduction(+ : s)
-  for (int64_t c = 0; c < d; ++c) s += a[c] * b[c];
-  return s;
+template <typename T> Map<T> map_of(const at::Tensor& t) {
+  return {t.data_ptr<T>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
 }
 
+// Geometry.  The keys and values of one image are copied into a reflection-padded map (Hp, Wp) = (H + 2 pad,
+// W + 2 pad), where tap (a, b) of output pixel (i, j) sits at (i*s + a*dil, j*s + b*dil).  Its columns are split
+// by phase (column mod stride), so tap b of the output pixels j, j+1, ... lies at consecutive columns
+// j + (b*dil)/s of phase (b*dil)%s: one contiguous run for any stride.  Layout (phase, D, Hp, Wq); Wq leaves room
+// for whole vectors past the last output pixel (those lanes read zeros and are never stored).
+struct Geometry {
+  int64_t n, d, h, w, k, dil, stride, ho, wo, hp, wp, wov, wq, margin, rs;
+  Geometry(const at::Tensor& q, int64_t k_, int64_t dil_, int64_t stride_, int64_t lanes_)
+      : n(q.size(0)), d(q.size(1)), h(q.size(2)), w(q.size(3)), k(k_), dil(dil_), stride(stride_) {
+    const int64_t pad = dil * (k - 1) / 2;
+    ho = (h + stride - 1) / stride;
+    wo = (w + stride - 1) / stride;
+    hp = h + 2 * pad;
+    wp = w + 2 * pad;
+    wov = (wo + lanes_ - 1) / lanes_ * lanes_;
+    margin = ((k - 1) * dil / stride + lanes_ - 1) / lanes_ * lanes_;  // >= the largest column offset of a tap
+    wq = std::max((wp + stride - 1) / stride, wov + margin);
+    rs = wov + 2 * margin;
+  }
+  int64_t taps() const { return k * k; }
+  int64_t plane() const { return hp * wq; }             // one channel of one phase
+  int64_t padded() const { return stride * d * plane(); }
+  // offsets[t]: where tap t = a*K + b of output row i starts in a padded map (channel 0; channel c adds
+  // c * plane()), computed once per row (the divisions must stay out of the inner loops)
+  void row_taps(int64_t i, int64_t* offsets) const {
+    for (int64_t a = 0; a < k; ++a)
+      for (int64_t b = 0; b < k; ++b)
+        offsets[a * k + b] = (((b * dil) % stride) * d * hp + i * stride + a * dil) * wq + (b * dil) / stride;
+  }
+};
+
+// Rows of Wov values, g.rs apart, with g.margin zeros on both sides: reads at columns shifted by a tap offset
+// stay inside and see zeros.  data() points at the first value of row 0.
+template <typename T> struct RowBuffer {
+  std::vector<T> mem;
+  int64_t margin;
+  RowBuffer(int64_t rows, const Geometry& g) : mem(rows * g.rs), margin(g.margin) {}
+  T* data() { return mem.data() + margin; }
+};
+
+// Reflection-padded, phase-split copy of image `img` of x (see Geometry); prow/pcol map padded to source indices.
 template <typename T>
-inline __attribute__((always_inline)) void axpy(T alpha, const T* x, T* y, int64_t d) {
-#pragma omp simd
-  for (int64_t c = 0; c < d; ++c) y[c] += alpha * x[c];
+ACMIX_INLINE void pad_image(const Map<T>& x, int64_t img, const int64_t* prow, const int64_t* pcol,
+                            const Geometry& g, T* dst) {
+  const int64_t pad = (g.wp - g.w) / 2;
+  const bool dense = g.stride == 1 && x.sw == 1;  // the unpadded middle of a row is one contiguous copy
+  for (int64_t ph = 0; ph < g.stride; ++ph)
+    for (int64_t c = 0; c < g.d; ++c)
+      for (int64_t r = 0; r < g.hp; ++r) {
+        T* row = dst + ((ph * g.d + c) * g.hp + r) * g.wq;
+        const T* src = x.p + img * x.sn + c * x.sd + prow[r] * x.sh;
+        for (int64_t jj = 0; jj < g.wq; ++jj) {
+          const int64_t col = jj * g.stride + ph;
+          if (dense && col == pad) {
+            std::memcpy(row + jj, src, g.w * sizeof(T));
+            jj += g.w - 1;
+          } else {
+            row[jj] = col < g.wp ? src[pcol[col] * x.sw] : T(0);
+          }
+        }
+      }
 }
 
-// The kernels' loops are compiled twice, for AVX2+FMA and for baseline x86-64; a CPU check picks one at run time
+// Adjoint of pad_image: adds every padded position onto its source pixel of image `img` of grad (N, D, H, W).
+template <typename T>
+ACMIX_INLINE void fold_image(const T* src, int64_t img, const int64_t* prow, const int64_t* pcol, const Geometry& g,
+                             T* grad) {
+  const int64_t pad = (g.wp - g.w) / 2;
+  for (int64_t ph = 0; ph < g.stride; ++ph)
+    for (int64_t c = 0; c < g.d; ++c) {
+      T* plane = grad + (img * g.d + c) * g.h * g.w;
+      for (int64_t r = 0; r < g.hp; ++r) {
+        const T* row = src + ((ph * g.d + c) * g.hp + r) * g.wq;
+        T* out = plane + prow[r] * g.w;
+        for (int64_t jj = 0, col = ph; col < g.wp; ++jj, col += g.stride) {
+          if (g.stride == 1 && col == pad) {  // the unpadded middle: one vectorisable run
+            for (int64_t x = 0; x < g.w; ++x) out[x] += row[jj + x];
+            jj += g.w - 1;
+            col += g.w - 1;
+          } else {
+            out[pcol[col]] += row[jj];
+          }
+        }
+      }
+    }
+}
+
+// dst[c, j] = x[img, c, y, j * step] for j < Wo, zero up to Wov (dst: D rows g.rs apart): the queries of an output
+// row (y = i * stride, step = stride) or its output gradient (y = i, step = 1)
+template <typename T>
+ACMIX_INLINE void load_row(const Map<T>& x, int64_t img, int64_t y, int64_t step, const Geometry& g, T* dst) {
+  for (int64_t c = 0; c < g.d; ++c) {
+    const T* src = x.p + img * x.sn + c * x.sd + y * x.sh;
+    T* row = dst + c * g.rs;
+    if (step * x.sw == 1) std::memcpy(row, src, g.wo * sizeof(T));
+    else for (int64_t j = 0; j < g.wo; ++j) row[j] = src[j * step * x.sw];
+    std::fill(row + g.wo, row + g.wov, T(0));
+  }
+}
+
+// dst[t, j] = sum_c x[c, j] * y_t[c, j] for every tap t of an output row, y_t = ypad + offsets[t] (channel c at
+// + c * plane()): the logits (x = queries, y = keys) and dP (x = dO, y = values); x and dst are (D or K*K, Wov).
+// Four taps at a time, so that four independent FMA chains share each load of x.
+template <typename T, int64_t DC>
+ACMIX_INLINE void row_dots(const T* x, const T* ypad, const int64_t* offsets, const Geometry& g, T* dst) {
+  const int64_t d = DC > 0 ? DC : g.d, plane = g.plane(), taps = g.taps(), wov = g.wov, rs = g.rs;
+  int64_t t = 0;
+  for (; t + 4 <= taps; t += 4) {
+    const T *y0 = ypad + offsets[t], *y1 = ypad + offsets[t + 1], *y2 = ypad + offsets[t + 2],
+            *y3 = ypad + offsets[t + 3];
+    for (int64_t j = 0; j < wov; j += lanes<T>) {
+      Vec<T> a0{}, a1{}, a2{}, a3{};
+      for (int64_t c = 0; c < d; ++c) {
+        const Vec<T> xv = load(x + c * rs + j);
+        const int64_t o = c * plane + j;
+        a0 += xv * load(y0 + o);
+        a1 += xv * load(y1 + o);
+        a2 += xv * load(y2 + o);
+        a3 += xv * load(y3 + o);
+      }
+      store(dst + t * rs + j, a0);
+      store(dst + (t + 1) * rs + j, a1);
+      store(dst + (t + 2) * rs + j, a2);
+      store(dst + (t + 3) * rs + j, a3);
+    }
+  }
+  for (; t < taps; ++t)
+    for (int64_t j = 0; j < wov; j += lanes<T>) {
+      Vec<T> acc{};
+      for (int64_t c = 0; c < d; ++c) acc += load(x + c * rs + j) * load(ypad + offsets[t] + c * plane + j);
+      store(dst + t * rs + j, acc);
+    }
+}
+
+// dst[c, j] = sum_t weights[t, j] * y_t[c, j] (y_t as in row_dots): the output (weights = P, y = values) and dq
+// (weights = dL, y = keys); weights (K*K, Wov), dst (D, Wov).  Four channels at a time (independent FMA chains).
+template <typename T, int64_t DC>
+ACMIX_INLINE void row_mix(const T* weights, const T* ypad, const int64_t* offsets, const Geometry& g, T* dst) {
+  const int64_t d = DC > 0 ? DC : g.d, plane = g.plane(), taps = g.taps(), wov = g.wov, rs = g.rs;
+  int64_t c = 0;
+  for (; c + 4 <= d; c += 4)
+    for (int64_t j = 0; j < wov; j += lanes<T>) {
+      Vec<T> a0{}, a1{}, a2{}, a3{};
+      const T* y = ypad + c * plane + j;
+      for (int64_t t = 0; t < taps; ++t) {
+        const Vec<T> w = load(weights + t * rs + j);
+        const T* yt = y + offsets[t];
+        a0 += w * load(yt);
+        a1 += w * load(yt + plane);
+        a2 += w * load(yt + 2 * plane);
+        a3 += w * load(yt + 3 * plane);
+      }
+      store(dst + c * rs + j, a0);
+      store(dst + (c + 1) * rs + j, a1);
+      store(dst + (c + 2) * rs + j, a2);
+      store(dst + (c + 3) * rs + j, a3);
+    }
+  for (; c < d; ++c)
+    for (int64_t j = 0; j < wov; j += lanes<T>) {
+      Vec<T> acc{};
+      for (int64_t t = 0; t < taps; ++t) acc += load(weights + t * rs + j) * load(ypad + offsets[t] + c * plane + j);
+      store(dst + c * rs + j, acc);
+    }
+}
+
+// ypad[tap t of pixel j][c] += weights[t, j] * x[c, j] for every tap t of output row i (the adjoint of row_dots;
+// weights (K*K, Wov), x (D, Wov), row buffers with margins).  Written as a gather per padded row: the taps of one
+// window row and column phase land on one padded row at column offsets off_b, so each padded vector is loaded and
+// stored once while the taps' contributions (read at shifted columns of the row buffers) are summed in a register.
+template <typename T, int64_t DC>
+ACMIX_INLINE void row_scatter(const T* weights, const T* x, int64_t i, const Geometry& g, T* ypad) {
+  const int64_t d = DC > 0 ? DC : g.d, plane = g.plane(), rs = g.rs;
+  std::vector<int64_t> taps, offs;
+  for (int64_t a = 0; a < g.k; ++a)
+    for (int64_t ph = 0; ph < g.stride; ++ph) {
+      taps.clear();
+      offs.clear();
+      for (int64_t b = 0; b < g.k; ++b)
+        if ((b * g.dil) % g.stride == ph) {
+          taps.push_back(a * g.k + b);
+          offs.push_back((b * g.dil) / g.stride);
+        }
+      if (taps.empty()) continue;
+      const int64_t n_taps = taps.size(), extent = g.wov + offs.back();  // columns of the padded row reached
+      T* row = ypad + (ph * d * g.hp + i * g.stride + a * g.dil) * g.wq;
+      int64_t c = 0;
+      for (; c + 2 <= d; c += 2)  // two channels at a time, each summing its taps in two chains: four FMA chains
+        for (int64_t col = 0; col < extent; col += lanes<T>) {
+          T* y0 = row + c * plane + col;
+          const T* x0 = x + c * rs + col;
+          Vec<T> a0 = load(y0), a1{}, b0 = load(y0 + plane), b1{};
+          int64_t u = 0;
+          for (; u + 2 <= n_taps; u += 2) {
+            const Vec<T> w0 = load(weights + taps[u] * rs + col - offs[u]);
+            const Vec<T> w1 = load(weights + taps[u + 1] * rs + col - offs[u + 1]);
+            a0 += w0 * load(x0 - offs[u]);
+            b0 += w0 * load(x0 + rs - offs[u]);
+            a1 += w1 * load(x0 - offs[u + 1]);
+            b1 += w1 * load(x0 + rs - offs[u + 1]);
+          }
+          if (u < n_taps) {
+            const Vec<T> w0 = load(weights + taps[u] * rs + col - offs[u]);
+            a0 += w0 * load(x0 - offs[u]);
+            b0 += w0 * load(x0 + rs - offs[u]);
+          }
+          store(y0, a0 + a1);
+          store(y0 + plane, b0 + b1);
+        }
+      for (; c < d; ++c)
+        for (int64_t col = 0; col < extent; col += lanes<T>) {
+          Vec<T> acc = load(row + c * plane + col);
+          for (int64_t u = 0; u < n_taps; ++u)
+            acc += load(weights + taps[u] * rs + col - offs[u]) * load(x + c * rs + col - offs[u]);
+          store(row + c * plane + col, acc);
+        }
+    }
+}
+
+template <typename T, int64_t DC>
+ACMIX_INLINE void forward_images(const Map<T>& q, const Map<T>& k, const Map<T>& v, const int64_t* prow,
+                                 const int64_t* pcol, T* out, T* lse, const Geometry& g, int64_t begin, int64_t end) {
+  std::vector<T> kp(g.padded()), vp(g.padded());
+  RowBuffer<T> qs(g.d, g), probs(g.taps(), g), os(g.d, g);
+  std::vector<int64_t> taps(g.taps());
+  for (int64_t img = begin; img < end; ++img) {
+    pad_image(k, img, prow, pcol, g, kp.data());
+    pad_image(v, img, prow, pcol, g, vp.data());
+    for (int64_t i = 0; i < g.ho; ++i) {
+      g.row_taps(i, taps.data());
+      load_row(q, img, i * g.stride, g.stride, g, qs.data());
+      row_dots<T, DC>(qs.data(), kp.data(), taps.data(), g, probs.data());
+      for (int64_t j = 0; j < g.wov; j += lanes<T>) {  // max-subtracted softmax over the taps, lane by lane
+        Vec<T> top = load(probs.data() + j);
+        for (int64_t t = 1; t < g.taps(); ++t) top = vmax<T>(top, load(probs.data() + t * g.rs + j));
+        Vec<T> total{};
+        for (int64_t t = 0; t < g.taps(); ++t) {
+          const Vec<T> e = vexp<T>(load(probs.data() + t * g.rs + j) - top);
+          store(probs.data() + t * g.rs + j, e);
+          total += e;
+        }
+        const Vec<T> inv = T(1) / total;
+        for (int64_t t = 0; t < g.taps(); ++t) store(probs.data() + t * g.rs + j, load(probs.data() + t * g.rs + j) * inv);
+        for (int64_t l = 0; l < lanes<T> && j + l < g.wo; ++l)
+          lse[(img * g.ho + i) * g.wo + j + l] = top[l] + std::log(total[l]);
+      }
+      row_mix<T, DC>(probs.data(), vp.data(), taps.data(), g, os.data());
+      for (int64_t c = 0; c < g.d; ++c)
+        std::memcpy(out + ((img * g.d + c) * g.ho + i) * g.wo, os.data() + c * g.rs, g.wo * sizeof(T));
+    }
+  }
+}
+
+template <typename T, int64_t DC>
+ACMIX_INLINE void backward_images(const Map<T>& grad_out, const Map<T>& q, const Map<T>& k, const Map<T>& v,
+                                  const T* lse, const int64_t* prow, const int64_t* pcol, T* grad_q, T* grad_k,
+                                  T* grad_v, const Geometry& g, int64_t begin, int64_t end) {
+  const int64_t d = DC > 0 ? DC : g.d, plane = g.plane(), taps = g.taps(), wov = g.wov, rs = g.rs;
+  std::vector<T> kp(g.padded()), vp(g.padded()), gkp(g.padded()), gvp(g.padded());
+  RowBuffer<T> qs(d, g), gos(d, g), probs(taps, g), grad_l(taps, g), gqs(d, g);
+  std::vector<int64_t> offsets(taps);
+  for (int64_t img = begin; img < end; ++img) {
+    pad_image(k, img, prow, pcol, g, kp.data());
+    pad_image(v, img, prow, pcol, g, vp.data());
+    std::fill(gkp.begin(), gkp.end(), T(0));
+    std::fill(gvp.begin(), gvp.end(), T(0));
+    for (int64_t i = 0; i < g.ho; ++i) {
+      g.row_taps(i, offsets.data());
+      load_row(q, img, i * g.stride, g.stride, g, qs.data());
+      load_row(grad_out, img, i, 1, g, gos.data());
+      // recompute P from the logits and the saved log-sum-exp; padding lanes get P = 1 and dO = 0, so zero
+      // gradients
+      row_dots<T, DC>(qs.data(), kp.data(), offsets.data(), g, probs.data());
+      for (int64_t j = 0; j < wov; j += lanes<T>) {
+        Vec<T> m{};
+        for (int64_t l = 0; l < lanes<T> && j + l < g.wo; ++l) m[l] = lse[(img * g.ho + i) * g.wo + j + l];
+        for (int64_t t = 0; t < taps; ++t) store(probs.data() + t * rs + j, vexp<T>(load(probs.data() + t * rs + j) - m));
+      }
+      // dP_t = <dO, v_t>;  dL_t = P_t (dP_t - sum_s P_s dP_s)
+      row_dots<T, DC>(gos.data(), vp.data(), offsets.data(), g, grad_l.data());
+      for (int64_t j = 0; j < wov; j += lanes<T>) {
+        Vec<T> weighted{};
+        for (int64_t t = 0; t < taps; ++t) weighted += load(probs.data() + t * rs + j) * load(grad_l.data() + t * rs + j);
+        for (int64_t t = 0; t < taps; ++t)
+          store(grad_l.data() + t * rs + j,
+                load(probs.data() + t * rs + j) * (load(grad_l.data() + t * rs + j) - weighted));
+      }
+      // dq_j = sum_t dL_t k_t (each output pixel owns its query)
+      row_mix<T, DC>(grad_l.data(), kp.data(), offsets.data(), g, gqs.data());
+      T* gq = grad_q + img * d * g.h * g.w;
+      for (int64_t c = 0; c < d; ++c) {
+        T* dst = gq + (c * g.h + i * g.stride) * g.w;
+        if (g.stride == 1) std::memcpy(dst, gqs.data() + c * rs, g.wo * sizeof(T));
+        else for (int64_t j = 0; j < g.wo; ++j) dst[j * g.stride] = gqs.data()[c * rs + j];
+      }
+      // dk_t += dL_t q, dv_t += P_t dO, into the padded maps
+      row_scatter<T, DC>(grad_l.data(), qs.data(), i, g, gkp.data());
+      row_scatter<T, DC>(probs.data(), gos.data(), i, g, gvp.data());
+    }
+    fold_image(gkp.data(), img, prow, pcol, g, grad_k);
+    fold_image(gvp.data(), img, prow, pcol, g, grad_v);
+  }
+}
+
+// The loops are compiled twice, for AVX2+FMA and for baseline x86-64; a CPU check picks one at run time
 #define ACMIX_AVX2 __attribute__((target("avx2,fma")))
 bool has_avx2() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -59,8 +394,7 @@ bool has_avx2() {
 }
 
 // Calls f(std::integral_constant<int64_t, D>) for the common head dims and f(<0>) otherwise: with D a
-// compile-time constant the length-D dot/axpy loops unroll into a few SIMD instructions, which matters
-// because at D = 16 their loop overhead would cost as much as the arithmetic.
+// compile-time constant the channel loops unroll.
 template <typename F>
 void with_head_dim(int64_t d, F&& f) {
   switch (d) {
@@ -73,169 +407,103 @@ void with_head_dim(int64_t d, F&& f) {
   }
 }
 
-template <typename T, int64_t DC>  // DC: the head dim when known at compile time, else 0
-inline __attribute__((always_inline)) void forward_range(const T* q, const T* k, const T* v, const int64_t* rows,
-    const int64_t* cols, T* out, T* probs, const Geometry& g, int64_t begin, int64_t end) {
-  const int64_t d = DC > 0 ? DC : g.d;
-  // one task = one output row of one image; rows are independent in forward
-  std::vector<T> logit(g.taps());
-  for (int64_t task = begin; task < end; ++task) {
-    const int64_t img = task / g.ho, i = task % g.ho;
-    const int64_t* row = rows + i * g.k;
-    for (int64_t j = 0; j < g.wo; ++j) {
-      const int64_t* col = cols + j * g.k;
-      const T* qp = q + g.pixel(img, i * g.stride, j * g.stride);
-      T top = -std::numeric_limits<T>::infinity();
-      for (int64_t a = 0; a < g.k; ++a)
-        for (int64_t b = 0; b < g.k; ++b) {
-          const T l = dot(qp, k + g.pixel(img, row[a], col[b]), d);
-          logit[a * g.k + b] = l;
-          top = std::max(top, l);
-        }
-      T total = 0;
-      for (auto& l : logit) total += (l = std::exp(l - top));  // max-subtracted softmax
-      const T inv = T(1) / total;
-      T* op = out + g.out_pixel(img, i, j);
-      std::fill(op, op + d, T(0));
-      for (int64_t a = 0; a < g.k; ++a)
-        for (int64_t b = 0; b < g.k; ++b) {
-          const int64_t t = a * g.k + b;
-          const T p = logit[t] * inv;
-          probs[g.prob(img, t, i, j)] = p;
-          axpy(p, v + g.pixel(img, row[a], col[b]), op, d);
-        }
-    }
-  }
-}
-
-template <typename T, int64_t DC>  // DC: the head dim when known at compile time, else 0
-ACMIX_AVX2 void forward_range_avx2(const T* q, const T* k, const T* v, const int64_t* rows,
-    const int64_t* cols, T* out, T* probs, const Geometry& g, int64_t begin, int64_t end) {
-  forward_range<T, DC>(q, k, v, rows, cols, out, probs, g, begin, end);
-}
-
-template <typename T, int64_t DC>  // DC: the head dim when known at compile time, else 0
-void forward_range_base(const T* q, const T* k, const T* v, const int64_t* rows,
-    const int64_t* cols, T* out, T* probs, const Geometry& g, int64_t begin, int64_t end) {
-  forward_range<T, DC>(q, k, v, rows, cols, out, probs, g, begin, end);
-}
-
-template <typename T, int64_t DC>  // DC: the head dim when known at compile time, else 0
-void forward_kernel(const T* q, const T* k, const T* v, const int64_t* rows, const int64_t* cols,
-                    T* out, T* probs, const Geometry g) {
-  at::parallel_for(0, g.n * g.ho, 1, [&](int64_t begin, int64_t end) {
-    if (has_avx2()) forward_range_avx2<T, DC>(q, k, v, rows, cols, out, probs, g, begin, end);
-    else forward_range_base<T, DC>(q, k, v, rows, cols, out, probs, g, begin, end);
-  });
+template <typename T, int64_t DC>
+ACMIX_AVX2 void forward_avx2(const Map<T>& q, const Map<T>& k, const Map<T>& v, const int64_t* prow,
+    const int64_t* pcol, T* out, T* lse, const Geometry& g, int64_t begin, int64_t end) {
+  forward_images<T, DC>(q, k, v, prow, pcol, out, lse, g, begin, end);
 }
 
 template <typename T, int64_t DC>
-inline __attribute__((always_inline)) void backward_range(const T* grad_out, const T* q, const T* k, const T* v,
-    const T* probs, const int64_t* rows, const int64_t* cols, T* grad_q, T* grad_k, T* grad_v, const Geometry& g,
+void forward_base(const Map<T>& q, const Map<T>& k, const Map<T>& v, const int64_t* prow,
+    const int64_t* pcol, T* out, T* lse, const Geometry& g, int64_t begin, int64_t end) {
+  forward_images<T, DC>(q, k, v, prow, pcol, out, lse, g, begin, end);
+}
+
+template <typename T, int64_t DC>
+ACMIX_AVX2 void backward_avx2(const Map<T>& grad_out, const Map<T>& q, const Map<T>& k, const Map<T>& v,
+    const T* lse, const int64_t* prow, const int64_t* pcol, T* grad_q, T* grad_k, T* grad_v, const Geometry& g,
     int64_t begin, int64_t end) {
-  const int64_t d = DC > 0 ? DC : g.d;
-  // overlapping windows scatter into the same key/value pixels, so a task owns a whole image
-  // (N = batch*heads is normally at least the thread count) and no two threads write one pixel
-  std::vector<T> grad_p(g.taps());
-  for (int64_t img = begin; img < end; ++img)
-    for (int64_t i = 0; i < g.ho; ++i) {
-      const int64_t* row = rows + i * g.k;
-      for (int64_t j = 0; j < g.wo; ++j) {
-        const int64_t* col = cols + j * g.k;
-        const T* gop = grad_out + g.out_pixel(img, i, j);
-        const int64_t qoff = g.pixel(img, i * g.stride, j * g.stride);
-        // dP_t = <dO, v_t>;  dL_t = P_t (dP_t - sum_s P_s dP_s)
-        T weighted = 0;
-        for (int64_t a = 0; a < g.k; ++a)
-          for (int64_t b = 0; b < g.k; ++b) {
-            const int64_t t = a * g.k + b;
-            grad_p[t] = dot(gop, v + g.pixel(img, row[a], col[b]), d);
-            weighted += probs[g.prob(img, t, i, j)] * grad_p[t];
-          }
-        for (int64_t a = 0; a < g.k; ++a)
-          for (int64_t b = 0; b < g.k; ++b) {
-            const int64_t t = a * g.k + b;
-            const int64_t src = g.pixel(img, row[a], col[b]);
-            const T p = probs[g.prob(img, t, i, j)];
-            const T dl = p * (grad_p[t] - weighted);
-            axpy(dl, k + src, grad_q + qoff, d);
-            axpy(dl, q + qoff, grad_k + src, d);
-            axpy(p, gop, grad_v + src, d);
-          }
-      }
-    }
+  backward_images<T, DC>(grad_out, q, k, v, lse, prow, pcol, grad_q, grad_k, grad_v, g, begin, end);
 }
 
 template <typename T, int64_t DC>
-ACMIX_AVX2 void backward_range_avx2(const T* grad_out, const T* q, const T* k, const T* v, const T* probs,
-    const int64_t* rows, const int64_t* cols, T* grad_q, T* grad_k, T* grad_v, const Geometry& g, int64_t begin,
-    int64_t end) {
-  backward_range<T, DC>(grad_out, q, k, v, probs, rows, cols, grad_q, grad_k, grad_v, g, begin, end);
-}
-
-template <typename T, int64_t DC>
-void backward_range_base(const T* grad_out, const T* q, const T* k, const T* v, const T* probs,
-    const int64_t* rows, const int64_t* cols, T* grad_q, T* grad_k, T* grad_v, const Geometry& g, int64_t begin,
-    int64_t end) {
-  backward_range<T, DC>(grad_out, q, k, v, probs, rows, cols, grad_q, grad_k, grad_v, g, begin, end);
-}
-
-template <typename T, int64_t DC>
-void backward_kernel(const T* grad_out, const T* q, const T* k, const T* v, const T* probs,
-                     const int64_t* rows, const int64_t* cols, T* grad_q, T* grad_k, T* grad_v,
-                     const Geometry g) {
-  at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
-    if (has_avx2())
-      backward_range_avx2<T, DC>(grad_out, q, k, v, probs, rows, cols, grad_q, grad_k, grad_v, g, begin, end);
-    else
-      backward_range_base<T, DC>(grad_out, q, k, v, probs, rows, cols, grad_q, grad_k, grad_v, g, begin, end);
-  });
-}
-
-Geometry geometry(const at::Tensor& q, const at::Tensor& rows, const at::Tensor& cols, int64_t stride) {
-  return {q.size(0), q.size(1), q.size(2), q.size(3), rows.size(0), cols.size(0), rows.size(1), stride};
+void backward_base(const Map<T>& grad_out, const Map<T>& q, const Map<T>& k, const Map<T>& v,
+    const T* lse, const int64_t* prow, const int64_t* pcol, T* grad_q, T* grad_k, T* grad_v, const Geometry& g,
+    int64_t begin, int64_t end) {
+  backward_images<T, DC>(grad_out, q, k, v, lse, prow, pcol, grad_q, grad_k, grad_v, g, begin, end);
 }
 
 void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.is_contiguous() && t.scalar_type() == like.scalar_type() &&
-              t.dim() == 4, name, " must be a contiguous 4-D CPU tensor of dtype ", like.scalar_type());
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.dim() == 4, name,
+              " must be a 4-D CPU tensor of dtype ", like.scalar_type());
+}
+
+void check_index(const at::Tensor& t, int64_t size, const char* name) {
+  TORCH_CHECK(t.scalar_type() == at::kLong && t.is_contiguous() && t.dim() == 1 && t.size(0) == size, name,
+              " must be a contiguous int64 vector of ", size, " padded-to-source indices");
+}
+
+Geometry checked_geometry(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& prow,
+                          const at::Tensor& pcol, int64_t kernel_size, int64_t dilation, int64_t stride) {
+  check(q, q, "q"); check(k, q, "k"); check(v, q, "v");
+  TORCH_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(), "q, k, v shapes differ");
+  TORCH_CHECK(kernel_size >= 1 && kernel_size % 2 == 1 && dilation >= 1 && stride >= 1, "bad window geometry");
+  const Geometry g(q, kernel_size, dilation, stride, q.scalar_type() == at::kDouble ? 4 : 8);
+  check_index(prow, g.hp, "prow");
+  check_index(pcol, g.wp, "pcol");
+  return g;
 }
 
 }  // namespace
 
-// q, k, v: (N, H, W, D); rows: (Ho, K); cols: (Wo, K) -> out (N, Ho, Wo, D), probs (N, K*K, Ho, Wo)
+// q, k, v: (N, D, H, W), any strides; prow (H + 2 pad), pcol (W + 2 pad): source index of every position of the
+// reflection-padded axes, pad = dilation * (K-1) / 2 -> out (N, D, Ho, Wo), lse (N, Ho, Wo): the log-sum-exp of
+// each pixel's logits, from which backward recomputes the softmax
 std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                const at::Tensor& rows, const at::Tensor& cols, int64_t stride) {
-  check(q, q, "q"); check(k, q, "k"); check(v, q, "v");
-  TORCH_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(), "q, k, v shapes differ");
-  TORCH_CHECK(rows.scalar_type() == at::kLong && cols.scalar_type() == at::kLong && rows.is_contiguous() &&
-              cols.is_contiguous(), "rows/cols must be contiguous int64");
-  const Geometry g = geometry(q, rows, cols, stride);
-  auto out = at::empty({g.n, g.ho, g.wo, g.d}, q.options());
-  auto probs = at::empty({g.n, g.taps(), g.ho, g.wo}, q.options());
+                                const at::Tensor& prow, const at::Tensor& pcol, int64_t kernel_size,
+                                int64_t dilation, int64_t stride) {
+  const Geometry g = checked_geometry(q, k, v, prow, pcol, kernel_size, dilation, stride);
+  auto out = at::empty({g.n, g.d, g.ho, g.wo}, q.options());
+  auto lse = at::empty({g.n, g.ho, g.wo}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_local_attention_forward", [&] {
+    const auto qm = map_of<scalar_t>(q), km = map_of<scalar_t>(k), vm = map_of<scalar_t>(v);
     with_head_dim(g.d, [&](auto dc) {
-      forward_kernel<scalar_t, dc()>(q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(), v.data_ptr<scalar_t>(),
-                                     rows.data_ptr<int64_t>(), cols.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
-                                     probs.data_ptr<scalar_t>(), g);
+      // one task = one image (batch * head): its padded keys and values are built once
+      at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
+        auto run = has_avx2() ? forward_avx2<scalar_t, dc()> : forward_base<scalar_t, dc()>;
+        run(qm, km, vm, prow.data_ptr<int64_t>(), pcol.data_ptr<int64_t>(), out.data_ptr<scalar_t>(),
+            lse.data_ptr<scalar_t>(), g, begin, end);
+      });
     });
   });
-  return {out, probs};
+  return {out, lse};
 }
 
-// grad_out: (N, Ho, Wo, D); q, k, v: (N, H, W, D); probs: (N, K*K, Ho, Wo) -> dq, dk, dv (N, H, W, D)
+// grad_out: (N, D, Ho, Wo), q, k, v: (N, D, H, W), any strides; lse (N, Ho, Wo) from forward -> dq, dk, dv
+// (N, D, H, W) contiguous
 std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
-                                 const at::Tensor& v, const at::Tensor& probs, const at::Tensor& rows,
-                                 const at::Tensor& cols, int64_t stride) {
-  check(grad_out, q, "grad_out"); check(q, q, "q"); check(k, q, "k"); check(v, q, "v"); check(probs, q, "probs");
-  const Geometry g = geometry(q, rows, cols, stride);
-  auto grad_q = at::zeros_like(q), grad_k = at::zeros_like(k), grad_v = at::zeros_like(v);
+                                 const at::Tensor& v, const at::Tensor& lse, const at::Tensor& prow,
+                                 const at::Tensor& pcol, int64_t kernel_size, int64_t dilation, int64_t stride) {
+  const Geometry g = checked_geometry(q, k, v, prow, pcol, kernel_size, dilation, stride);
+  check(grad_out, q, "grad_out");
+  TORCH_CHECK(grad_out.size(0) == g.n && grad_out.size(1) == g.d && grad_out.size(2) == g.ho &&
+              grad_out.size(3) == g.wo, "grad_out shape");
+  TORCH_CHECK(lse.is_contiguous() && lse.scalar_type() == q.scalar_type() && lse.numel() == g.n * g.ho * g.wo,
+              "lse must be a contiguous (N, Ho, Wo) tensor of the dtype of q");
+  const auto opts = q.options().memory_format(at::MemoryFormat::Contiguous);
+  // every strided query pixel is written; the others (stride > 1) get no gradient
+  auto grad_q = stride == 1 ? at::empty(q.sizes(), opts) : at::zeros(q.sizes(), opts);
+  auto grad_k = at::zeros(q.sizes(), opts), grad_v = at::zeros(q.sizes(), opts);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_local_attention_backward", [&] {
+    const auto gm = map_of<scalar_t>(grad_out), qm = map_of<scalar_t>(q), km = map_of<scalar_t>(k),
+               vm = map_of<scalar_t>(v);
     with_head_dim(g.d, [&](auto dc) {
-      backward_kernel<scalar_t, dc()>(grad_out.data_ptr<scalar_t>(), q.data_ptr<scalar_t>(), k.data_ptr<scalar_t>(),
-                                      v.data_ptr<scalar_t>(), probs.data_ptr<scalar_t>(), rows.data_ptr<int64_t>(),
-                                      cols.data_ptr<int64_t>(), grad_q.data_ptr<scalar_t>(),
-                                      grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(), g);
+      // one task = one image: overlapping windows scatter into the same key/value pixels of that image only
+      at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
+        auto run = has_avx2() ? backward_avx2<scalar_t, dc()> : backward_base<scalar_t, dc()>;
+        run(gm, qm, km, vm, lse.data_ptr<scalar_t>(), prow.data_ptr<int64_t>(), pcol.data_ptr<int64_t>(),
+            grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(), g, begin, end);
+      });
     });
   });
   return {grad_q, grad_k, grad_v};
@@ -303,8 +571,11 @@ def build_extension(name: str, source: str, what: str) -> SimpleNamespace | None
     """Build (first call on a machine) or load a cached C++ extension with ``forward``/``backward`` functions.
 
     ``source`` defines ``forward`` and ``backward`` (free functions over ``at::Tensor``); they are registered as
-    the torch ops ``torch.ops.<name>.forward`` / ``.backward`` and compiled by ``torch.utils.cpp_extension.load``
-    (OpenMP, C++20) into torch's extension cache, once per machine (about 10-20 s each on one core).  A failed
+    the torch ops ``torch.ops.<name>_<hash>.forward`` / ``.backward`` and compiled by
+    ``torch.utils.cpp_extension.load`` (OpenMP, C++20) into torch's extension cache, once per machine and source
+    (about 10-20 s each on one core).  ``<hash>`` is a digest of the source, so processes running different
+    versions of a kernel (a benchmark of the previous commit, a long-lived process) never rebuild or load each
+    other's build.  A failed
     build (no compiler, headers or OpenMP) must not break the model: it warns once, naming ``what`` and the
     error, and returns None so the caller takes its PyTorch path (slower, same results).
 
@@ -313,13 +584,14 @@ def build_extension(name: str, source: str, what: str) -> SimpleNamespace | None
     """
     with _locks.setdefault(name, threading.Lock()):  # setdefault is atomic under the GIL
         if name not in _built:
+            build = f'{name}_{hashlib.sha1(source.encode()).hexdigest()[:12]}'
             text = (f'{_PRELUDE}\n{source}\n'
-                    f'TORCH_LIBRARY({name}, m) {{\n  m.def("forward", &forward);\n  m.def("backward", &backward);\n}}\n')
+                    f'TORCH_LIBRARY({build}, m) {{\n  m.def("forward", &forward);\n  m.def("backward", &backward);\n}}\n')
             try:
                 import_cpp_extension().load(
-                    name=name, sources=[_write_source(name, text)], is_python_module=False,
+                    name=build, sources=[_write_source(build, text)], is_python_module=False,
                     extra_cflags=['-O3', '-std=c++20', '-fopenmp'], extra_ldflags=['-fopenmp'])
-                ops = getattr(torch.ops, name)
+                ops = getattr(torch.ops, build)
                 _built[name] = SimpleNamespace(forward=ops.forward, backward=ops.backward)
             except Exception as exc:  # noqa: BLE001  (any build failure means: use the PyTorch path)
                 warnings.warn(f'acmix: building the C++ {what} kernel failed, falling back to the PyTorch path '
@@ -332,7 +604,8 @@ def load() -> SimpleNamespace | None:
     """The local-attention extension (see ``build_extension``), or None if it cannot be built.
 
     Returns:
-        A module with ``forward(q, k, v, rows, cols, stride) -> [out, probs]`` and
-        ``backward(grad_out, q, k, v, probs, rows, cols, stride) -> [dq, dk, dv]`` (layouts in ``_SOURCE``).
+        A namespace with ``forward(q, k, v, prow, pcol, K, dilation, stride) -> [out, lse]`` and
+        ``backward(grad_out, q, k, v, lse, prow, pcol, K, dilation, stride) -> [dq, dk, dv]`` (shapes in
+        ``_SOURCE``).
     """
     return build_extension('acmix_local_attention_cpu', _SOURCE, 'local-attention')

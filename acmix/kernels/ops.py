@@ -5,12 +5,13 @@ Two ops, both computing in float32/float64: float16/bfloat16 inputs are upcast i
 kernels upcast in registers) and the results cast back, because a half-precision softmax over 49 taps loses
 too much:
 
-- ``acmix::local_attention_fwd(q, k, v, K, dilation, stride, backend) -> (out, probs)``
-- ``acmix::local_attention_bwd(grad_out, q, k, v, probs, K, dilation, stride, backend) -> (dq, dk, dv)``
+- ``acmix::local_attention_fwd(q, k, v, K, dilation, stride, backend) -> (out, lse)``
+- ``acmix::local_attention_bwd(grad_out, q, k, v, lse, K, dilation, stride, backend) -> (dq, dk, dv)``
 
-``probs`` (N, K*K, Ho, Wo), float64 for float64 inputs and float32 otherwise, are the softmax weights saved
-for backward: D times smaller than one window tensor of the reference.  Every backend reads and writes the
-same ``probs``, so forward and backward may even run on different backends.
+``lse`` (N, Ho, Wo), float64 for float64 inputs and float32 otherwise, is the log-sum-exp of each output pixel's
+``K*K`` logits, saved for backward, which recomputes the logits and the softmax ``exp(logit - lse)`` from q and k
+(flash-attention style): one number per pixel and head instead of the ``K*K`` probabilities.  Every backend
+reads and writes the same ``lse``, so forward and backward may even run on different backends.
 
 ``backend`` picks the implementation inside the op, so graphs stay device agnostic: ``'auto'`` = C++ on CPU
 (pure PyTorch, with one warning, if the build fails), Triton on CUDA (pure PyTorch, with one warning, if
@@ -26,7 +27,7 @@ import warnings
 import torch
 
 from . import cpu_ext, torch_loop
-from .indexing import out_size, window_index
+from .indexing import out_size, padded_index, window_index
 
 __all__ = ['BACKENDS', 'local_attention_fast', 'resolve_backend']
 
@@ -84,72 +85,74 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     return backend
 
 
-def _channels_last(x: torch.Tensor) -> torch.Tensor:
-    """(N, D, H, W) -> contiguous (N, H, W, D): one window tap becomes one contiguous D-vector."""
-    return x.permute(0, 2, 3, 1).contiguous()
-
-
 def _upcast(*tensors: torch.Tensor) -> list[torch.Tensor]:
     return [t if t.dtype in _COMPUTE_DTYPES else t.float() for t in tensors]
 
 
-def _probs_dtype(dtype: torch.dtype) -> torch.dtype:
+def _stats_dtype(dtype: torch.dtype) -> torch.dtype:
     return dtype if dtype in _COMPUTE_DTYPES else torch.float32
+
+
+def _padded_indices(q: torch.Tensor, kernel_size: int, dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Source row and column of every position of the reflection-padded (H + 2p, W + 2p) map (C++ kernel)."""
+    h, w = q.shape[-2:]
+    return padded_index(h, kernel_size, dilation, q.device), padded_index(w, kernel_size, dilation, q.device)
+
+
+def _triton_windows(q: torch.Tensor, kernel_size: int, dilation: int, stride: int) -> tuple[torch.Tensor, torch.Tensor,
+                                                                                             int]:
+    """rows (Ho, K), cols (Wo, K) and stride: the window arguments of the Triton kernels."""
+    h, w = q.shape[-2:]
+    return (window_index(h, kernel_size, dilation, stride, q.device),
+            window_index(w, kernel_size, dilation, stride, q.device), stride)
 
 
 @torch.library.custom_op('acmix::local_attention_fwd', mutates_args=())
 def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, dilation: int, stride: int,
             backend: str) -> tuple[torch.Tensor, torch.Tensor]:
-    h, w = q.shape[-2:]
-    rows = window_index(h, kernel_size, dilation, stride, q.device)  # (Ho, K)
-    cols = window_index(w, kernel_size, dilation, stride, q.device)  # (Wo, K)
     chosen = resolve_backend(backend, q.device)
     if chosen == 'triton':
-        result = _call_triton('forward', backend == 'auto', q, k, v, rows, cols, stride)
+        result = _call_triton('forward', backend == 'auto', q, k, v, *_triton_windows(q, kernel_size, dilation,
+                                                                                        stride))
         if result is not None:
             return result
     qc, kc, vc = _upcast(q, k, v)
     if chosen == 'cpp':
-        out, probs = cpu_ext.load().forward(_channels_last(qc), _channels_last(kc), _channels_last(vc),
-                                            rows, cols, stride)
-        out = out.permute(0, 3, 1, 2).contiguous()                   # (N, Ho, Wo, D) -> (N, D, Ho, Wo)
+        out, lse = cpu_ext.load().forward(qc, kc, vc, *_padded_indices(q, kernel_size, dilation), kernel_size,
+                                          dilation, stride)
     else:  # 'torch', or 'triton' that failed its first launch
-        out, probs = torch_loop.forward(qc, kc, vc, kernel_size, dilation, stride)
-    return out.to(q.dtype), probs
+        out, lse = torch_loop.forward(qc, kc, vc, kernel_size, dilation, stride)
+    return out.to(q.dtype), lse
 
 
 @_fwd_op.register_fake
 def _fwd_fake(q, k, v, kernel_size, dilation, stride, backend):
     n, d, h, w = q.shape
     ho, wo = out_size(h, stride), out_size(w, stride)
-    probs = q.new_empty(n, kernel_size * kernel_size, ho, wo, dtype=_probs_dtype(q.dtype))
-    return q.new_empty(n, d, ho, wo), probs
+    return q.new_empty(n, d, ho, wo), q.new_empty(n, ho, wo, dtype=_stats_dtype(q.dtype))
 
 
 @torch.library.custom_op('acmix::local_attention_bwd', mutates_args=())
-def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probs: torch.Tensor,
+def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lse: torch.Tensor,
             kernel_size: int, dilation: int, stride: int,
             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    h, w = q.shape[-2:]
-    rows = window_index(h, kernel_size, dilation, stride, q.device)
-    cols = window_index(w, kernel_size, dilation, stride, q.device)
     chosen = resolve_backend(backend, q.device)
     grads = None
     if chosen == 'triton':
-        grads = _call_triton('backward', backend == 'auto', grad_out, q, k, v, probs, rows, cols, stride)
+        grads = _call_triton('backward', backend == 'auto', grad_out, q, k, v, lse,
+                             *_triton_windows(q, kernel_size, dilation, stride))
     if grads is None:
-        gc, qc, kc, vc, pc = _upcast(grad_out, q, k, v, probs)
+        gc, qc, kc, vc, lc = _upcast(grad_out, q, k, v, lse)
         if chosen == 'cpp':
-            grads = cpu_ext.load().backward(_channels_last(gc), _channels_last(qc), _channels_last(kc),
-                                            _channels_last(vc), pc.contiguous(), rows, cols, stride)
-            grads = [g.permute(0, 3, 1, 2).contiguous() for g in grads]  # (N, H, W, D) -> (N, D, H, W)
+            grads = cpu_ext.load().backward(gc, qc, kc, vc, lc.contiguous(), *_padded_indices(q, kernel_size, dilation),
+                                            kernel_size, dilation, stride)
         else:  # 'torch', or 'triton' that failed its first launch
-            grads = torch_loop.backward(gc, qc, kc, vc, pc, kernel_size, dilation, stride)
+            grads = torch_loop.backward(gc, qc, kc, vc, lc, kernel_size, dilation, stride)
     return tuple(g.to(q.dtype) for g in grads)
 
 
 @_bwd_op.register_fake
-def _bwd_fake(grad_out, q, k, v, probs, kernel_size, dilation, stride, backend):
+def _bwd_fake(grad_out, q, k, v, lse, kernel_size, dilation, stride, backend):
     return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
 
 
@@ -159,10 +162,10 @@ def _setup_context(ctx, inputs, output) -> None:
     ctx.window = (kernel_size, dilation, stride, backend)
 
 
-def _backward(ctx, grad_out, _grad_probs):
-    # probs is an internal output (never returned by local_attention_fast), so its gradient is ignored
-    q, k, v, probs = ctx.saved_tensors
-    grad_q, grad_k, grad_v = _bwd_op(grad_out.contiguous(), q, k, v, probs, *ctx.window)
+def _backward(ctx, grad_out, _grad_lse):
+    # lse is an internal output (never returned by local_attention_fast), so its gradient is ignored
+    q, k, v, lse = ctx.saved_tensors
+    grad_q, grad_k, grad_v = _bwd_op(grad_out, q, k, v, lse, *ctx.window)
     return grad_q, grad_k, grad_v, None, None, None, None
 
 

@@ -3,7 +3,8 @@
 Keys and values are reflection-padded once (``padded_index``); in the padded map tap ``(a, b)`` of every
 output pixel is one strided slice, a view.  The loop over the ``K*K`` taps therefore never gathers, and the
 largest temporaries are the padded maps (about ``(1 + (K-1)/H)^2`` times the input) and the
-``(N, K*K, Ho, Wo)`` logits, instead of the reference's ``(N, D, K*K, Ho, Wo)`` windows.  This is the CUDA
+``(N, K*K, Ho, Wo)`` logits, instead of the reference's ``(N, D, K*K, Ho, Wo)`` windows.  Forward keeps only the
+log-sum-exp of each pixel's logits; backward recomputes the logits and the softmax from it.  This is the CUDA
 path when Triton is unavailable and the CPU path when the C++ extension cannot be built.  Backward is
 written by hand (softmax Jacobian, tap gradients accumulated in the padded map, then folded back onto the
 source pixels with ``index_add_``), so autograd stores no per-tap tensors either.
@@ -33,6 +34,18 @@ def _taps(kernel_size: int, dilation: int, stride: int, ho: int, wo: int):
             yield a * kernel_size + b, rs, slice(b * dilation, b * dilation + (wo - 1) * stride + 1, stride)
 
 
+def _logits(q: torch.Tensor, k: torch.Tensor, kernel_size: int, dilation: int, stride: int) -> torch.Tensor:
+    """(N, D, H, W) queries and keys -> (N, K*K, Ho, Wo) logits of every strided query pixel and window tap."""
+    n, _, h, w = q.shape
+    ho, wo = out_size(h, stride), out_size(w, stride)
+    q_s = q[:, :, ::stride, ::stride]                                # (N, D, Ho, Wo)
+    k_pad = _pad(k, kernel_size, dilation)                           # (N, D, Hp, Wp)
+    logits = q.new_empty(n, kernel_size * kernel_size, ho, wo)
+    for t, rs, cs in _taps(kernel_size, dilation, stride, ho, wo):
+        logits[:, t] = (q_s * k_pad[:, :, rs, cs]).sum(1)
+    return logits
+
+
 def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, dilation: int,
             stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Forward pass.
@@ -42,23 +55,18 @@ def forward(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int,
         kernel_size, dilation, stride: window geometry.
 
     Returns:
-        out (N, D, Ho, Wo) and the softmax probabilities (N, K*K, Ho, Wo) saved for backward.
+        out (N, D, Ho, Wo) and the log-sum-exp of the logits (N, Ho, Wo) saved for backward.
     """
-    n, _, h, w = q.shape
-    ho, wo = out_size(h, stride), out_size(w, stride)
-    q_s = q[:, :, ::stride, ::stride]                                # (N, D, Ho, Wo)
-    k_pad = _pad(k, kernel_size, dilation)                           # (N, D, Hp, Wp)
-    logits = q.new_empty(n, kernel_size * kernel_size, ho, wo)
-    for t, rs, cs in _taps(kernel_size, dilation, stride, ho, wo):
-        logits[:, t] = (q_s * k_pad[:, :, rs, cs]).sum(1)
-    del k_pad
-    probs = logits.softmax(dim=1)
+    logits = _logits(q, k, kernel_size, dilation, stride)
+    lse = logits.logsumexp(dim=1)
+    probs = (logits - lse.unsqueeze(1)).exp_()
     del logits
+    ho, wo = lse.shape[-2:]
     v_pad = _pad(v, kernel_size, dilation)
-    out = torch.zeros_like(q_s)
+    out = q.new_zeros(q.shape[0], q.shape[1], ho, wo)
     for t, rs, cs in _taps(kernel_size, dilation, stride, ho, wo):
         out.addcmul_(probs[:, t].unsqueeze(1), v_pad[:, :, rs, cs])
-    return out, probs
+    return out, lse
 
 
 def _fold(grad_pad: torch.Tensor, h: int, w: int, kernel_size: int, dilation: int) -> torch.Tensor:
@@ -70,14 +78,14 @@ def _fold(grad_pad: torch.Tensor, h: int, w: int, kernel_size: int, dilation: in
     return grad_pad.new_zeros(n, d, h, w).index_add_(3, cols, grad_rows)
 
 
-def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, probs: torch.Tensor,
+def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lse: torch.Tensor,
              kernel_size: int, dilation: int, stride: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradients of ``forward``'s output with respect to q, k, v.
 
     Args:
         grad_out: (N, D, Ho, Wo).
         q, k, v: (N, D, H, W) as given to ``forward``.
-        probs: (N, K*K, Ho, Wo) from ``forward``.
+        lse: (N, Ho, Wo) from ``forward``.
         kernel_size, dilation, stride: window geometry.
 
     Returns:
@@ -86,6 +94,7 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     h, w = q.shape[-2:]
     ho, wo = grad_out.shape[-2:]
     q_s = q[:, :, ::stride, ::stride]
+    probs = (_logits(q, k, kernel_size, dilation, stride) - lse.unsqueeze(1)).exp_()  # (N, K*K, Ho, Wo)
 
     # dP_t = <dO, v_t>;  softmax backward: dL_t = P_t * (dP_t - sum_s P_s dP_s)
     v_pad = _pad(v, kernel_size, dilation)
