@@ -246,3 +246,30 @@ def test_building_the_kernel_does_not_warn_about_a_missing_gpu(tmp_path):
     assert 'No CUDA runtime is found' in stderr_of('import torch.utils.cpp_extension')  # the setting triggers it
     ours = 'from acmix.kernels import cpu_ext; cpu_ext.import_cpp_extension()'
     assert 'No CUDA runtime is found' not in stderr_of(ours)
+
+
+@pytest.mark.parametrize('impl', FAST_CPU)
+@pytest.mark.parametrize('case', [(2, 4, 16, 9, 11, 7, 1, 1), (2, 2, 8, 10, 7, 3, 2, 2), (1, 3, 5, 6, 5, 7, 1, 1)],
+                         ids=str)
+def test_multihead_reads_channel_slices_with_scale_and_key_bias(impl, case):
+    """q, k, v as channel slices of one (B, 3C, H, W) tensor, queries scaled and keys shifted by a shared
+    (D, H, W) bias inside the op: same outputs and gradients (the bias's included) as the reference, which
+    builds those maps explicitly."""
+    from acmix.kernels import multihead_local_attention
+    b, heads, d, h, w, kernel, dilation, stride = case
+    c = heads * d
+    gen = torch.Generator().manual_seed(3)
+    qkv = torch.randn(b, 3 * c, h, w, dtype=torch.float64, generator=gen).requires_grad_()
+    bias = torch.randn(d, h, w, dtype=torch.float64, generator=gen).requires_grad_()
+
+    def attend(qkv, bias, impl):
+        return multihead_local_attention(qkv[:, :c], qkv[:, c:2 * c], qkv[:, 2 * c:], heads, kernel, dilation, stride,
+                                         d ** -0.5, bias, impl)
+
+    out, ref = attend(qkv, bias, impl), attend(qkv, bias, 'reference')
+    torch.testing.assert_close(out, ref)
+    grad_out = torch.randn_like(ref)
+    for g, g_ref in zip(torch.autograd.grad(out, (qkv, bias), grad_out), torch.autograd.grad(ref, (qkv, bias), grad_out)):
+        torch.testing.assert_close(g, g_ref)
+    if b * c * h * w <= 400:
+        assert torch.autograd.gradcheck(lambda qkv, bias: attend(qkv, bias, impl), (qkv, bias))

@@ -10,11 +10,11 @@ import torch
 
 from . import cpu_ext, shift_conv
 from .indexing import check_window_args, out_size, window_index
-from .ops import BACKENDS, local_attention_fast
+from .ops import BACKENDS, local_attention_fast, multihead_local_attention_fast
 from .reference import check_qkv, local_attention_reference
 
-__all__ = ['local_attention', 'local_attention_fast', 'local_attention_reference', 'window_index', 'out_size',
-           'IMPLS', 'build_cpu_kernels']
+__all__ = ['local_attention', 'local_attention_fast', 'local_attention_reference', 'multihead_local_attention',
+           'window_index', 'out_size', 'IMPLS', 'build_cpu_kernels']
 
 # 'auto' and 'fast' are the same: a fast path exists on every device (the PyTorch loop is the last resort).
 # 'cpp' | 'triton' | 'torch' force one fast backend (tests, benchmarks).
@@ -53,6 +53,43 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_si
         return local_attention_reference(q, k, v, kernel_size, dilation, stride)
     backend = impl if impl in BACKENDS else 'auto'
     return local_attention_fast(q, k, v, kernel_size, dilation, stride, backend)
+
+
+@torch.jit.ignore
+def multihead_local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, kernel_size: int,
+                              dilation: int = 1, stride: int = 1, scale: float = 1.0,
+                              key_bias: torch.Tensor | None = None, impl: str = 'auto') -> torch.Tensor:
+    """``local_attention`` of every head of (B, heads * D, H, W) maps, with queries ``scale * q`` and keys
+    ``k - key_bias``.
+
+    The fast path reads q, k and v as they are (channel slices of one Stage I tensor are fine) and applies the
+    scale and the bias inside the kernel, so autograd keeps no scaled or shifted copies; ``'reference'`` builds
+    them and calls ``local_attention`` per image and head.
+
+    Args:
+        q, k, v: (B, heads * D, H, W).
+        heads: number of heads.
+        scale: query scaling (``D ** -0.5`` for dot-product attention).
+        key_bias: (D, H, W) subtracted from the keys of every image and head (ACmix's relative position term), or
+            None.
+        kernel_size, dilation, stride, impl: as in ``local_attention``.
+
+    Returns:
+        (B, heads * D, ceil(H/stride), ceil(W/stride)).
+    """
+    check_window_args(kernel_size, dilation, stride)
+    check_qkv(q, k, v)
+    if impl not in IMPLS:
+        raise ValueError(f'impl must be one of {IMPLS}, got {impl!r}')
+    if impl == 'reference':
+        b, c, h, w = q.shape
+        kh = k.unflatten(1, (heads, -1))
+        kh = kh if key_bias is None else kh - key_bias
+        images = [t.reshape(b * heads, c // heads, h, w) for t in (q * scale, kh, v)]
+        out = local_attention_reference(*images, kernel_size, dilation, stride)
+        return out.reshape(b, c, out.shape[-2], out.shape[-1])
+    backend = impl if impl in BACKENDS else 'auto'
+    return multihead_local_attention_fast(q, k, v, heads, kernel_size, dilation, stride, scale, key_bias, backend)
 
 
 def build_cpu_kernels() -> dict[str, bool]:

@@ -28,6 +28,7 @@ _SOURCE = r"""
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <optional>
 #include <type_traits>
 #include <vector>
 
@@ -72,15 +73,19 @@ template <typename T> ACMIX_INLINE Vec<T> vexp(Vec<T> x) {
   }
 }
 
-// Strided (N, D, H, W) view of an input tensor
+// Strided (B, G, D, H, W) view of an input tensor, image n = (b, g) = (n / G, n % G) (batch, head), read as
+// scale * (x - bias): bias (D, H, W) contiguous, shared by all images, or null
 template <typename T> struct Map {
   const T* p;
-  int64_t sn, sd, sh, sw;
-  ACMIX_INLINE T at(int64_t n, int64_t c, int64_t y, int64_t x) const { return p[n * sn + c * sd + y * sh + x * sw]; }
+  int64_t groups, sb, sg, sd, sh, sw;
+  T scale;
+  const T* bias;
+  ACMIX_INLINE const T* image(int64_t n) const { return p + (n / groups) * sb + (n % groups) * sg; }
 };
 
-template <typename T> Map<T> map_of(const at::Tensor& t) {
-  return {t.data_ptr<T>(), t.stride(0), t.stride(1), t.stride(2), t.stride(3)};
+template <typename T> Map<T> map_of(const at::Tensor& t, double scale = 1.0, const at::Tensor& bias = {}) {
+  return {t.data_ptr<T>(), t.size(1), t.stride(0), t.stride(1), t.stride(2), t.stride(3), t.stride(4), T(scale),
+          bias.defined() ? bias.data_ptr<T>() : nullptr};
 }
 
 // Geometry.  The keys and values of one image are copied into a reflection-padded map (Hp, Wp) = (H + 2 pad,
@@ -91,7 +96,7 @@ template <typename T> Map<T> map_of(const at::Tensor& t) {
 struct Geometry {
   int64_t n, d, h, w, k, dil, stride, ho, wo, hp, wp, wov, wq, margin, rs;
   Geometry(const at::Tensor& q, int64_t k_, int64_t dil_, int64_t stride_, int64_t lanes_)
-      : n(q.size(0)), d(q.size(1)), h(q.size(2)), w(q.size(3)), k(k_), dil(dil_), stride(stride_) {
+      : n(q.size(0) * q.size(1)), d(q.size(2)), h(q.size(3)), w(q.size(4)), k(k_), dil(dil_), stride(stride_) {
     const int64_t pad = dil * (k - 1) / 2;
     ho = (h + stride - 1) / stride;
     wo = (w + stride - 1) / stride;
@@ -123,24 +128,30 @@ template <typename T> struct RowBuffer {
   T* data() { return mem.data() + margin; }
 };
 
-// Reflection-padded, phase-split copy of image `img` of x (see Geometry); prow/pcol map padded to source indices.
+// Reflection-padded, phase-split copy of image `img` of x (see Geometry), scale and bias applied; prow/pcol map
+// padded to source indices.
 template <typename T>
 ACMIX_INLINE void pad_image(const Map<T>& x, int64_t img, const int64_t* prow, const int64_t* pcol,
                             const Geometry& g, T* dst) {
   const int64_t pad = (g.wp - g.w) / 2;
-  const bool dense = g.stride == 1 && x.sw == 1;  // the unpadded middle of a row is one contiguous copy
+  const bool dense = g.stride == 1 && x.sw == 1;  // the unpadded middle of a row is one contiguous run
+  const T zero[1] = {T(0)};
   for (int64_t ph = 0; ph < g.stride; ++ph)
     for (int64_t c = 0; c < g.d; ++c)
       for (int64_t r = 0; r < g.hp; ++r) {
         T* row = dst + ((ph * g.d + c) * g.hp + r) * g.wq;
-        const T* src = x.p + img * x.sn + c * x.sd + prow[r] * x.sh;
+        const T* src = x.image(img) + c * x.sd + prow[r] * x.sh;
+        const T* bias = x.bias ? x.bias + (c * g.h + prow[r]) * g.w : zero;
+        const int64_t bias_step = x.bias ? 1 : 0;
         for (int64_t jj = 0; jj < g.wq; ++jj) {
           const int64_t col = jj * g.stride + ph;
           if (dense && col == pad) {
-            std::memcpy(row + jj, src, g.w * sizeof(T));
+            for (int64_t u = 0; u < g.w; ++u) row[jj + u] = x.scale * (src[u] - bias[u * bias_step]);
             jj += g.w - 1;
+          } else if (col < g.wp) {
+            row[jj] = x.scale * (src[pcol[col] * x.sw] - bias[pcol[col] * bias_step]);
           } else {
-            row[jj] = col < g.wp ? src[pcol[col] * x.sw] : T(0);
+            row[jj] = T(0);
           }
         }
       }
@@ -170,15 +181,15 @@ ACMIX_INLINE void fold_image(const T* src, int64_t img, const int64_t* prow, con
     }
 }
 
-// dst[c, j] = x[img, c, y, j * step] for j < Wo, zero up to Wov (dst: D rows g.rs apart): the queries of an output
-// row (y = i * stride, step = stride) or its output gradient (y = i, step = 1)
+// dst[c, j] = scale * x[img, c, y, j * step] for j < Wo, zero up to Wov (dst: D rows g.rs apart; no bias): the
+// queries of an output row (y = i * stride, step = stride) or its output gradient (y = i, step = 1)
 template <typename T>
 ACMIX_INLINE void load_row(const Map<T>& x, int64_t img, int64_t y, int64_t step, const Geometry& g, T* dst) {
   for (int64_t c = 0; c < g.d; ++c) {
-    const T* src = x.p + img * x.sn + c * x.sd + y * x.sh;
+    const T* src = x.image(img) + c * x.sd + y * x.sh;
     T* row = dst + c * g.rs;
-    if (step * x.sw == 1) std::memcpy(row, src, g.wo * sizeof(T));
-    else for (int64_t j = 0; j < g.wo; ++j) row[j] = src[j * step * x.sw];
+    if (step * x.sw == 1) for (int64_t j = 0; j < g.wo; ++j) row[j] = x.scale * src[j];
+    else for (int64_t j = 0; j < g.wo; ++j) row[j] = x.scale * src[j * step * x.sw];
     std::fill(row + g.wo, row + g.wov, T(0));
   }
 }
@@ -374,8 +385,7 @@ ACMIX_INLINE void backward_images(const Map<T>& grad_out, const Map<T>& q, const
       T* gq = grad_q + img * d * g.h * g.w;
       for (int64_t c = 0; c < d; ++c) {
         T* dst = gq + (c * g.h + i * g.stride) * g.w;
-        if (g.stride == 1) std::memcpy(dst, gqs.data() + c * rs, g.wo * sizeof(T));
-        else for (int64_t j = 0; j < g.wo; ++j) dst[j * g.stride] = gqs.data()[c * rs + j];
+        for (int64_t j = 0; j < g.wo; ++j) dst[j * g.stride] = q.scale * gqs.data()[c * rs + j];
       }
       // dk_t += dL_t q, dv_t += P_t dO, into the padded maps
       row_scatter<T, DC>(grad_l.data(), qs.data(), i, g, gkp.data());
@@ -434,8 +444,8 @@ void backward_base(const Map<T>& grad_out, const Map<T>& q, const Map<T>& k, con
 }
 
 void check(const at::Tensor& t, const at::Tensor& like, const char* name) {
-  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.dim() == 4, name,
-              " must be a 4-D CPU tensor of dtype ", like.scalar_type());
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.dim() == 5, name,
+              " must be a 5-D CPU tensor of dtype ", like.scalar_type());
 }
 
 void check_index(const at::Tensor& t, int64_t size, const char* name) {
@@ -443,10 +453,14 @@ void check_index(const at::Tensor& t, int64_t size, const char* name) {
               " must be a contiguous int64 vector of ", size, " padded-to-source indices");
 }
 
-Geometry checked_geometry(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v, const at::Tensor& prow,
-                          const at::Tensor& pcol, int64_t kernel_size, int64_t dilation, int64_t stride) {
+Geometry checked_geometry(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
+                          const std::optional<at::Tensor>& key_bias, const at::Tensor& prow, const at::Tensor& pcol,
+                          int64_t kernel_size, int64_t dilation, int64_t stride) {
   check(q, q, "q"); check(k, q, "k"); check(v, q, "v");
   TORCH_CHECK(k.sizes() == q.sizes() && v.sizes() == q.sizes(), "q, k, v shapes differ");
+  TORCH_CHECK(!key_bias || (key_bias->is_contiguous() && key_bias->scalar_type() == q.scalar_type() &&
+                            key_bias->sizes() == q.sizes().slice(2)),
+              "key_bias must be a contiguous (D, H, W) tensor of the dtype of q");
   TORCH_CHECK(kernel_size >= 1 && kernel_size % 2 == 1 && dilation >= 1 && stride >= 1, "bad window geometry");
   const Geometry g(q, kernel_size, dilation, stride, q.scalar_type() == at::kDouble ? 4 : 8);
   check_index(prow, g.hp, "prow");
@@ -456,17 +470,20 @@ Geometry checked_geometry(const at::Tensor& q, const at::Tensor& k, const at::Te
 
 }  // namespace
 
-// q, k, v: (N, D, H, W), any strides; prow (H + 2 pad), pcol (W + 2 pad): source index of every position of the
-// reflection-padded axes, pad = dilation * (K-1) / 2 -> out (N, D, Ho, Wo), lse (N, Ho, Wo): the log-sum-exp of
-// each pixel's logits, from which backward recomputes the softmax
+// q, k, v: (B, G, D, H, W) (batch, heads), any strides; key_bias: (D, H, W) or None; prow (H + 2 pad), pcol
+// (W + 2 pad): source index of every position of the reflection-padded axes, pad = dilation * (K-1) / 2.
+// Attention of the queries scale * q over the keys k - key_bias -> out (B, G, D, Ho, Wo), lse (B, G, Ho, Wo): the
+// log-sum-exp of each pixel's logits, from which backward recomputes the softmax
 std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                const at::Tensor& prow, const at::Tensor& pcol, int64_t kernel_size,
-                                int64_t dilation, int64_t stride) {
-  const Geometry g = checked_geometry(q, k, v, prow, pcol, kernel_size, dilation, stride);
-  auto out = at::empty({g.n, g.d, g.ho, g.wo}, q.options());
-  auto lse = at::empty({g.n, g.ho, g.wo}, q.options());
+                                const std::optional<at::Tensor>& key_bias, const at::Tensor& prow,
+                                const at::Tensor& pcol, int64_t kernel_size, int64_t dilation, int64_t stride,
+                                double scale) {
+  const Geometry g = checked_geometry(q, k, v, key_bias, prow, pcol, kernel_size, dilation, stride);
+  auto out = at::empty({q.size(0), q.size(1), g.d, g.ho, g.wo}, q.options());
+  auto lse = at::empty({q.size(0), q.size(1), g.ho, g.wo}, q.options());
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_local_attention_forward", [&] {
-    const auto qm = map_of<scalar_t>(q), km = map_of<scalar_t>(k), vm = map_of<scalar_t>(v);
+    const auto qm = map_of<scalar_t>(q, scale), km = map_of<scalar_t>(k, 1.0, key_bias.value_or(at::Tensor())),
+               vm = map_of<scalar_t>(v);
     with_head_dim(g.d, [&](auto dc) {
       // one task = one image (batch * head): its padded keys and values are built once
       at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
@@ -479,24 +496,25 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
   return {out, lse};
 }
 
-// grad_out: (N, D, Ho, Wo), q, k, v: (N, D, H, W), any strides; lse (N, Ho, Wo) from forward -> dq, dk, dv
-// (N, D, H, W) contiguous
+// grad_out: (B, G, D, Ho, Wo), q, k, v: (B, G, D, H, W), any strides; lse (B, G, Ho, Wo) from forward; key_bias,
+// scale as in forward -> dq, dk, dv (B, G, D, H, W) contiguous (the key bias's gradient is -dk summed over B, G)
 std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
-                                 const at::Tensor& v, const at::Tensor& lse, const at::Tensor& prow,
-                                 const at::Tensor& pcol, int64_t kernel_size, int64_t dilation, int64_t stride) {
-  const Geometry g = checked_geometry(q, k, v, prow, pcol, kernel_size, dilation, stride);
+                                 const at::Tensor& v, const std::optional<at::Tensor>& key_bias,
+                                 const at::Tensor& lse, const at::Tensor& prow, const at::Tensor& pcol,
+                                 int64_t kernel_size, int64_t dilation, int64_t stride, double scale) {
+  const Geometry g = checked_geometry(q, k, v, key_bias, prow, pcol, kernel_size, dilation, stride);
   check(grad_out, q, "grad_out");
-  TORCH_CHECK(grad_out.size(0) == g.n && grad_out.size(1) == g.d && grad_out.size(2) == g.ho &&
-              grad_out.size(3) == g.wo, "grad_out shape");
+  TORCH_CHECK(grad_out.size(0) == q.size(0) && grad_out.size(1) == q.size(1) && grad_out.size(2) == g.d &&
+              grad_out.size(3) == g.ho && grad_out.size(4) == g.wo, "grad_out shape");
   TORCH_CHECK(lse.is_contiguous() && lse.scalar_type() == q.scalar_type() && lse.numel() == g.n * g.ho * g.wo,
-              "lse must be a contiguous (N, Ho, Wo) tensor of the dtype of q");
+              "lse must be a contiguous (B, G, Ho, Wo) tensor of the dtype of q");
   const auto opts = q.options().memory_format(at::MemoryFormat::Contiguous);
   // every strided query pixel is written; the others (stride > 1) get no gradient
   auto grad_q = stride == 1 ? at::empty(q.sizes(), opts) : at::zeros(q.sizes(), opts);
   auto grad_k = at::zeros(q.sizes(), opts), grad_v = at::zeros(q.sizes(), opts);
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_local_attention_backward", [&] {
-    const auto gm = map_of<scalar_t>(grad_out), qm = map_of<scalar_t>(q), km = map_of<scalar_t>(k),
-               vm = map_of<scalar_t>(v);
+    const auto gm = map_of<scalar_t>(grad_out), qm = map_of<scalar_t>(q, scale),
+               km = map_of<scalar_t>(k, 1.0, key_bias.value_or(at::Tensor())), vm = map_of<scalar_t>(v);
     with_head_dim(g.d, [&](auto dc) {
       // one task = one image: overlapping windows scatter into the same key/value pixels of that image only
       at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {

@@ -5,10 +5,12 @@ Two ops, both computing in float32/float64: float16/bfloat16 inputs are upcast i
 kernels upcast in registers) and the results cast back, because a half-precision softmax over 49 taps loses
 too much:
 
-- ``acmix::local_attention_fwd(q, k, v, K, dilation, stride, backend) -> (out, lse)``
-- ``acmix::local_attention_bwd(grad_out, q, k, v, lse, K, dilation, stride, backend) -> (dq, dk, dv)``
+- ``acmix::local_attention_fwd(q, k, v, key_bias, K, dilation, stride, scale, backend) -> (out, lse)``
+- ``acmix::local_attention_bwd(grad_out, q, k, v, key_bias, lse, K, dilation, stride, scale, backend)
+  -> (dq, dk, dv)``
 
-``lse`` (N, Ho, Wo), float64 for float64 inputs and float32 otherwise, is the log-sum-exp of each output pixel's
+q, k, v are (B, G, D, H, W) (batch, heads), any strides; the attention uses the queries ``scale * q`` and the
+keys ``k - key_bias`` (``key_bias`` (D, H, W) or None).  ``lse`` (B, G, Ho, Wo), float64 for float64 inputs and float32 otherwise, is the log-sum-exp of each output pixel's
 ``K*K`` logits, saved for backward, which recomputes the logits and the softmax ``exp(logit - lse)`` from q and k
 (flash-attention style): one number per pixel and head instead of the ``K*K`` probabilities.  Every backend
 reads and writes the same ``lse``, so forward and backward may even run on different backends.
@@ -29,7 +31,7 @@ import torch
 from . import cpu_ext, torch_loop
 from .indexing import out_size, padded_index, window_index
 
-__all__ = ['BACKENDS', 'local_attention_fast', 'resolve_backend']
+__all__ = ['BACKENDS', 'local_attention_fast', 'multihead_local_attention_fast', 'resolve_backend']
 
 BACKENDS = ('auto', 'cpp', 'triton', 'torch')
 _COMPUTE_DTYPES = (torch.float32, torch.float64)
@@ -107,66 +109,85 @@ def _triton_windows(q: torch.Tensor, kernel_size: int, dilation: int, stride: in
             window_index(w, kernel_size, dilation, stride, q.device), stride)
 
 
+def _as_images(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None,
+               scale: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B, G, D, H, W) heads -> the plain arguments of the PyTorch and Triton backends: (B*G, D, H, W) queries
+    ``scale * q``, keys ``k - key_bias`` and values (the C++ kernel applies scale and bias as it reads)."""
+    k = k if key_bias is None else k - key_bias
+    return (q * scale).flatten(0, 1), k.flatten(0, 1), v.flatten(0, 1)
+
+
 @torch.library.custom_op('acmix::local_attention_fwd', mutates_args=())
-def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_size: int, dilation: int, stride: int,
-            backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None, kernel_size: int,
+            dilation: int, stride: int, scale: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    b, g = q.shape[:2]
     chosen = resolve_backend(backend, q.device)
     if chosen == 'triton':
-        result = _call_triton('forward', backend == 'auto', q, k, v, *_triton_windows(q, kernel_size, dilation,
-                                                                                        stride))
+        q4, k4, v4 = _as_images(q, k, v, key_bias, scale)
+        result = _call_triton('forward', backend == 'auto', q4, k4, v4,
+                              *_triton_windows(q, kernel_size, dilation, stride))
         if result is not None:
-            return result
+            return result[0].unflatten(0, (b, g)), result[1].unflatten(0, (b, g))
     qc, kc, vc = _upcast(q, k, v)
+    biasc = None if key_bias is None else _upcast(key_bias)[0].contiguous()
     if chosen == 'cpp':
-        out, lse = cpu_ext.load().forward(qc, kc, vc, *_padded_indices(q, kernel_size, dilation), kernel_size,
-                                          dilation, stride)
+        out, lse = cpu_ext.load().forward(qc, kc, vc, biasc, *_padded_indices(q, kernel_size, dilation), kernel_size,
+                                          dilation, stride, scale)
     else:  # 'torch', or 'triton' that failed its first launch
-        out, lse = torch_loop.forward(qc, kc, vc, kernel_size, dilation, stride)
+        out, lse = torch_loop.forward(*_as_images(qc, kc, vc, biasc, scale), kernel_size, dilation, stride)
+        out, lse = out.unflatten(0, (b, g)), lse.unflatten(0, (b, g))
     return out.to(q.dtype), lse
 
 
 @_fwd_op.register_fake
-def _fwd_fake(q, k, v, kernel_size, dilation, stride, backend):
-    n, d, h, w = q.shape
+def _fwd_fake(q, k, v, key_bias, kernel_size, dilation, stride, scale, backend):
+    b, g, d, h, w = q.shape
     ho, wo = out_size(h, stride), out_size(w, stride)
-    return q.new_empty(n, d, ho, wo), q.new_empty(n, ho, wo, dtype=_stats_dtype(q.dtype))
+    return q.new_empty(b, g, d, ho, wo), q.new_empty(b, g, ho, wo, dtype=_stats_dtype(q.dtype))
 
 
 @torch.library.custom_op('acmix::local_attention_bwd', mutates_args=())
-def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, lse: torch.Tensor,
-            kernel_size: int, dilation: int, stride: int,
+def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None,
+            lse: torch.Tensor, kernel_size: int, dilation: int, stride: int, scale: float,
             backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    b, g = q.shape[:2]
     chosen = resolve_backend(backend, q.device)
     grads = None
     if chosen == 'triton':
-        grads = _call_triton('backward', backend == 'auto', grad_out, q, k, v, lse,
-                             *_triton_windows(q, kernel_size, dilation, stride))
+        grads = _call_triton('backward', backend == 'auto', grad_out.flatten(0, 1), *_as_images(q, k, v, key_bias, scale),
+                             lse.flatten(0, 1), *_triton_windows(q, kernel_size, dilation, stride))
     if grads is None:
         gc, qc, kc, vc, lc = _upcast(grad_out, q, k, v, lse)
+        biasc = None if key_bias is None else _upcast(key_bias)[0].contiguous()
         if chosen == 'cpp':
-            grads = cpu_ext.load().backward(gc, qc, kc, vc, lc.contiguous(), *_padded_indices(q, kernel_size, dilation),
-                                            kernel_size, dilation, stride)
-        else:  # 'torch', or 'triton' that failed its first launch
-            grads = torch_loop.backward(gc, qc, kc, vc, lc, kernel_size, dilation, stride)
-    return tuple(g.to(q.dtype) for g in grads)
+            return tuple(grad.to(q.dtype) for grad in cpu_ext.load().backward(
+                gc, qc, kc, vc, biasc, lc.contiguous(), *_padded_indices(q, kernel_size, dilation), kernel_size,
+                dilation, stride, scale))
+        # 'torch', or 'triton' that failed its first launch
+        grads = torch_loop.backward(gc.flatten(0, 1), *_as_images(qc, kc, vc, biasc, scale), lc.flatten(0, 1),
+                                    kernel_size, dilation, stride)
+    grad_q, grad_k, grad_v = (grad.unflatten(0, (b, g)).to(q.dtype) for grad in grads)
+    return grad_q * scale, grad_k, grad_v
 
 
 @_bwd_op.register_fake
-def _bwd_fake(grad_out, q, k, v, lse, kernel_size, dilation, stride, backend):
-    return torch.empty_like(q), torch.empty_like(k), torch.empty_like(v)
+def _bwd_fake(grad_out, q, k, v, key_bias, lse, kernel_size, dilation, stride, scale, backend):
+    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    q, k, v, kernel_size, dilation, stride, backend = inputs
-    ctx.save_for_backward(q, k, v, output[1])
-    ctx.window = (kernel_size, dilation, stride, backend)
+    q, k, v, key_bias, kernel_size, dilation, stride, scale, backend = inputs
+    ctx.save_for_backward(q, k, v, key_bias, output[1])
+    ctx.window = (kernel_size, dilation, stride, scale, backend)
 
 
 def _backward(ctx, grad_out, _grad_lse):
-    # lse is an internal output (never returned by local_attention_fast), so its gradient is ignored
-    q, k, v, lse = ctx.saved_tensors
-    grad_q, grad_k, grad_v = _bwd_op(grad_out, q, k, v, lse, *ctx.window)
-    return grad_q, grad_k, grad_v, None, None, None, None
+    # lse is an internal output (never returned by the public functions), so its gradient is ignored
+    q, k, v, key_bias, lse = ctx.saved_tensors
+    kernel_size, dilation, stride, scale, backend = ctx.window
+    grad_q, grad_k, grad_v = _bwd_op(grad_out, q, k, v, key_bias, lse, kernel_size, dilation, stride, scale, backend)
+    grad_bias = -grad_k.sum((0, 1)) if ctx.needs_input_grad[3] else None  # keys are k - key_bias
+    return grad_q, grad_k, grad_v, grad_bias, None, None, None, None, None
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
@@ -183,4 +204,19 @@ def local_attention_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kern
     Returns:
         (N, D, ceil(H/stride), ceil(W/stride)).
     """
-    return _fwd_op(q, k, v, kernel_size, dilation, stride, backend)[0]
+    out = _fwd_op(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), None, kernel_size, dilation, stride, 1.0, backend)[0]
+    return out.squeeze(1)
+
+
+def multihead_local_attention_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, kernel_size: int,
+                                   dilation: int, stride: int, scale: float, key_bias: torch.Tensor | None,
+                                   backend: str = 'auto') -> torch.Tensor:
+    """``local_attention_fast`` of each head of (B, heads * D, H, W) maps, queries ``scale * q`` and keys
+    ``k - key_bias`` ((D, H, W), the same for every image and head): the C++ kernel reads channel slices of a
+    larger tensor and applies scale and bias as it reads, so no scaled or shifted copy is made or saved.
+
+    Returns:
+        (B, heads * D, ceil(H/stride), ceil(W/stride)).
+    """
+    q, k, v = (t.unflatten(1, (heads, -1)) for t in (q, k, v))  # (B, heads, D, H, W) views
+    return _fwd_op(q, k, v, key_bias, kernel_size, dilation, stride, scale, backend)[0].flatten(1, 2)
