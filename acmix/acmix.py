@@ -20,7 +20,7 @@ from timm.layers import register_notrace_module
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_conv_path, check_choice, check_odd_kernel,
                         check_positive, reset_dep_conv, shift_layout, split_heads)
-from .kernels import IMPLS, local_attention
+from .kernels import IMPLS, multihead_local_attention
 
 __all__ = ['ACmix', 'ATTN_MODES', 'position_grid']
 
@@ -130,16 +130,13 @@ class ACmix(RateMixer, nn.Module):
             reset_dep_conv(self.dep_conv)
 
     def _local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = q.shape
-        n = b * self.head
-        pe = self.conv_p(position_grid(h, w, q.device, q.dtype))              # (1, head_dim, H, W)
-        q = q.reshape(n, self.head_dim, h, w) * self.head_dim ** -0.5
+        h, w = q.shape[-2:]
+        pe = self.conv_p(position_grid(h, w, q.device, q.dtype))[0]           # (head_dim, H, W)
         # logits q . (k_win + pe_q - pe_win): q . pe_q is the same for every tap of a window, so it cancels in
-        # the softmax and q . (k - pe)_win gives the same attention
-        k = k.reshape(n, self.head_dim, h, w) - pe
-        v = v.reshape(n, self.head_dim, h, w)
-        out = local_attention(q, k, v, self.kernel_att, self.dilation, self.stride, self.impl)
-        return out.reshape(b, self.out_planes, out.shape[-2], out.shape[-1])
+        # the softmax and q . (k - pe)_win gives the same attention.  q, k, v are channel slices of Stage I's
+        # q | k | v; the kernel applies the scale and the position term as it reads them.
+        return multihead_local_attention(q, k, v, self.head, self.kernel_att, self.dilation, self.stride,
+                                         self.head_dim ** -0.5, pe, self.impl)
 
     def _global_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         b, _, h, w = q.shape
@@ -151,9 +148,20 @@ class ACmix(RateMixer, nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)                          # (B, head, Ho*Wo, head_dim)
         return out.transpose(-2, -1).reshape(b, self.out_planes, ho, wo)
 
-    def _stage1(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Stage I: (B, in_planes, H, W) -> q, k (B, qk_planes, H, W) and v (B, out_planes, H, W)."""
-        return self.conv1(x), self.conv2(x), self.conv3(x)
+    def _stage1(self, x: torch.Tensor) -> torch.Tensor:
+        """Stage I: (B, in_planes, H, W) -> q | k | v (B, 2*qk_planes + out_planes, H, W).
+
+        The three 1x1 convs run as one conv whose weight and bias are theirs concatenated (one GEMM instead of
+        three, and the conv path reads the result as it is instead of concatenating q, k and v again)."""
+        bias_q, bias_k, bias_v = self.conv1.bias, self.conv2.bias, self.conv3.bias
+        assert bias_q is not None and bias_k is not None and bias_v is not None  # (Optional for TorchScript)
+        weight = torch.cat([self.conv1.weight, self.conv2.weight, self.conv3.weight])
+        return F.conv2d(x, weight, torch.cat([bias_q, bias_k, bias_v]))
+
+    def _split(self, qkv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """q | k | v -> views q, k (B, qk_planes, H, W) and v (B, out_planes, H, W)."""
+        c = self.qk_planes
+        return qkv[:, :c], qkv[:, c:2 * c], qkv[:, 2 * c:]
 
     def _attention_path(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
         """(B, out_planes, H, W) x3 -> (B, out_planes, Ho, Wo)."""
@@ -164,17 +172,18 @@ class ACmix(RateMixer, nn.Module):
             return self.attn(q, k, v)
         return self._global_attention(q, k, v)
 
-    def _conv_path(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """Stage I maps -> ``dep_conv(fc(q | k | v))`` (B, out_planes, Ho, Wo)."""
-        b, _, h, w = q.shape
-        qkv = torch.cat([q, k, v], dim=1).reshape(b, -1, self.conv_dim, h * w)  # (B, maps, conv_dim, H*W)
-        return self.dep_conv(shift_layout(self.fc(qkv), h, w))
+    def _conv_path(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Stage I maps q | k | v -> ``dep_conv(fc(q | k | v))`` (B, out_planes, Ho, Wo)."""
+        b, _, h, w = qkv.shape
+        maps = qkv.reshape(b, -1, self.conv_dim, h * w)  # (B, maps, conv_dim, H*W)
+        return self.dep_conv(shift_layout(self.fc(maps), h, w))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))."""
-        q, k, v = self._stage1(x)
+        qkv = self._stage1(x)
+        q, k, v = self._split(qkv)
         out_att = self._attention_path(q, k, v) if self.has_attn else None
-        out_conv = self._conv_path(q, k, v) if self.has_conv else None
+        out_conv = self._conv_path(qkv) if self.has_conv else None
         return self._mix(out_att, out_conv)
 
     def extra_repr(self) -> str:

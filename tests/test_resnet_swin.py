@@ -158,7 +158,11 @@ def _analytic_macs(model: nn.Module, x: torch.Tensor) -> int:
     def linear_hook(m, inp, out):
         total[0] += out.numel() * m.in_features
 
-    def acmix_hook(m, inp, out):  # local attention: logits q.k and the weighted sum, K*K taps each
+    def acmix_hook(m, inp, out):
+        # Stage I: conv1 | conv2 | conv3 run as one 1x1 conv on their concatenated weights (no module calls)
+        b, c, h, w = inp[0].shape
+        total[0] += b * h * w * c * (2 * m.qk_planes + m.out_planes)
+        # local attention: logits q.k and the weighted sum, K*K taps each
         total[0] += 2 * out.numel() * m.kernel_att ** 2
 
     def window_hook(m, inp, out):  # per window: q@k^T and attn@v, N*N*C each, on the padded map

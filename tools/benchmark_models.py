@@ -216,17 +216,16 @@ def _layout_part(b: int, maps: int, head_dim: int, h: int, w: int, k2: int) -> P
 def _acmix_parts(m: nn.Module, x: torch.Tensor) -> List[Part]:
     """``acmix.ACmix`` (ResNet local / SAN patchwise): parts of ``ACmix.forward``."""
     with torch.no_grad():
-        q, k, v = m._stage1(x)
-        att = m._attention_path(q, k, v)
-        conv = m._conv_path(q, k, v)
-    b, _, h, w = q.shape
-    maps = (q.shape[1] + k.shape[1] + v.shape[1]) // m.fc.in_channels
-    q, k, v, att, conv = map(_leaf, (q, k, v, att, conv))
+        qkv = m._stage1(x)
+        att = m._attention_path(*m._split(qkv))
+        conv = m._conv_path(qkv)
+    b, c, h, w = qkv.shape
+    qkv, att, conv = map(_leaf, (qkv, att, conv))
     return [
-        ('stage I (q, k, v projections)', lambda t: torch.cat(m._stage1(t), 1), [_leaf(x)]),
-        ('attention path', m._attention_path, [q, k, v]),
-        ('conv path (cat, fc, layout, dep_conv)', m._conv_path, [q, k, v]),
-        _layout_part(b, m.fc.in_channels, maps, h, w, m.fc.out_channels),
+        ('stage I (q, k, v as one projection)', m._stage1, [_leaf(x)]),
+        ('attention path', lambda t: m._attention_path(*m._split(t)), [qkv]),
+        ('conv path (fc, layout, dep_conv)', m._conv_path, [qkv]),
+        _layout_part(b, m.fc.in_channels, c // m.fc.in_channels, h, w, m.fc.out_channels),
         ('mix', m._mix, [att, conv]),
     ]
 
