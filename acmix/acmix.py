@@ -129,13 +129,13 @@ class ACmix(RateMixer, nn.Module):
         if self.has_conv:
             reset_dep_conv(self.dep_conv)
 
-    def _local_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        h, w = q.shape[-2:]
-        pe = self.conv_p(position_grid(h, w, q.device, q.dtype))[0]           # (head_dim, H, W)
+    def _local_attention(self, qkv: torch.Tensor) -> torch.Tensor:
+        h, w = qkv.shape[-2:]
+        pe = self.conv_p(position_grid(h, w, qkv.device, qkv.dtype))[0]       # (head_dim, H, W)
         # logits q . (k_win + pe_q - pe_win): q . pe_q is the same for every tap of a window, so it cancels in
-        # the softmax and q . (k - pe)_win gives the same attention.  q, k, v are channel slices of Stage I's
-        # q | k | v; the kernel applies the scale and the position term as it reads them.
-        return multihead_local_attention(q, k, v, self.head, self.kernel_att, self.dilation, self.stride,
+        # the softmax and q . (k - pe)_win gives the same attention; the kernel applies the scale and the
+        # position term as it reads Stage I's q | k | v.
+        return multihead_local_attention(qkv, self.head, self.kernel_att, self.dilation, self.stride,
                                          self.head_dim ** -0.5, pe, self.impl)
 
     def _global_attention(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
@@ -163,11 +163,12 @@ class ACmix(RateMixer, nn.Module):
         c = self.qk_planes
         return qkv[:, :c], qkv[:, c:2 * c], qkv[:, 2 * c:]
 
-    def _attention_path(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        """(B, out_planes, H, W) x3 -> (B, out_planes, Ho, Wo)."""
+    def _attention_path(self, qkv: torch.Tensor) -> torch.Tensor:
+        """Stage I maps q | k | v -> (B, out_planes, Ho, Wo)."""
         # the core this module holds (TorchScript resolves hasattr statically: only that core is compiled)
         if hasattr(self, 'conv_p'):  # attn_mode 'local'
-            return self._local_attention(q, k, v)
+            return self._local_attention(qkv)
+        q, k, v = self._split(qkv)
         if hasattr(self, 'attn'):  # attn_mode 'patchwise'
             return self.attn(q, k, v)
         return self._global_attention(q, k, v)
@@ -181,8 +182,7 @@ class ACmix(RateMixer, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))."""
         qkv = self._stage1(x)
-        q, k, v = self._split(qkv)
-        out_att = self._attention_path(q, k, v) if self.has_attn else None
+        out_att = self._attention_path(qkv) if self.has_attn else None
         out_conv = self._conv_path(qkv) if self.has_conv else None
         return self._mix(out_att, out_conv)
 

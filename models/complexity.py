@@ -31,8 +31,7 @@ from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
 __all__ = ['count_params', 'count_macs', 'mac_formulas']
 
 
-def _local_attention_flops(q_shape, k_shape, v_shape, key_bias_shape, kernel_size, *args, out_shape=None,
-                           **kwargs) -> int:
+def _local_attention_flops(qkv_shape, key_bias_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
     b, g, d, ho, wo = out_shape[0]
     return 2 * (2 * b * g * d * kernel_size * kernel_size * ho * wo)  # FLOPs = 2 * MACs
 

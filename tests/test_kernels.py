@@ -251,10 +251,9 @@ def test_building_the_kernel_does_not_warn_about_a_missing_gpu(tmp_path):
 @pytest.mark.parametrize('impl', FAST_CPU)
 @pytest.mark.parametrize('case', [(2, 4, 16, 9, 11, 7, 1, 1), (2, 2, 8, 10, 7, 3, 2, 2), (1, 3, 5, 6, 5, 7, 1, 1)],
                          ids=str)
-def test_multihead_reads_channel_slices_with_scale_and_key_bias(impl, case):
-    """q, k, v as channel slices of one (B, 3C, H, W) tensor, queries scaled and keys shifted by a shared
-    (D, H, W) bias inside the op: same outputs and gradients (the bias's included) as the reference, which
-    builds those maps explicitly."""
+def test_multihead_reads_qkv_with_scale_and_key_bias(impl, case):
+    """q | k | v as one (B, 3C, H, W) tensor, queries scaled and keys shifted by a shared (D, H, W) bias inside the
+    op: same outputs and gradients (the bias's included) as the reference, which builds those maps explicitly."""
     from acmix.kernels import multihead_local_attention
     b, heads, d, h, w, kernel, dilation, stride = case
     c = heads * d
@@ -263,8 +262,7 @@ def test_multihead_reads_channel_slices_with_scale_and_key_bias(impl, case):
     bias = torch.randn(d, h, w, dtype=torch.float64, generator=gen).requires_grad_()
 
     def attend(qkv, bias, impl):
-        return multihead_local_attention(qkv[:, :c], qkv[:, c:2 * c], qkv[:, 2 * c:], heads, kernel, dilation, stride,
-                                         d ** -0.5, bias, impl)
+        return multihead_local_attention(qkv, heads, kernel, dilation, stride, d ** -0.5, bias, impl)
 
     out, ref = attend(qkv, bias, impl), attend(qkv, bias, 'reference')
     torch.testing.assert_close(out, ref)

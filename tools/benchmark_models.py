@@ -217,13 +217,13 @@ def _acmix_parts(m: nn.Module, x: torch.Tensor) -> List[Part]:
     """``acmix.ACmix`` (ResNet local / SAN patchwise): parts of ``ACmix.forward``."""
     with torch.no_grad():
         qkv = m._stage1(x)
-        att = m._attention_path(*m._split(qkv))
+        att = m._attention_path(qkv)
         conv = m._conv_path(qkv)
     b, c, h, w = qkv.shape
     qkv, att, conv = map(_leaf, (qkv, att, conv))
     return [
         ('stage I (q, k, v as one projection)', m._stage1, [_leaf(x)]),
-        ('attention path', lambda t: m._attention_path(*m._split(t)), [qkv]),
+        ('attention path', m._attention_path, [qkv]),
         ('conv path (fc, layout, dep_conv)', m._conv_path, [qkv]),
         _layout_part(b, m.fc.in_channels, c // m.fc.in_channels, h, w, m.fc.out_channels),
         ('mix', m._mix, [att, conv]),

@@ -56,18 +56,17 @@ def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kernel_si
 
 
 @torch.jit.ignore
-def multihead_local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, kernel_size: int,
-                              dilation: int = 1, stride: int = 1, scale: float = 1.0,
-                              key_bias: torch.Tensor | None = None, impl: str = 'auto') -> torch.Tensor:
-    """``local_attention`` of every head of (B, heads * D, H, W) maps, with queries ``scale * q`` and keys
-    ``k - key_bias``.
+def multihead_local_attention(qkv: torch.Tensor, heads: int, kernel_size: int, dilation: int = 1, stride: int = 1,
+                              scale: float = 1.0, key_bias: torch.Tensor | None = None,
+                              impl: str = 'auto') -> torch.Tensor:
+    """``local_attention`` of every head of q | k | v, with queries ``scale * q`` and keys ``k - key_bias``.
 
-    The fast path reads q, k and v as they are (channel slices of one Stage I tensor are fine) and applies the
-    scale and the bias inside the kernel, so autograd keeps no scaled or shifted copies; ``'reference'`` builds
-    them and calls ``local_attention`` per image and head.
+    The fast path reads q, k and v where they are and applies the scale and the bias inside the kernel, so
+    autograd keeps no per-head, scaled or shifted copies and gets one gradient for ``qkv``; ``'reference'``
+    builds those maps and calls ``local_attention`` per image and head.
 
     Args:
-        q, k, v: (B, heads * D, H, W).
+        qkv: (B, 3 * heads * D, H, W): q, k and v (each heads * D channels) along the channels.
         heads: number of heads.
         scale: query scaling (``D ** -0.5`` for dot-product attention).
         key_bias: (D, H, W) subtracted from the keys of every image and head (ACmix's relative position term), or
@@ -78,18 +77,17 @@ def multihead_local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
         (B, heads * D, ceil(H/stride), ceil(W/stride)).
     """
     check_window_args(kernel_size, dilation, stride)
-    check_qkv(q, k, v)
+    check_qkv(*qkv.chunk(3, dim=1))
     if impl not in IMPLS:
         raise ValueError(f'impl must be one of {IMPLS}, got {impl!r}')
     if impl == 'reference':
-        b, c, h, w = q.shape
-        kh = k.unflatten(1, (heads, -1))
-        kh = kh if key_bias is None else kh - key_bias
-        images = [t.reshape(b * heads, c // heads, h, w) for t in (q * scale, kh, v)]
-        out = local_attention_reference(*images, kernel_size, dilation, stride)
-        return out.reshape(b, c, out.shape[-2], out.shape[-1])
+        b, _, h, w = qkv.shape
+        q, k, v = qkv.unflatten(1, (3, heads, -1)).unbind(1)  # (B, heads, D, H, W)
+        k = k if key_bias is None else k - key_bias
+        out = local_attention_reference(*(t.flatten(0, 1) for t in (q * scale, k, v)), kernel_size, dilation, stride)
+        return out.reshape(b, -1, out.shape[-2], out.shape[-1])
     backend = impl if impl in BACKENDS else 'auto'
-    return multihead_local_attention_fast(q, k, v, heads, kernel_size, dilation, stride, scale, key_bias, backend)
+    return multihead_local_attention_fast(qkv, heads, kernel_size, dilation, stride, scale, key_bias, backend)
 
 
 def build_cpu_kernels() -> dict[str, bool]:

@@ -94,9 +94,10 @@ template <typename T> Map<T> map_of(const at::Tensor& t, double scale = 1.0, con
 // j + (b*dil)/s of phase (b*dil)%s: one contiguous run for any stride.  Layout (phase, D, Hp, Wq); Wq leaves room
 // for whole vectors past the last output pixel (those lanes read zeros and are never stored).
 struct Geometry {
-  int64_t n, d, h, w, k, dil, stride, ho, wo, hp, wp, wov, wq, margin, rs;
+  int64_t n, groups, d, h, w, k, dil, stride, ho, wo, hp, wp, wov, wq, margin, rs;
   Geometry(const at::Tensor& q, int64_t k_, int64_t dil_, int64_t stride_, int64_t lanes_)
-      : n(q.size(0) * q.size(1)), d(q.size(2)), h(q.size(3)), w(q.size(4)), k(k_), dil(dil_), stride(stride_) {
+      : n(q.size(0) * q.size(1)), groups(q.size(1)), d(q.size(2)), h(q.size(3)), w(q.size(4)), k(k_), dil(dil_),
+        stride(stride_) {
     const int64_t pad = dil * (k - 1) / 2;
     ho = (h + stride - 1) / stride;
     wo = (w + stride - 1) / stride;
@@ -108,6 +109,9 @@ struct Geometry {
     rs = wov + 2 * margin;
   }
   int64_t taps() const { return k * k; }
+  // start of image n = (b, g) in the (B, 3, G, D, H, W) gradient (dq, dk, dv at + 0, 1, 2 * grad_part())
+  int64_t grad_part() const { return groups * d * h * w; }
+  int64_t grad_image(int64_t img) const { return (img / groups) * 3 * grad_part() + (img % groups) * d * h * w; }
   int64_t plane() const { return hp * wq; }             // one channel of one phase
   int64_t padded() const { return stride * d * plane(); }
   // offsets[t]: where tap t = a*K + b of output row i starts in a padded map (channel 0; channel c adds
@@ -157,14 +161,15 @@ ACMIX_INLINE void pad_image(const Map<T>& x, int64_t img, const int64_t* prow, c
       }
 }
 
-// Adjoint of pad_image: adds every padded position onto its source pixel of image `img` of grad (N, D, H, W).
+// Adjoint of pad_image: adds every padded position onto its source pixel of image `img` of one part (dk or dv) of
+// the (B, 3, G, D, H, W) gradient.
 template <typename T>
 ACMIX_INLINE void fold_image(const T* src, int64_t img, const int64_t* prow, const int64_t* pcol, const Geometry& g,
                              T* grad) {
   const int64_t pad = (g.wp - g.w) / 2;
   for (int64_t ph = 0; ph < g.stride; ++ph)
     for (int64_t c = 0; c < g.d; ++c) {
-      T* plane = grad + (img * g.d + c) * g.h * g.w;
+      T* plane = grad + g.grad_image(img) + c * g.h * g.w;
       for (int64_t r = 0; r < g.hp; ++r) {
         const T* row = src + ((ph * g.d + c) * g.hp + r) * g.wq;
         T* out = plane + prow[r] * g.w;
@@ -382,7 +387,7 @@ ACMIX_INLINE void backward_images(const Map<T>& grad_out, const Map<T>& q, const
       }
       // dq_j = sum_t dL_t k_t (each output pixel owns its query)
       row_mix<T, DC>(grad_l.data(), kp.data(), offsets.data(), g, gqs.data());
-      T* gq = grad_q + img * d * g.h * g.w;
+      T* gq = grad_q + g.grad_image(img);
       for (int64_t c = 0; c < d; ++c) {
         T* dst = gq + (c * g.h + i * g.stride) * g.w;
         for (int64_t j = 0; j < g.wo; ++j) dst[j * g.stride] = q.scale * gqs.data()[c * rs + j];
@@ -497,7 +502,8 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
 }
 
 // grad_out: (B, G, D, Ho, Wo), q, k, v: (B, G, D, H, W), any strides; lse (B, G, Ho, Wo) from forward; key_bias,
-// scale as in forward -> dq, dk, dv (B, G, D, H, W) contiguous (the key bias's gradient is -dk summed over B, G)
+// scale as in forward -> [dq | dk | dv] one contiguous (B, 3, G, D, H, W) tensor, the layout of a fused q | k | v
+// input (the key bias's gradient is -dk summed over B, G)
 std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
                                  const at::Tensor& v, const std::optional<at::Tensor>& key_bias,
                                  const at::Tensor& lse, const at::Tensor& prow, const at::Tensor& pcol,
@@ -508,10 +514,9 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
               grad_out.size(3) == g.ho && grad_out.size(4) == g.wo, "grad_out shape");
   TORCH_CHECK(lse.is_contiguous() && lse.scalar_type() == q.scalar_type() && lse.numel() == g.n * g.ho * g.wo,
               "lse must be a contiguous (B, G, Ho, Wo) tensor of the dtype of q");
-  const auto opts = q.options().memory_format(at::MemoryFormat::Contiguous);
-  // every strided query pixel is written; the others (stride > 1) get no gradient
-  auto grad_q = stride == 1 ? at::empty(q.sizes(), opts) : at::zeros(q.sizes(), opts);
-  auto grad_k = at::zeros(q.sizes(), opts), grad_v = at::zeros(q.sizes(), opts);
+  auto grad = at::empty({q.size(0), 3, q.size(1), g.d, g.h, g.w}, q.options());
+  grad.narrow(1, 1, 2).zero_();  // dk, dv accumulate; every strided query pixel's dq is written, the others
+  if (stride > 1) grad.select(1, 0).zero_();  // (stride > 1) get no gradient
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_local_attention_backward", [&] {
     const auto gm = map_of<scalar_t>(grad_out), qm = map_of<scalar_t>(q, scale),
                km = map_of<scalar_t>(k, 1.0, key_bias.value_or(at::Tensor())), vm = map_of<scalar_t>(v);
@@ -520,11 +525,12 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
       at::parallel_for(0, g.n, 1, [&](int64_t begin, int64_t end) {
         auto run = has_avx2() ? backward_avx2<scalar_t, dc()> : backward_base<scalar_t, dc()>;
         run(gm, qm, km, vm, lse.data_ptr<scalar_t>(), prow.data_ptr<int64_t>(), pcol.data_ptr<int64_t>(),
-            grad_q.data_ptr<scalar_t>(), grad_k.data_ptr<scalar_t>(), grad_v.data_ptr<scalar_t>(), g, begin, end);
+            grad.data_ptr<scalar_t>(), grad.data_ptr<scalar_t>() + g.grad_part(),
+            grad.data_ptr<scalar_t>() + 2 * g.grad_part(), g, begin, end);
       });
     });
   });
-  return {grad_q, grad_k, grad_v};
+  return {grad};
 }
 """
 

@@ -5,13 +5,14 @@ Two ops, both computing in float32/float64: float16/bfloat16 inputs are upcast i
 kernels upcast in registers) and the results cast back, because a half-precision softmax over 49 taps loses
 too much:
 
-- ``acmix::local_attention_fwd(q, k, v, key_bias, K, dilation, stride, scale, backend) -> (out, lse)``
-- ``acmix::local_attention_bwd(grad_out, q, k, v, key_bias, lse, K, dilation, stride, scale, backend)
-  -> (dq, dk, dv)``
+- ``acmix::local_attention_fwd(qkv, key_bias, K, dilation, stride, scale, backend) -> (out, lse)``
+- ``acmix::local_attention_bwd(grad_out, qkv, key_bias, lse, K, dilation, stride, scale, backend) -> grad_qkv``
 
-q, k, v are (B, G, D, H, W) (batch, heads), any strides; the attention uses the queries ``scale * q`` and the
-keys ``k - key_bias`` (``key_bias`` (D, H, W) or None).  ``lse`` (B, G, Ho, Wo), float64 for float64 inputs and float32 otherwise, is the log-sum-exp of each output pixel's
-``K*K`` logits, saved for backward, which recomputes the logits and the softmax ``exp(logit - lse)`` from q and k
+qkv is q | k | v as one (B, 3, G, D, H, W) tensor (batch, q/k/v, heads), any strides, so that autograd hands back
+one gradient for it (three separate inputs sliced from one tensor would each get a zero-filled full-size
+gradient to add up); the attention uses the queries ``scale * q`` and the keys ``k - key_bias`` (``key_bias``
+(D, H, W) or None).  ``lse`` (B, G, Ho, Wo), float64 for float64 inputs and float32 otherwise, is the log-sum-exp
+of each output pixel's ``K*K`` logits, saved for backward, which recomputes the logits and the softmax ``exp(logit - lse)`` from q and k
 (flash-attention style): one number per pixel and head instead of the ``K*K`` probabilities.  Every backend
 reads and writes the same ``lse``, so forward and backward may even run on different backends.
 
@@ -118,8 +119,9 @@ def _as_images(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torc
 
 
 @torch.library.custom_op('acmix::local_attention_fwd', mutates_args=())
-def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None, kernel_size: int,
-            dilation: int, stride: int, scale: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+def _fwd_op(qkv: torch.Tensor, key_bias: torch.Tensor | None, kernel_size: int, dilation: int, stride: int,
+            scale: float, backend: str) -> tuple[torch.Tensor, torch.Tensor]:
+    q, k, v = qkv.unbind(1)
     b, g = q.shape[:2]
     chosen = resolve_backend(backend, q.device)
     if chosen == 'triton':
@@ -140,16 +142,16 @@ def _fwd_op(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.T
 
 
 @_fwd_op.register_fake
-def _fwd_fake(q, k, v, key_bias, kernel_size, dilation, stride, scale, backend):
-    b, g, d, h, w = q.shape
+def _fwd_fake(qkv, key_bias, kernel_size, dilation, stride, scale, backend):
+    b, _, g, d, h, w = qkv.shape
     ho, wo = out_size(h, stride), out_size(w, stride)
-    return q.new_empty(b, g, d, ho, wo), q.new_empty(b, g, ho, wo, dtype=_stats_dtype(q.dtype))
+    return qkv.new_empty(b, g, d, ho, wo), qkv.new_empty(b, g, ho, wo, dtype=_stats_dtype(qkv.dtype))
 
 
 @torch.library.custom_op('acmix::local_attention_bwd', mutates_args=())
-def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, key_bias: torch.Tensor | None,
-            lse: torch.Tensor, kernel_size: int, dilation: int, stride: int, scale: float,
-            backend: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _bwd_op(grad_out: torch.Tensor, qkv: torch.Tensor, key_bias: torch.Tensor | None, lse: torch.Tensor,
+            kernel_size: int, dilation: int, stride: int, scale: float, backend: str) -> torch.Tensor:
+    q, k, v = qkv.unbind(1)
     b, g = q.shape[:2]
     chosen = resolve_backend(backend, q.device)
     grads = None
@@ -160,34 +162,33 @@ def _bwd_op(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.T
         gc, qc, kc, vc, lc = _upcast(grad_out, q, k, v, lse)
         biasc = None if key_bias is None else _upcast(key_bias)[0].contiguous()
         if chosen == 'cpp':
-            return tuple(grad.to(q.dtype) for grad in cpu_ext.load().backward(
-                gc, qc, kc, vc, biasc, lc.contiguous(), *_padded_indices(q, kernel_size, dilation), kernel_size,
-                dilation, stride, scale))
+            return cpu_ext.load().backward(gc, qc, kc, vc, biasc, lc.contiguous(),
+                                           *_padded_indices(q, kernel_size, dilation), kernel_size, dilation, stride,
+                                           scale)[0].to(qkv.dtype)
         # 'torch', or 'triton' that failed its first launch
         grads = torch_loop.backward(gc.flatten(0, 1), *_as_images(qc, kc, vc, biasc, scale), lc.flatten(0, 1),
                                     kernel_size, dilation, stride)
-    grad_q, grad_k, grad_v = (grad.unflatten(0, (b, g)).to(q.dtype) for grad in grads)
-    return grad_q * scale, grad_k, grad_v
+    grad_q, grad_k, grad_v = (grad.unflatten(0, (b, g)) for grad in grads)
+    return torch.stack([grad_q * scale, grad_k, grad_v], dim=1).to(qkv.dtype)
 
 
 @_bwd_op.register_fake
-def _bwd_fake(grad_out, q, k, v, key_bias, lse, kernel_size, dilation, stride, scale, backend):
-    return q.new_empty(q.shape), k.new_empty(k.shape), v.new_empty(v.shape)
+def _bwd_fake(grad_out, qkv, key_bias, lse, kernel_size, dilation, stride, scale, backend):
+    return qkv.new_empty(qkv.shape)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    q, k, v, key_bias, kernel_size, dilation, stride, scale, backend = inputs
-    ctx.save_for_backward(q, k, v, key_bias, output[1])
+    qkv, key_bias, kernel_size, dilation, stride, scale, backend = inputs
+    ctx.save_for_backward(qkv, key_bias, output[1])
     ctx.window = (kernel_size, dilation, stride, scale, backend)
 
 
 def _backward(ctx, grad_out, _grad_lse):
     # lse is an internal output (never returned by the public functions), so its gradient is ignored
-    q, k, v, key_bias, lse = ctx.saved_tensors
-    kernel_size, dilation, stride, scale, backend = ctx.window
-    grad_q, grad_k, grad_v = _bwd_op(grad_out, q, k, v, key_bias, lse, kernel_size, dilation, stride, scale, backend)
-    grad_bias = -grad_k.sum((0, 1)) if ctx.needs_input_grad[3] else None  # keys are k - key_bias
-    return grad_q, grad_k, grad_v, grad_bias, None, None, None, None, None
+    qkv, key_bias, lse = ctx.saved_tensors
+    grad_qkv = _bwd_op(grad_out, qkv, key_bias, lse, *ctx.window)
+    grad_bias = -grad_qkv[:, 1].sum((0, 1)) if ctx.needs_input_grad[1] else None  # keys are k - key_bias
+    return grad_qkv, grad_bias, None, None, None, None, None
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
@@ -204,19 +205,19 @@ def local_attention_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, kern
     Returns:
         (N, D, ceil(H/stride), ceil(W/stride)).
     """
-    out = _fwd_op(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), None, kernel_size, dilation, stride, 1.0, backend)[0]
-    return out.squeeze(1)
+    qkv = torch.stack([q, k, v], dim=1).unsqueeze(2)  # (N, 3, 1, D, H, W): one head per image
+    return _fwd_op(qkv, None, kernel_size, dilation, stride, 1.0, backend)[0].squeeze(1)
 
 
-def multihead_local_attention_fast(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, kernel_size: int,
-                                   dilation: int, stride: int, scale: float, key_bias: torch.Tensor | None,
-                                   backend: str = 'auto') -> torch.Tensor:
-    """``local_attention_fast`` of each head of (B, heads * D, H, W) maps, queries ``scale * q`` and keys
-    ``k - key_bias`` ((D, H, W), the same for every image and head): the C++ kernel reads channel slices of a
-    larger tensor and applies scale and bias as it reads, so no scaled or shifted copy is made or saved.
+def multihead_local_attention_fast(qkv: torch.Tensor, heads: int, kernel_size: int, dilation: int, stride: int,
+                                   scale: float, key_bias: torch.Tensor | None, backend: str = 'auto') -> torch.Tensor:
+    """``local_attention_fast`` of each head of q | k | v (B, 3 * heads * D, H, W), queries ``scale * q`` and keys
+    ``k - key_bias`` ((D, H, W), the same for every image and head): the C++ kernel reads q, k, v where they are
+    and applies scale and bias as it reads, so no per-head, scaled or shifted copy is made or saved, and backward
+    returns one gradient for the whole q | k | v tensor.
 
     Returns:
         (B, heads * D, ceil(H/stride), ceil(W/stride)).
     """
-    q, k, v = (t.unflatten(1, (heads, -1)) for t in (q, k, v))  # (B, heads, D, H, W) views
-    return _fwd_op(q, k, v, key_bias, kernel_size, dilation, stride, scale, backend)[0].flatten(1, 2)
+    qkv = qkv.unflatten(1, (3, heads, -1))  # (B, 3, heads, D, H, W), a view
+    return _fwd_op(qkv, key_bias, kernel_size, dilation, stride, scale, backend)[0].flatten(1, 2)
