@@ -1,6 +1,7 @@
 """Local (sliding-window) attention kernels for ACmix's ``attn_mode='local'``.
 
-``local_attention`` is the one entry point.  ``impl='reference'`` gathers the windows explicitly (readable,
+``local_attention`` (q, k, v of one head per image) and ``multihead_local_attention`` (q | k | v of several heads
+in one tensor, with query scale and key bias: ACmix's call) are the entry points.  ``impl='reference'`` gathers the windows explicitly (readable,
 ``K*K`` times the activation memory); ``impl='fast'`` runs the custom ops of ``acmix.kernels.ops`` (C++ on
 CPU, Triton or a tap-by-tap PyTorch loop on CUDA), which never materialise the windows.
 """

@@ -1,11 +1,12 @@
 """C++ CPU kernel for local attention, compiled on first use (``build_extension``).
 
-The kernel reads q, k, v as (N, D, H, W) with any strides (no layout copies) and vectorises along a row of
-output pixels: one task is one image (batch * head), whose keys and values are first copied into a
-reflection-padded map (see ``Geometry`` in ``_SOURCE``), so that window tap t of 8 neighbouring pixels is one
-contiguous vector load.  Forward stores only the output and the log-sum-exp of each pixel's logits (N, Ho, Wo);
-backward recomputes the logits and the softmax from it (flash-attention style) and accumulates dk, dv in
-padded maps that are folded back onto the source pixels.  Float32 uses a vectorised polynomial exp (about
+The kernel reads q, k, v as (B, heads, D, H, W) with any strides (channel slices of one q | k | v tensor, no
+layout copies), applies the query scale and key bias as it reads, and vectorises along a row of output pixels:
+one task is one image (batch * head), whose keys and values are first copied into a reflection-padded map (see
+``Geometry`` in ``_SOURCE``), so that window tap t of 8 neighbouring pixels is one contiguous vector load.
+Forward stores only the output and the log-sum-exp of each pixel's logits (B, heads, Ho, Wo); backward
+recomputes the logits and the softmax from it (flash-attention style), accumulates dk, dv in padded maps that
+are folded back onto the source pixels, and writes dq | dk | dv into one (B, 3, heads, D, H, W) tensor.  Float32 uses a vectorised polynomial exp (about
 1 ulp), float64 the library's.  The build lands in the default
 ``TORCH_EXTENSIONS_DIR`` cache, so only the first use on a machine pays the compile (10-20 s).  The loops are
 compiled for AVX2+FMA and for baseline x86-64, and a CPU check picks one at run time.  If the build fails,
