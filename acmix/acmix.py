@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, RateMixer, build_conv_path, check_choice, check_odd_kernel,
-                        check_positive, reset_dep_conv, shift_layout, split_heads)
+                        check_positive, reset_dep_conv, split_heads)
 from .kernels import IMPLS, multihead_local_attention
 
 __all__ = ['ACmix', 'ATTN_MODES', 'position_grid']
@@ -177,7 +177,7 @@ class ACmix(RateMixer, nn.Module):
         """Stage I maps q | k | v -> ``dep_conv(fc(q | k | v))`` (B, out_planes, Ho, Wo)."""
         b, _, h, w = qkv.shape
         maps = qkv.reshape(b, -1, self.conv_dim, h * w)  # (B, maps, conv_dim, H*W)
-        return self.dep_conv(shift_layout(self.fc(maps), h, w))
+        return self.dep_conv.conv_path(maps, self.fc.weight, self.fc.bias, h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))."""

@@ -28,6 +28,8 @@ computes at its shift initialisation; so all four variants agree at initialisati
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -36,7 +38,7 @@ from .kernels import shift_conv as shift_conv_kernel
 
 __all__ = ['MIX_MODES', 'SHIFT_MODES', 'check_choice', 'check_odd_kernel', 'check_positive', 'split_heads',
            'build_conv_path', 'build_dep_conv',
-           'shift_kernel_', 'reset_dep_conv', 'shift_layout', 'ShiftGroupConv', 'ShiftConv',
+           'shift_kernel_', 'reset_dep_conv', 'shift_layout', 'ShiftPath', 'ShiftGroupConv', 'ShiftConv',
            'TensorShift', 'RateMixer', 'TokenRateMixer']
 
 MIX_MODES = ('learnable', 'fixed', 'attn_only', 'conv_only')
@@ -96,7 +98,22 @@ def shift_layout(f: torch.Tensor, height: int, width: int) -> torch.Tensor:
     return f.transpose(1, 2).reshape(f.shape[0], -1, height, width)
 
 
-class ShiftConv(nn.Module):
+class ShiftPath:
+    """Mixin of the shift modules: ``conv_path`` runs ``fc`` and the shift as the convolution path does."""
+
+    def conv_path(self, maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor], height: int,
+                  width: int) -> torch.Tensor:
+        """Stage I maps (B, M, D, H*W) -> ``self(shift_layout(fc(maps)))`` (B, C, ceil(H/stride), ceil(W/stride)),
+        with ``fc``'s weight (k^2, M, 1, 1) and bias (k^2,) or None."""
+        return self.unfolded_conv_path(maps, fc_weight, fc_bias, height, width)
+
+    def unfolded_conv_path(self, maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor],
+                           height: int, width: int) -> torch.Tensor:
+        """``conv_path`` as written: ``fc``, the layout for the shift, the shift (TorchScript has no ``super()``)."""
+        return self(shift_layout(F.conv2d(maps, fc_weight, fc_bias), height, width))
+
+
+class ShiftConv(ShiftPath, nn.Module):
     """Grouped k_c x k_c conv with one kernel set per group, output repeated over the heads.
 
     ``shift='shift_init'`` (learnable ``weight``) and ``shift='fixed_kernel'`` (``weight`` a fixed buffer).
@@ -128,7 +145,7 @@ class ShiftConv(nn.Module):
                 f'stride={self.stride}, dilation={self.dilation}, learnable={isinstance(self.weight, nn.Parameter)}')
 
 
-class TensorShift(nn.Module):
+class TensorShift(ShiftPath, nn.Module):
     """Explicit tensor shifts and a sum (``shift='tensor'``), no parameters.
 
     Tap ``j = a*k + b`` of channel ``d`` is moved by ``dilation * (a - (k-1)/2, b - (k-1)/2)`` with zero fill
@@ -158,7 +175,7 @@ class TensorShift(nn.Module):
                 f'stride={self.stride}, dilation={self.dilation}')
 
 
-class ShiftGroupConv(nn.Conv2d):
+class ShiftGroupConv(ShiftPath, nn.Conv2d):
     """``dep_conv`` for ``shift='group_conv'``: the authors' ``Conv2d(head_dim*k^2 -> C, k, groups=head_dim)``.
 
     Same parameters, state-dict keys and result as that ``nn.Conv2d`` (their checkpoints load strictly).  On CPU at
@@ -170,11 +187,56 @@ class ShiftGroupConv(nn.Conv2d):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.use_kernel = True
+        self.fold_fc = True  # let conv_path fold fc into the kernel (folds_fc); MAC counts switch it off
+
+    def _kernel_runs(self, x: torch.Tensor) -> bool:
+        return self.use_kernel and x.device.type == 'cpu' and self.stride == (1, 1) and shift_conv_kernel.available()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.use_kernel and x.device.type == 'cpu' and self.stride == (1, 1) and shift_conv_kernel.available():
-            return torch.ops.acmix.shift_conv_fwd(x, self.weight, self.dilation[0])
+        if self._kernel_runs(x):
+            b, _, h, w = x.shape
+            return torch.ops.acmix.shift_conv_fwd(x.view(b, self.groups, -1, h, w), self.weight, self.dilation[0])
         return self._conv_forward(x, self.weight, self.bias)
+
+    def folds_fc(self, num_maps: int, needs_grad: bool) -> bool:
+        """Whether ``conv_path`` folds ``fc`` into the kernel: when that takes fewer MACs, ``M*(N-1) < N*k^2``
+        (M = ``num_maps``, N = outputs per group), or as many and no gradient is needed (measured: at equal MACs
+        the folded weight gradient is slower, e.g. ResNet-ACmix's 4 heads train 3 % slower and infer 10 % faster)."""
+        n = self.out_channels // self.groups
+        taps = self.in_channels // self.groups
+        fewer, equal = num_maps * (n - 1) < n * taps, num_maps * (n - 1) == n * taps
+        return self.fold_fc and (fewer or (equal and not needs_grad))
+
+    def conv_path(self, maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor], height: int,
+                  width: int) -> torch.Tensor:
+        """``ShiftPath.conv_path``, with ``fc`` folded into this conv when that takes fewer MACs.
+
+        ``fc`` and the shift conv are both linear, so together they are one grouped k x k conv over the M Stage I
+        maps of each group, weight ``W[o, m] = sum_j dep_conv.weight[o, j] * fc.weight[j, m]``; the C++ kernel
+        reads the maps in place.  Per output pixel that is ``C*M*k^2`` MACs instead of ``D*M*k^2 + C*k^4`` (N = C/D
+        outputs per group); ``folds_fc`` decides (PVT's and Swin's first stages, ResNet's 4 heads in inference).
+        ``fc``'s bias, zero-padded by the shift like the rest of ``fc``'s output, becomes a fixed (C, H, W) map.
+
+        Args:
+            maps: (B, M, D, H*W), the M = 3 * heads Stage I maps of D channels each (``fc``'s input).
+            fc_weight: (k^2, M, 1, 1); fc_bias: (k^2,) or None.
+            height, width: H and W.
+
+        Returns:
+            (B, C, H, W) for stride 1 (``ceil(H/stride)`` etc. otherwise), equal to the unfolded computation.
+        """
+        b, m, d, _ = maps.shape
+        needs_grad = torch.is_grad_enabled() and (maps.requires_grad or self.weight.requires_grad)
+        if not (self._kernel_runs(maps) and self.folds_fc(m, needs_grad)):
+            return self.unfolded_conv_path(maps, fc_weight, fc_bias, height, width)
+        weight = torch.einsum('ojab,jm->omab', self.weight, fc_weight[:, :, 0, 0])  # (C, M, k, k)
+        x = maps.view(b, m, d, height, width).transpose(1, 2)                       # (B, D, M, H, W), a view
+        out = torch.ops.acmix.shift_conv_fwd(x, weight, self.dilation[0])
+        if fc_bias is not None:
+            bias_kernel = torch.einsum('ojab,j->oab', self.weight, fc_bias).unsqueeze(1)   # (C, 1, k, k)
+            ones = maps.new_ones(1, 1, height, width)
+            out = out + F.conv2d(ones, bias_kernel, None, 1, self.padding, self.dilation)  # (1, C, H, W)
+        return out
 
 
 def build_dep_conv(shift: str, head_dim: int, out_planes: int, kernel_size: int, stride: int = 1,

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, TokenRateMixer, check_choice, check_odd_kernel, check_positive,
-                        reset_dep_conv, shift_layout, split_heads)
+                        reset_dep_conv, split_heads)
 
 __all__ = ['ACmixSRAttention']
 
@@ -120,7 +120,8 @@ class ACmixSRAttention(TokenRateMixer, nn.Module):
             if self.sr_ratio > 1:
                 kv_map = F.interpolate(kv_map, size=(H, W), mode='nearest')
             f = torch.cat([q_map, kv_map], dim=1).reshape(b, 3 * self.num_heads, self.head_dim, H * W)
-            out_conv = self.dep_conv(shift_layout(self.fc(f), H, W)).flatten(2).transpose(1, 2)  # (B, HW, C)
+            out_conv = self.dep_conv.conv_path(f, self.fc.weight, self.fc.bias, H, W)  # (B, C, H, W)
+            out_conv = out_conv.flatten(2).transpose(1, 2)  # (B, HW, C)
             if p:
                 out_conv = F.pad(out_conv, (0, 0, p, 0))                          # prefix tokens: no conv term
         return self.proj_drop(self._mix(out_att, out_conv))

@@ -35,7 +35,7 @@ from timm.layers import register_notrace_module, resize_rel_pos_bias_table, to_2
 from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, TokenRateMixer, check_choice, check_odd_kernel, check_positive,
-                        reset_dep_conv, shift_layout, split_heads)
+                        reset_dep_conv, split_heads)
 
 __all__ = ['ACmixWindowAttention', 'shifted_window_mask']
 
@@ -201,7 +201,8 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         if self.has_conv:
             # (B, hr, wr, 3C) -> (B, 3*heads, head_dim, hr*wr), channel order (q|k|v, head, d) as in the Linear
             f = qkv.permute(0, 3, 1, 2).reshape(b, 3 * self.num_heads, self.head_dim, hr * wr)
-            out_conv = self.dep_conv(shift_layout(self.fc(f), hr, wr)).permute(0, 2, 3, 1)  # (B, hr, wr, C)
+            out_conv = self.dep_conv.conv_path(f, self.fc.weight, self.fc.bias, hr, wr)  # (B, C, hr, wr)
+            out_conv = out_conv.permute(0, 2, 3, 1)
 
         x = self.proj_drop(self._mix(out_att, out_conv))
         if sh or sw:

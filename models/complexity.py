@@ -19,6 +19,8 @@ The counter knows nothing about a few kernels that do real multiply-accumulate w
 * ``aten.addcmul`` / ``aten.addcmul_``: one MAC per output element.  SAN's patchwise aggregation (``acmix.patchwise``
   loop path) is ``K^2`` of these per output; nothing else in our models calls ``addcmul`` in a forward pass.
 
+Counts are of the model as defined, with ``fc`` and ``dep_conv`` counted separately as in the paper:
+``ShiftGroupConv.fold_fc`` (which runs the two as one kernel when that is cheaper) is off while counting.
 Counts are for the default implementation (``impl='auto'``).  ``impl='reference'`` paths do their window sums with
 elementwise multiply + sum, which no counter sees: count with the default path.
 """
@@ -27,6 +29,8 @@ from typing import Any, Dict, Optional, Tuple
 import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+from acmix.conv_path import ShiftGroupConv
 
 __all__ = ['count_params', 'count_macs', 'mac_formulas']
 
@@ -94,11 +98,16 @@ def count_macs(
     p = next(model.parameters(), None)
     x = torch.zeros(1, *input_size, device=p.device if p is not None else None,
                     dtype=p.dtype if p is not None else None)
+    folding = [m for m in model.modules() if isinstance(m, ShiftGroupConv) and m.fold_fc]
     try:
+        for m in folding:
+            m.fold_fc = False
         with FlopCounterMode(display=False, custom_mapping=mac_formulas()) as counter:
             model(x)
     finally:
         model.train(was_training)
+        for m in folding:
+            m.fold_fc = True
     total = counter.get_total_flops() // 2
     if not per_op:
         return total

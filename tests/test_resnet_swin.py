@@ -158,10 +158,13 @@ def _analytic_macs(model: nn.Module, x: torch.Tensor) -> int:
     def linear_hook(m, inp, out):
         total[0] += out.numel() * m.in_features
 
+    def fc_macs(m, b, h, w):  # fc runs as F.conv2d on its weight (no module call): M -> k^2 for every channel
+        return b * h * w * m.fc.in_channels * m.fc.out_channels * m.dep_conv.groups
+
     def acmix_hook(m, inp, out):
         # Stage I: conv1 | conv2 | conv3 run as one 1x1 conv on their concatenated weights (no module calls)
         b, c, h, w = inp[0].shape
-        total[0] += b * h * w * c * (2 * m.qk_planes + m.out_planes)
+        total[0] += b * h * w * c * (2 * m.qk_planes + m.out_planes) + fc_macs(m, b, h, w)
         # local attention: logits q.k and the weighted sum, K*K taps each
         total[0] += 2 * out.numel() * m.kernel_att ** 2
 
@@ -169,10 +172,13 @@ def _analytic_macs(model: nn.Module, x: torch.Tensor) -> int:
         b, h, w, c = inp[0].shape
         wh, ww = m.window_size
         hp, wp = math.ceil(h / wh) * wh, math.ceil(w / ww) * ww
-        total[0] += 2 * b * hp * wp * (wh * ww) * c
+        hr, wr = (hp, wp) if m.pad_first else (h, w)  # the map the conv path sees
+        total[0] += 2 * b * hp * wp * (wh * ww) * c + fc_macs(m, b, hr, wr)
 
     hooks = []
     for mod in model.modules():
+        if isinstance(mod, ShiftGroupConv):
+            mod.fold_fc = False  # the model as defined: fc, then dep_conv (as count_macs counts it)
         hook = {nn.Conv2d: conv_hook, ShiftGroupConv: conv_hook, nn.Linear: linear_hook, ACmix: acmix_hook,
                 ACmixWindowAttention: window_hook}.get(type(mod))
         if hook is not None:

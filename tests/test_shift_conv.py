@@ -3,46 +3,55 @@
 import pytest
 import torch
 
-from acmix import ACmix, ACmixWindowAttention
+from acmix import ACmix, ACmixSRAttention, ACmixWindowAttention
+from acmix import conv_path
 from acmix.conv_path import ShiftGroupConv, build_dep_conv
 from acmix.kernels.shift_conv import shift_conv, shift_conv_reference
 
-# (batch, heads N, groups D, H, W, k, dilation): heads 4 / 3 / 5 use the 4-wide, 3-wide and zero-padded tiles;
-# maps narrower than a vector, 1-pixel maps and a dilation wider than the map check the borders
-CASES = [(2, 4, 3, 5, 7, 3, 1), (2, 3, 4, 6, 5, 5, 2), (1, 2, 2, 2, 1, 3, 1), (2, 5, 3, 9, 17, 3, 1),
-         (1, 4, 2, 3, 3, 3, 4), (2, 1, 3, 11, 10, 1, 1)]
+# (batch, heads N, groups D, planes per group M, H, W, k, dilation): heads 4 / 3 / 5 use the 4-wide, 3-wide and
+# zero-padded tiles, M = k*k is dep_conv's layout and other M (3 * heads) the fused fc + shift; maps narrower than
+# a vector, 1-pixel maps and a dilation wider than the map check the borders
+CASES = [(2, 4, 3, 9, 5, 7, 3, 1), (2, 3, 4, 25, 6, 5, 5, 2), (1, 2, 2, 9, 2, 1, 3, 1), (2, 5, 3, 9, 9, 17, 3, 1),
+         (1, 4, 2, 9, 3, 3, 3, 4), (2, 1, 3, 1, 11, 10, 1, 1), (2, 4, 3, 12, 5, 7, 3, 1), (2, 1, 5, 3, 6, 9, 3, 1),
+         (1, 2, 2, 6, 4, 4, 3, 2)]
 
 
-def _inputs(case, dtype, seed=0):
-    b, n, d, h, w, k, dil = case
+def _inputs(case, dtype, seed=0, maps_layout=False):
+    """x (B, D, M, H, W): contiguous, or with ``maps_layout`` a transposed view of (B, M, D, H, W) maps."""
+    b, n, d, m, h, w, k, dil = case
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(b, d * k * k, h, w, generator=gen, dtype=dtype).requires_grad_()
-    weight = torch.randn(d * n, k * k, k, k, generator=gen, dtype=dtype).requires_grad_()
+    shape = (b, m, d, h, w) if maps_layout else (b, d, m, h, w)
+    leaf = torch.randn(*shape, generator=gen, dtype=dtype).requires_grad_()
+    x = leaf.transpose(1, 2) if maps_layout else leaf
+    weight = torch.randn(d * n, m, k, k, generator=gen, dtype=dtype).requires_grad_()
     grad = torch.randn(b, d * n, h, w, generator=gen, dtype=dtype)
-    return x, weight, grad, dil
+    return leaf, x, weight, grad, dil
 
 
 @pytest.mark.parametrize('case', CASES)
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
-def test_shift_conv_matches_grouped_conv(case, dtype):
-    x, weight, grad, dil = _inputs(case, dtype)
+@pytest.mark.parametrize('maps_layout', [False, True])
+def test_shift_conv_matches_grouped_conv(case, dtype, maps_layout):
+    leaf, x, weight, grad, dil = _inputs(case, dtype, maps_layout=maps_layout)
     out = shift_conv(x, weight, dil)
-    dx, dw = torch.autograd.grad(out, (x, weight), grad)
+    dx, dw = torch.autograd.grad(out, (leaf, weight), grad)
     ref = shift_conv_reference(x, weight, dil)
-    rdx, rdw = torch.autograd.grad(ref, (x, weight), grad)
+    rdx, rdw = torch.autograd.grad(ref, (leaf, weight), grad)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(out, ref, **tol)
     torch.testing.assert_close(dx, rdx, **tol)
     torch.testing.assert_close(dw, rdw, **tol)
 
 
-def test_shift_conv_gradcheck():
-    x, weight, _, dil = _inputs((1, 3, 2, 4, 5, 3, 1), torch.float64)
-    assert torch.autograd.gradcheck(lambda a, b: shift_conv(a, b, dil), (x, weight))
+@pytest.mark.parametrize('maps_layout', [False, True])
+def test_shift_conv_gradcheck(maps_layout):
+    leaf, _, weight, _, dil = _inputs((1, 3, 2, 4, 4, 5, 3, 1), torch.float64, maps_layout=maps_layout)
+    view = (lambda t: t.transpose(1, 2)) if maps_layout else (lambda t: t)
+    assert torch.autograd.gradcheck(lambda a, b: shift_conv(view(a), b, dil), (leaf, weight))
 
 
 def test_shift_conv_half_precision_computes_in_float32():
-    x, weight, _, dil = _inputs((2, 4, 3, 6, 6, 3, 1), torch.float32)
+    _, x, weight, _, dil = _inputs((2, 4, 3, 9, 6, 6, 3, 1), torch.float32)
     out = shift_conv(x.detach().bfloat16(), weight.detach().bfloat16(), dil)
     assert out.dtype == torch.bfloat16
     ref = shift_conv_reference(x.detach().bfloat16().float(), weight.detach().bfloat16().float(), dil)
@@ -51,7 +60,9 @@ def test_shift_conv_half_precision_computes_in_float32():
 
 def test_shift_conv_rejects_bad_shapes():
     with pytest.raises(ValueError, match='shift_conv needs'):
-        shift_conv(torch.randn(1, 10, 4, 4), torch.randn(4, 9, 3, 3))
+        shift_conv(torch.randn(1, 2, 5, 4, 4), torch.randn(4, 9, 3, 3))
+    with pytest.raises(ValueError, match='shift_conv needs'):
+        shift_conv(torch.randn(1, 18, 4, 4), torch.randn(4, 9, 3, 3))
 
 
 @pytest.mark.parametrize('stride', [1, 2])
@@ -68,25 +79,42 @@ def test_shift_group_conv_is_the_authors_conv(stride):
     torch.testing.assert_close(conv(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('module', ['acmix', 'window'])
-def test_modules_with_kernel_match_grouped_conv(module):
-    """Whole ACmix / Swin-ACmix modules: output and every gradient equal with the kernel on and off."""
+@pytest.mark.parametrize('module, heads, fused', [('acmix', 2, True), ('acmix', 4, False), ('window', 3, True),
+                                                  ('window', 6, False), ('sr', 1, True), ('sr', 5, False)])
+def test_modules_with_kernel_match_grouped_conv(module, heads, fused, monkeypatch):
+    """Whole ACmix / Swin-ACmix / PVT-ACmix modules: output and every gradient equal with the kernel on and off,
+    with ``fc`` folded into the kernel (``fused``: fewer MACs, M*(N-1) < N*k^2 with M = 3 * heads) and without."""
     torch.manual_seed(0)
     if module == 'acmix':
-        m = ACmix(16, 16, head=4).double()
-        x = torch.randn(2, 16, 9, 11, dtype=torch.float64)
+        m = ACmix(8 * heads, 8 * heads, head=heads).double()
+        x = torch.randn(2, 8 * heads, 9, 11, dtype=torch.float64)
+        run = m
+    elif module == 'window':
+        m = ACmixWindowAttention(4 * heads, heads, window_size=4).double()
+        x = torch.randn(2, 8, 8, 4 * heads, dtype=torch.float64)
+        run = m
     else:
-        m = ACmixWindowAttention(12, 3, window_size=4).double()
-        x = torch.randn(2, 8, 8, 12, dtype=torch.float64)
+        m = ACmixSRAttention(4 * heads, heads, sr_ratio=2).double()
+        x = torch.randn(2, 7 * 6, 4 * heads, dtype=torch.float64)
+        run = lambda t: m(t, 7, 6)  # noqa: E731
+    m.dep_conv.use_kernel = True
+    maps = torch.randn(1, 3 * heads, m.dep_conv.groups, 16, dtype=torch.float64)
+    assert m.dep_conv._kernel_runs(maps) and m.dep_conv.folds_fc(3 * heads, needs_grad=True) == fused
     with torch.no_grad():
         m.dep_conv.weight.normal_()
+        m.fc.weight.normal_()
+        if m.fc.bias is not None:
+            m.fc.bias.normal_()
     results = []
     for use_kernel in (True, False):
         m.dep_conv.use_kernel = use_kernel
-        m.zero_grad()
-        xi = x.clone().requires_grad_()
-        out = m(xi)
-        out.backward(torch.ones_like(out))
+        with monkeypatch.context() as patch:
+            if use_kernel and fused:  # the folded path never lays out fc's output for the shift
+                patch.setattr(conv_path, 'shift_layout', lambda *a: pytest.fail('fc was not folded'))
+            m.zero_grad()
+            xi = x.clone().requires_grad_()
+            out = run(xi)
+            out.backward(torch.randn_like(out, generator=torch.Generator().manual_seed(1)))
         results.append([out, xi.grad] + [p.grad for p in m.parameters()])
     for a, b in zip(*results):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-10)
@@ -99,3 +127,17 @@ def test_benchmark_models_tool_runs(capsys):
                 '--no-memory', '--clock', 'cpu'])
     out = capsys.readouterr().out
     assert '| `acmix_resnet26` / `conv_resnet26` |' in out and 'whole mixer' in out and 'cpu clock' in out
+
+
+def test_fc_folded_at_equal_macs_only_without_gradient(monkeypatch):
+    """ResNet-ACmix's 4 heads (M*(N-1) == N*k^2): folded in inference, unfolded when training."""
+    torch.manual_seed(0)
+    m = ACmix(32, 32, head=4).eval()
+    x = torch.randn(2, 32, 9, 11)
+    assert m.dep_conv.folds_fc(12, needs_grad=False) and not m.dep_conv.folds_fc(12, needs_grad=True)
+    with torch.no_grad():
+        with monkeypatch.context() as patch:
+            patch.setattr(conv_path, 'shift_layout', lambda *a: pytest.fail('fc was not folded'))
+            folded = m(x)
+        m.dep_conv.use_kernel = False
+        torch.testing.assert_close(folded, m(x), rtol=1e-5, atol=1e-5)

@@ -47,8 +47,9 @@ inline __attribute__((always_inline)) typename Vec<T>::type load(const T* p) {
 }
 
 struct Geo {
-  int64_t b, d, n, h, w, k, dil;  // batch, groups (head_dim), heads, map, kernel, dilation
+  int64_t b, d, m, n, h, w, k, dil;  // batch, groups, input planes and outputs per group, map, kernel, dilation
   int64_t kk, p, c, hw, wr, ph, pw;  // k*k, padding, channels, H*W, W rounded up to a vector, padded plane size
+  int64_t sb, sg, sm;  // element strides of x (and dx) between images, groups and the planes of a group
 };
 
 // `planes` H x W planes (plane i at src + i*stride) -> zero-padded (H+2*pad) x pw planes at dst, data at (pad, pad)
@@ -61,13 +62,13 @@ void pad_planes(const T* src, int64_t stride, int64_t planes, const Geo& g, int6
       std::memcpy(dst + (i * ph + y + pad) * pw + pad, src + i * stride + y * g.w, g.w * sizeof(T));
 }
 
-// Register tiles of one task: `outs` output planes at dst (plane i at dst + i*hw), each a sum over the `planes`
+// Register tiles of one task: `outs` output planes at dst (plane i at dst + i*ostride), each a sum over the `planes`
 // zero-padded planes in buf of k x k taps; tiles of L pixels x BS outputs, weights packed (blocks, planes, K, K, BS)
 // from wpk, zero past the last output.  DIR = +1 reads tap (a, c) of output pixel (y, x) at padded (y + dil*a,
 // x + dil*c) (the correlation, forward); DIR = -1 at (y - dil*a + 2p, x - dil*c + 2p) (its transpose, input grad).
 template <typename T, int BS, int DIR>
 inline __attribute__((always_inline)) void tile_sums(const T* buf, int64_t planes, const T* wpk, int64_t outs,
-                                                     T* dst, const Geo& g) {
+                                                     T* dst, int64_t ostride, const Geo& g) {
   using VT = typename Vec<T>::type;
   constexpr int64_t L = sizeof(VT) / sizeof(T);
   const int64_t blocks = (outs + BS - 1) / BS;
@@ -88,28 +89,28 @@ inline __attribute__((always_inline)) void tile_sums(const T* buf, int64_t plane
           }
         const int64_t lanes = std::min<int64_t>(L, g.w - x0);
         for (int i = 0; i < BS && ob * BS + i < outs; ++i) {
-          T* o = dst + (ob * BS + i) * g.hw + y * g.w + x0;
+          T* o = dst + (ob * BS + i) * ostride + y * g.w + x0;
           for (int64_t v = 0; v < lanes; ++v) o[v] = acc[i][v];
         }
       }
 }
 
-// out channels g*N .. g*N+N-1 of image bi from the K*K input planes of group gi; packed (D, NB, KK, KK, BS)
+// out channels g*N .. g*N+N-1 of image bi from the M input planes of group gi; packed (D, NB, M, KK, BS)
 template <typename T, int BS>
 inline __attribute__((always_inline)) void forward_task(const T* f, const T* wpk, T* out, const Geo& g,
                                                         int64_t bi, int64_t gi, T* buf) {
-  pad_planes(f + (bi * g.d + gi) * g.kk * g.hw, g.hw, g.kk, g, g.p, g.ph, g.pw, buf);
+  pad_planes(f + bi * g.sb + gi * g.sg, g.sm, g.m, g, g.p, g.ph, g.pw, buf);
   const int64_t nb = (g.n + BS - 1) / BS;
-  tile_sums<T, BS, 1>(buf, g.kk, wpk + gi * nb * g.kk * g.kk * BS, g.n, out + (bi * g.c + gi * g.n) * g.hw, g);
+  tile_sums<T, BS, 1>(buf, g.m, wpk + gi * nb * g.m * g.kk * BS, g.n, out + (bi * g.c + gi * g.n) * g.hw, g.hw, g);
 }
 
-// df planes (j, gi) of image bi from the N grad planes of group gi; packed (D, JB, N, KK, BS)
+// dx planes (gi, 0 .. M-1) of image bi from the N grad planes of group gi; packed (D, JB, N, KK, BS)
 template <typename T, int BS>
 inline __attribute__((always_inline)) void backward_input_task(const T* grad, const T* wpk, T* df, const Geo& g,
                                                                int64_t bi, int64_t gi, T* buf) {
   pad_planes(grad + (bi * g.c + gi * g.n) * g.hw, g.hw, g.n, g, g.p, g.ph, g.pw, buf);
-  const int64_t jbs = (g.kk + BS - 1) / BS;
-  tile_sums<T, BS, -1>(buf, g.n, wpk + gi * jbs * g.n * g.kk * BS, g.kk, df + (bi * g.d + gi) * g.kk * g.hw, g);
+  const int64_t jbs = (g.m + BS - 1) / BS;
+  tile_sums<T, BS, -1>(buf, g.n, wpk + gi * jbs * g.n * g.kk * BS, g.m, df + bi * g.sb + gi * g.sg, g.sm, g);
 }
 
 // dweight rows g*N .. g*N+N-1: sum over images and pixels, vector partial sums flushed to double per image
@@ -119,19 +120,19 @@ inline __attribute__((always_inline)) void backward_weight_task(const T* grad, c
                                                                 int64_t gi, T* fbuf, T* gbuf) {
   using VT = typename Vec<T>::type;
   constexpr int64_t L = sizeof(VT) / sizeof(T);
-  const int64_t taps = g.kk * g.kk;
+  const int64_t taps = g.m * g.kk;  // weights per output channel
   std::vector<T> acc(g.n * taps * L);
   std::vector<double> total(g.n * taps, 0.0);
   for (int64_t bi = 0; bi < g.b; ++bi) {
     std::fill(acc.begin(), acc.end(), T(0));
-    pad_planes(f + (bi * g.d + gi) * g.kk * g.hw, g.hw, g.kk, g, g.p, g.ph, g.pw, fbuf);
+    pad_planes(f + bi * g.sb + gi * g.sg, g.sm, g.m, g, g.p, g.ph, g.pw, fbuf);
     pad_planes(grad + (bi * g.c + gi * g.n) * g.hw, g.hw, g.n, g, 0, g.h, g.wr, gbuf);
     for (int64_t y = 0; y < g.h; ++y)
       for (int64_t x0 = 0; x0 < g.w; x0 += L)
         for (int64_t hh = 0; hh < g.n; ++hh) {
           const VT gv = load(gbuf + (hh * g.h + y) * g.wr + x0);
           T* a = acc.data() + hh * taps * L;
-          for (int64_t j = 0; j < g.kk; ++j)
+          for (int64_t j = 0; j < g.m; ++j)
             for (int64_t ta = 0; ta < g.k; ++ta) {
               const T* row = fbuf + (j * g.ph + y + g.dil * ta) * g.pw + x0;
               for (int64_t tc = 0; tc < g.k; ++tc, a += L) {
@@ -190,18 +191,20 @@ void bww_one(const double* gr, const double* f, double* dw, const Geo& g, int64_
 Geo geometry(const at::Tensor& f, const at::Tensor& weight, int64_t dil, int64_t lanes) {
   Geo g{};
   g.k = weight.size(2); g.kk = g.k * g.k;
-  g.b = f.size(0); g.d = f.size(1) / g.kk; g.h = f.size(2); g.w = f.size(3);
+  g.b = f.size(0); g.d = f.size(1); g.m = f.size(2); g.h = f.size(3); g.w = f.size(4);
+  g.sb = f.stride(0); g.sg = f.stride(1); g.sm = f.stride(2);
   g.n = weight.size(0) / g.d; g.dil = dil; g.p = dil * (g.k - 1) / 2; g.c = g.d * g.n; g.hw = g.h * g.w;
   g.wr = (g.w + lanes - 1) / lanes * lanes; g.ph = g.h + 2 * g.p; g.pw = g.wr + 2 * g.p;
   return g;
 }
 
 void check(const at::Tensor& f, const at::Tensor& weight) {
-  TORCH_CHECK(f.device().is_cpu() && f.is_contiguous() && f.dim() == 4, "x must be a contiguous (B, D*K*K, H, W) CPU tensor");
+  TORCH_CHECK(f.device().is_cpu() && f.dim() == 5 && f.stride(4) == 1 && f.stride(3) == f.size(4) &&
+              f.is_non_overlapping_and_dense(),
+              "x must be a dense (B, D, M, H, W) CPU tensor with contiguous H x W planes");
   TORCH_CHECK(weight.is_contiguous() && weight.dim() == 4 && weight.scalar_type() == f.scalar_type() &&
-              weight.size(2) == weight.size(3) && weight.size(1) == weight.size(2) * weight.size(3) &&
-              f.size(1) % weight.size(1) == 0 && weight.size(0) % (f.size(1) / weight.size(1)) == 0,
-              "weight must be a contiguous (D*N, K*K, K, K) tensor matching x (B, D*K*K, H, W)");
+              weight.size(2) == weight.size(3) && weight.size(1) == f.size(2) && weight.size(0) % f.size(1) == 0,
+              "weight must be a contiguous (D*N, M, K, K) tensor matching x (B, D, M, H, W)");
 }
 
 // block of heads (forward) / taps (backward) per register tile: 4, 3, 2 or 1 when it divides, else 4 (zero-padded)
@@ -213,26 +216,26 @@ int block_size(int64_t n) {
 
 }  // namespace
 
-// x (B, D*K*K, H, W), weight (C, K*K, K, K) -> (B, C, H, W)
+// x (B, D, M, H, W), weight (C, M, K, K) -> (B, C, H, W)
 at::Tensor forward(const at::Tensor& f, const at::Tensor& weight, int64_t dilation) {
   check(f, weight);
-  auto out = at::empty({f.size(0), weight.size(0), f.size(2), f.size(3)}, f.options());
+  auto out = at::empty({f.size(0), weight.size(0), f.size(3), f.size(4)}, f.options());
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "acmix_shift_conv_forward", [&] {
     const Geo g = geometry(f, weight, dilation, 32 / sizeof(scalar_t));
     const int bs = block_size(g.n);
     const int64_t nb = (g.n + bs - 1) / bs;
-    // packed (D, NB, KK, KK, BS): heads of one block side by side
-    auto wpk = at::zeros({g.d * nb * g.kk * g.kk * bs}, weight.options());
+    // packed (D, NB, M, KK, BS): heads of one block side by side
+    auto wpk = at::zeros({g.d * nb * g.m * g.kk * bs}, weight.options());
     {
-      auto padded = at::zeros({g.d, nb * bs, g.kk, g.kk}, weight.options());
-      padded.narrow(1, 0, g.n).copy_(weight.view({g.d, g.n, g.kk, g.kk}));
-      wpk.view({g.d, nb, g.kk, g.kk, bs}).copy_(padded.view({g.d, nb, bs, g.kk, g.kk}).permute({0, 1, 3, 4, 2}));
+      auto padded = at::zeros({g.d, nb * bs, g.m, g.kk}, weight.options());
+      padded.narrow(1, 0, g.n).copy_(weight.view({g.d, g.n, g.m, g.kk}));
+      wpk.view({g.d, nb, g.m, g.kk, bs}).copy_(padded.view({g.d, nb, bs, g.m, g.kk}).permute({0, 1, 3, 4, 2}));
     }
     const scalar_t* fp = f.data_ptr<scalar_t>();
     const scalar_t* wp = wpk.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, g.b * g.d, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> buf(g.kk * g.ph * g.pw);
+      std::vector<scalar_t> buf(g.m * g.ph * g.pw);
       for (int64_t t = begin; t < end; ++t) {
         if (bs == 1) fwd_one<1>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
         else if (bs == 2) fwd_one<2>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
@@ -244,22 +247,22 @@ at::Tensor forward(const at::Tensor& f, const at::Tensor& weight, int64_t dilati
   return out;
 }
 
-// grad (B, C, H, W) -> [dx (B, D*K*K, H, W), dweight (C, K*K, K, K)]
+// grad (B, C, H, W) -> [dx (B, D, M, H, W) with x's strides, dweight (C, M, K, K)]
 std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, const at::Tensor& weight,
                                  int64_t dilation) {
   check(f, weight);
   TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == f.scalar_type() && grad.dim() == 4, "grad must be contiguous (B, C, H, W)");
-  auto df = at::empty_like(f);
+  auto df = at::empty_like(f);  // keeps x's strides (dense)
   auto dw = at::empty_like(weight);
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "acmix_shift_conv_backward", [&] {
     const Geo g = geometry(f, weight, dilation, 32 / sizeof(scalar_t));
-    const int bs = block_size(g.kk) >= 3 ? block_size(g.kk) : 4;  // taps: the 3- and 4-wide tiles only
-    const int64_t jbs = (g.kk + bs - 1) / bs;
+    const int bs = block_size(g.m) >= 3 ? block_size(g.m) : 4;  // input planes: the 3- and 4-wide tiles only
+    const int64_t jbs = (g.m + bs - 1) / bs;
     // packed (D, JB, N, KK(taps), BS): input maps of one block side by side
     auto wpk = at::zeros({g.d, jbs, g.n, g.kk, bs}, weight.options());
     {
       auto padded = at::zeros({g.d, g.n, jbs * bs, g.kk}, weight.options());
-      padded.narrow(2, 0, g.kk).copy_(weight.view({g.d, g.n, g.kk, g.kk}));
+      padded.narrow(2, 0, g.m).copy_(weight.view({g.d, g.n, g.m, g.kk}));
       wpk.copy_(padded.view({g.d, g.n, jbs, bs, g.kk}).permute({0, 2, 1, 4, 3}));
     }
     const scalar_t* gp = grad.data_ptr<scalar_t>();
@@ -275,7 +278,7 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, co
       }
     });
     at::parallel_for(0, g.d, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> fbuf(g.kk * g.ph * g.pw), gbuf(g.n * g.h * g.wr);
+      std::vector<scalar_t> fbuf(g.m * g.ph * g.pw), gbuf(g.n * g.h * g.wr);
       for (int64_t gi = begin; gi < end; ++gi) bww_one(gp, fp, dwp, g, gi, fbuf.data(), gbuf.data());
     });
   });
@@ -304,6 +307,23 @@ def _compute(t: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     return t.to(dtype).contiguous()
 
 
+def _dense(x: torch.Tensor) -> bool:
+    """True when ``x`` is a permutation of a contiguous tensor (no gaps, no overlaps)."""
+    expected = 1
+    for size, stride in sorted(zip(x.shape, x.stride()), key=lambda p: p[1]):
+        if size > 1 and stride != expected:
+            return False
+        expected *= size
+    return True
+
+
+def _compute_planes(x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``x`` (B, D, M, H, W) in ``dtype``, keeping its strides when it is dense with contiguous H x W planes."""
+    x = x.to(dtype)
+    planes_contiguous = x.stride(-1) == 1 and x.stride(-2) == x.shape[-1]
+    return x if planes_contiguous and _dense(x) else x.contiguous()
+
+
 def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     # float16/bfloat16 are computed in float32 and cast back, like the local-attention op
     return x.dtype if x.dtype in _COMPUTE_DTYPES else torch.float32
@@ -312,19 +332,19 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 @torch.library.custom_op('acmix::shift_conv_fwd', mutates_args=())
 def _fwd_op(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
     dt = _compute_dtype(x)
-    return _load().forward(_compute(x, dt), _compute(weight, dt), dilation).to(x.dtype)
+    return _load().forward(_compute_planes(x, dt), _compute(weight, dt), dilation).to(x.dtype)
 
 
 @_fwd_op.register_fake
 def _fwd_fake(x, weight, dilation):
-    return x.new_empty(x.shape[0], weight.shape[0], x.shape[2], x.shape[3])
+    return x.new_empty(x.shape[0], weight.shape[0], x.shape[3], x.shape[4])
 
 
 @torch.library.custom_op('acmix::shift_conv_bwd', mutates_args=())
 def _bwd_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
             dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
     dt = _compute_dtype(x)
-    dx, dw = _load().backward(_compute(grad, dt), _compute(x, dt), _compute(weight, dt), dilation)
+    dx, dw = _load().backward(_compute(grad, dt), _compute_planes(x, dt), _compute(weight, dt), dilation)
     return dx.to(x.dtype), dw.to(weight.dtype)
 
 
@@ -349,19 +369,20 @@ _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
-    if x.dim() != 4 or weight.dim() != 4 or weight.shape[2] != weight.shape[3] or \
-            weight.shape[1] != weight.shape[2] ** 2 or x.shape[1] % weight.shape[1] or \
-            weight.shape[0] % (x.shape[1] // weight.shape[1]):
-        raise ValueError(f'shift_conv needs x (B, D*k*k, H, W) and weight (D*N, k*k, k, k), got x {tuple(x.shape)} '
+    if x.dim() != 5 or weight.dim() != 4 or weight.shape[2] != weight.shape[3] or \
+            weight.shape[1] != x.shape[2] or weight.shape[0] % x.shape[1]:
+        raise ValueError(f'shift_conv needs x (B, D, M, H, W) and weight (D*N, M, k, k), got x {tuple(x.shape)} '
                          f'and weight {tuple(weight.shape)}')
 
 
 def shift_conv(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> torch.Tensor:
-    """``dep_conv`` (stride 1, zero padding ``dilation*(k-1)//2``, no bias, ``groups = D``) with the C++ kernel.
+    """Grouped k x k conv (stride 1, zero padding ``dilation*(k-1)//2``, no bias, ``D`` groups) with the C++ kernel.
 
     Args:
-        x: (B, D*k*k, H, W) CPU tensor, channel ``g*k*k + j`` (``acmix.conv_path.shift_layout``).
-        weight: (D*N, k*k, k, k), ``dep_conv.weight``; output channel ``g*N + h`` reads channels of group ``g``.
+        x: (B, D, M, H, W) CPU tensor, the M input planes of each of the D groups, any strides with contiguous
+            H x W planes: ``dep_conv``'s input ``(B, D*k*k, H, W)`` viewed as (B, D, k*k, H, W), or the conv
+            path's Stage I maps (B, M, D, H, W) transposed (``acmix.conv_path.ShiftGroupConv.conv_path``).
+        weight: (D*N, M, k, k); output channel ``g*N + h`` reads the planes of group ``g``.
         dilation: spacing of the k x k taps.
 
     Returns:
@@ -374,5 +395,6 @@ def shift_conv(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> torc
 def shift_conv_reference(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> torch.Tensor:
     """The grouped ``F.conv2d`` that ``shift_conv`` computes."""
     _check(x, weight)
+    b, d, m, h, w = x.shape
     k = weight.shape[-1]
-    return F.conv2d(x, weight, None, 1, dilation * (k - 1) // 2, dilation, x.shape[1] // weight.shape[1])
+    return F.conv2d(x.reshape(b, d * m, h, w), weight, None, 1, dilation * (k - 1) // 2, dilation, d)
