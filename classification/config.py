@@ -107,6 +107,9 @@ _C.TRAIN.ACCUM_STEPS = 1
 # shuffled passes, whatever the split's size, so EPOCHS x N is a fixed step budget and the run time does not
 # grow with the data (demos, short recipes).
 _C.TRAIN.STEPS_PER_EPOCH = 0
+# With STEPS_PER_EPOCH 0, N > 0 caps an epoch at N optimizer steps: a split smaller than that is one full pass
+# per epoch, a larger one gives N steps (as STEPS_PER_EPOCH N), so the run time is bounded whatever the data size.
+_C.TRAIN.MAX_STEPS_PER_EPOCH = 0
 
 _C.TRAIN.OPTIMIZER = CN()
 # Any timm optimizer name (timm.optim.create_optimizer_v2): 'adamw', 'lamb', ...; 'sgd' is Nesterov SGD,

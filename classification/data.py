@@ -192,13 +192,20 @@ class FixedLengthSampler(DistributedSampler):
 def build_loader(cfg: CfgNode, dataset: Dataset, is_training: bool, world_size: int = 1, rank: int = 0
                  ) -> DataLoader:
     """Training: a DistributedSampler (also for one process) seeded with SEED, a :class:`FixedLengthSampler` with
-    TRAIN.STEPS_PER_EPOCH, or timm's RepeatAugSampler with DATA.REPEATED_AUG, whose ``set_epoch(e)`` makes the
+    TRAIN.STEPS_PER_EPOCH (or MAX_STEPS_PER_EPOCH when the split is larger than that many steps), or timm's RepeatAugSampler with DATA.REPEATED_AUG, whose ``set_epoch(e)`` makes the
     order a function of the epoch; full batches only (mixup needs even batches).  Evaluation: in order."""
     if is_training:
-        if cfg.TRAIN.STEPS_PER_EPOCH:
+        images_per_step = cfg.TRAIN.ACCUM_STEPS * cfg.DATA.BATCH_SIZE * world_size
+        steps, cap = cfg.TRAIN.STEPS_PER_EPOCH, cfg.TRAIN.MAX_STEPS_PER_EPOCH
+        if steps and cap:
+            raise DataError(f'TRAIN.STEPS_PER_EPOCH {steps} and TRAIN.MAX_STEPS_PER_EPOCH {cap}: set one of them')
+        if cap and len(dataset) // images_per_step > cap:
+            steps = cap  # a split larger than the cap: `cap` steps per epoch
+        if steps:
             if cfg.DATA.REPEATED_AUG:
-                raise DataError('TRAIN.STEPS_PER_EPOCH and DATA.REPEATED_AUG cannot be combined')
-            images = cfg.TRAIN.STEPS_PER_EPOCH * cfg.TRAIN.ACCUM_STEPS * cfg.DATA.BATCH_SIZE * world_size
+                raise DataError('TRAIN.STEPS_PER_EPOCH / MAX_STEPS_PER_EPOCH and DATA.REPEATED_AUG cannot be '
+                                'combined')
+            images = steps * images_per_step
             sampler = FixedLengthSampler(dataset, images, num_replicas=world_size, rank=rank, seed=cfg.SEED)
         elif cfg.DATA.REPEATED_AUG:  # seeded by the epoch alone, as in DeiT
             sampler = RepeatAugSampler(dataset, num_replicas=world_size, rank=rank, shuffle=True)

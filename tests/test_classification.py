@@ -469,3 +469,19 @@ def test_steps_per_epoch_fixes_the_epoch_whatever_the_data_size(n_images):
     first_pass = epochs[0][:n_images]
     assert len(set(first_pass)) == len(first_pass)  # every image once before any repeats
     assert len(set(epochs[0])) == min(n_images, 20)
+
+
+@pytest.mark.parametrize('n_images, steps', [(7, 1), (17, 4), (100, 5)])
+def test_max_steps_per_epoch_caps_a_full_pass(n_images, steps):
+    """TRAIN.MAX_STEPS_PER_EPOCH: one full pass per epoch (full batches) when the split is small, at most that many
+    steps when it is large; combined with STEPS_PER_EPOCH it is an error naming both keys."""
+    cfg = load_config(None, ['DATA.BATCH_SIZE', '4', 'DATA.NUM_WORKERS', '0', 'TRAIN.MAX_STEPS_PER_EPOCH', '5'])
+    loader = build_loader(cfg, list(range(n_images)), True)
+    loader.sampler.set_epoch(0)
+    batch_items = torch.cat(list(loader)).tolist()
+    assert len(loader) == steps and len(batch_items) == 4 * steps
+    assert len(set(batch_items)) == len(batch_items)  # no image twice within the epoch
+    cfg.defrost()
+    cfg.TRAIN.STEPS_PER_EPOCH = 3
+    with pytest.raises(DataError, match='TRAIN.STEPS_PER_EPOCH 3 and TRAIN.MAX_STEPS_PER_EPOCH 5'):
+        build_loader(cfg, list(range(n_images)), True)

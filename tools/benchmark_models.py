@@ -224,7 +224,7 @@ def _acmix_parts(m: nn.Module, x: torch.Tensor) -> List[Part]:
     return [
         ('stage I (q, k, v as one projection)', m._stage1, [_leaf(x)]),
         ('attention path', m._attention_path, [qkv]),
-        ('conv path (fc, layout, dep_conv)', m._conv_path, [qkv]),
+        ('conv path (fc, layout, dep_conv; or fc folded in)', m._conv_path, [qkv]),
         _layout_part(b, m.fc.in_channels, c // m.fc.in_channels, h, w, m.fc.out_channels),
         ('mix', m._mix, [att, conv]),
     ]
@@ -238,7 +238,7 @@ def _window_parts(m: nn.Module, x: torch.Tensor, shift: Tuple[int, int], mask: O
 
     def conv_path(qkv: torch.Tensor) -> torch.Tensor:  # as in ACmixWindowAttention.forward
         f = qkv.permute(0, 3, 1, 2).reshape(b, 3 * m.num_heads, m.head_dim, h * w)
-        return m.dep_conv(_fc_layout(m.fc(f), h, w)).permute(0, 2, 3, 1)
+        return m.dep_conv.conv_path(f, m.fc.weight, m.fc.bias, h, w).permute(0, 2, 3, 1)
 
     with torch.no_grad():
         xr = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if any(shift) else x
@@ -250,7 +250,7 @@ def _window_parts(m: nn.Module, x: torch.Tensor, shift: Tuple[int, int], mask: O
     return [
         ('stage I (qkv Linear)', m.qkv, [_leaf(xr)]),
         ('attention path (windows, SDPA, proj)', lambda t: m._window_attention(t, shift, mask), [_leaf(qkv)]),
-        ('conv path (permute, fc, layout, dep_conv, permute)', conv_path, [_leaf(qkv)]),
+        ('conv path (permute, fc, layout, dep_conv or fc folded in, permute)', conv_path, [_leaf(qkv)]),
         _layout_part(b, 3 * m.num_heads, m.head_dim, h, w, m.fc.out_channels),
         ('mix', m._mix, [att, conv]),
         ('layout: roll in (and the same again out)', roll, [_leaf(x)]),
@@ -268,11 +268,11 @@ def _sr_parts(m: nn.Module, x: torch.Tensor, h: int, w: int) -> List[Part]:
         return torch.cat([q.flatten(), m.kv(t).flatten()])
 
     def conv_path(f: torch.Tensor) -> torch.Tensor:
-        return m.dep_conv(_fc_layout(m.fc(f), h, w))
+        return m.dep_conv.conv_path(f, m.fc.weight, m.fc.bias, h, w)
 
     return [
         ('stage I (q, sr + norm, kv)', stage1, [_leaf(x)]),
-        ('conv path (fc, layout, dep_conv)', conv_path,
+        ('conv path (fc, layout, dep_conv; or fc folded in)', conv_path,
          [torch.randn(b, 3 * m.num_heads, m.head_dim, h * w, requires_grad=True)]),
     ]
 
