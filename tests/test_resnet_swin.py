@@ -178,7 +178,7 @@ def _analytic_macs(model: nn.Module, x: torch.Tensor) -> int:
     hooks = []
     for mod in model.modules():
         if isinstance(mod, ShiftGroupConv):
-            mod.fold_fc = False  # the model as defined: fc, then dep_conv (as count_macs counts it)
+            mod.use_kernel = False  # the model as defined: fc, then the dep_conv module (whose hook counts it)
         hook = {nn.Conv2d: conv_hook, ShiftGroupConv: conv_hook, nn.Linear: linear_hook, ACmix: acmix_hook,
                 ACmixWindowAttention: window_hook}.get(type(mod))
         if hook is not None:
