@@ -10,7 +10,7 @@ Classification: configs/classification/demo.yaml (ACmix-ResNet-26 from scratch o
 trains on a CPU in a few minutes.  Detection / segmentation: the demo configs under configs/detection/ and
 configs/segmentation/ (miniature Swin-ACmix backbones on drawn COCO / ADE20K-format sets, the real 80 / 150
 label spaces); they need the OpenMMLab stack, which is installed the first time (tools/_openmmlab.py).  Every
-recipe is a fixed number of optimizer steps, so its run time does not grow with the data.  Prints the metric
+recipe has a bounded number of optimizer steps, so its run time does not grow with the data.  Prints the metric
 and the TensorBoard log folder; exits non-zero if the metric is below --min-metric (default: the task's
 threshold in TASKS; --min-top1 is an alias).  Each step is the ordinary command line, so the demo shows exactly
 what a user runs.
