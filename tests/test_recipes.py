@@ -203,7 +203,7 @@ CONFIGS = {
        for b in ('acmix-r50', 'san10', 'acmix-san10')},
     **{f'segmentation/upernet_{p}swin-{s}_8xb2-160k_ade20k-512x512.py': (f'swin-upernet-{s}', {}, SWIN_SEG_DEV)
        for p in ('', 'acmix-') for s in 'ts'},
-    'segmentation/demo_fpn_acmix-swin-mini_1xb8-240it_ade20k-128x128.py': DEMO,
+    'segmentation/demo_fpn_acmix-swin-mini_1xb8-400it_ade20k-128x128.py': DEMO,
 }
 
 

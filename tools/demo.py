@@ -35,7 +35,7 @@ TASKS = {
     'classification': ('configs/classification/demo.yaml', 'top1', 'top-1 accuracy (%)', 90.0),
     'detection': ('configs/detection/demo_mask-rcnn_acmix-swin-mini_fpn_1xb4-300it_coco.py', 'bbox_mAP',
                   'bbox mAP (0-1)', 0.3),
-    'segmentation': ('configs/segmentation/demo_fpn_acmix-swin-mini_1xb8-240it_ade20k-128x128.py', 'mIoU',
+    'segmentation': ('configs/segmentation/demo_fpn_acmix-swin-mini_1xb8-400it_ade20k-128x128.py', 'mIoU',
                      'mIoU (%)', 30.0),
 }
 

@@ -3,10 +3,12 @@
 # IoUMetric) with only the model size, the image scale and the schedule changed:
 #   * backbone: Swin-ACmix with embed_dim 32, depths (1, 1, 1, 1), heads (1, 2, 4, 8); FPN 64 channels, head 64;
 #   * scenes resized around 256x160 with 128x128 crops instead of 2048x512 / 512x512;
-#   * 240 iterations of batch 8 (16 epochs of 120 scenes), AdamW lr 1e-3 (no ImageNet weights), validation only at the end.
+#   * 400 iterations of batch 8 (a fixed budget whatever the data size), AdamW lr 2e-3 (no ImageNet weights), poly
+#     decay, validation only at the end.  On the variant-2 set (indoor rooms, 10 other classes, 360 scenes) the
+#     previous 240 iterations at lr 1e-3 reached mIoU 39.6; this recipe 54.5 in 6.5 min (1 thread, 2-core CPU).
 #
 #   python tools/make_demo_data.py segmentation data/ade-demo
-#   python tools/train.py configs/segmentation/demo_fpn_acmix-swin-mini_1xb8-240it_ade20k-128x128.py \
+#   python tools/train.py configs/segmentation/demo_fpn_acmix-swin-mini_1xb8-400it_ade20k-128x128.py \
 #       --data-path data/ade-demo --work-dir work_dirs/seg-demo
 _base_ = [
     '_base_/models/fpn.py', '_base_/datasets/ade20k.py',
@@ -16,7 +18,7 @@ _base_ = [
 data_root = 'data/ade-demo'
 crop_size = (128, 128)
 _scale = (256, 160)
-_iters = 240
+_iters = 400
 
 model = dict(
     data_preprocessor=dict(size=crop_size),
@@ -60,7 +62,7 @@ val_dataloader = dict(
     dataset=dict(data_root=data_root, pipeline=test_pipeline))
 test_dataloader = val_dataloader
 
-optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.01))
+optim_wrapper = dict(optimizer=dict(lr=0.002, weight_decay=0.01))
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=20),
     dict(type='PolyLR', eta_min=0.0, power=0.9, begin=20, end=_iters, by_epoch=False),
