@@ -192,7 +192,7 @@ CONFIGS = {
     **{f'detection/cascade-mask-rcnn_{p}swin-{s}_fpn_8xb2-ms-crop-3x_coco.py': (f'swin-cascade-{s}-3x', {},
                                                                                  SWIN_DET_DEV)
        for p in ('', 'acmix-') for s in 'ts'},
-    'detection/demo_mask-rcnn_acmix-swin-mini_fpn_1xb4-300it_coco.py': DEMO,
+    'detection/demo_mask-rcnn_acmix-swin-mini_fpn_1xb4-500it_coco.py': DEMO,
     # ADE20K
     **{f'segmentation/fpn_{p}pvt-{s}_8xb4-40k_ade20k-512x512.py': (f'pvt-fpn-{s}', {}, PVT_FPN_DEV)
        for p in ('', 'acmix-') for s in 'ts'},

@@ -33,7 +33,7 @@ PY = sys.executable
 # task -> (config, metric key in metrics.json, label, default --min-metric)
 TASKS = {
     'classification': ('configs/classification/demo.yaml', 'top1', 'top-1 accuracy (%)', 90.0),
-    'detection': ('configs/detection/demo_mask-rcnn_acmix-swin-mini_fpn_1xb4-300it_coco.py', 'bbox_mAP',
+    'detection': ('configs/detection/demo_mask-rcnn_acmix-swin-mini_fpn_1xb4-500it_coco.py', 'bbox_mAP',
                   'bbox mAP (0-1)', 0.3),
     'segmentation': ('configs/segmentation/demo_fpn_acmix-swin-mini_1xb8-400it_ade20k-128x128.py', 'mIoU',
                      'mIoU (%)', 30.0),

@@ -5,12 +5,14 @@
 #     FPN / RPN / RoI heads 64 channels wide, box head fc 256;
 #   * images resized to fit 224x160 instead of 1333x800, so objects are 10-70 px: RPN anchors of scale 4
 #     (16 px on P2 ... 256 px on P6) instead of 8, which would start at 32 px;
-#   * a fixed budget of 300 iterations of batch 4 (run time independent of the dataset's size), AdamW lr 1e-3
-#     (no ImageNet weights) with 50 warm-up iterations and a x0.1 step at 240; no validation during training
-#     (tools/demo.py tests right after; `--opts train_cfg.val_interval=300` adds it).
+#   * a fixed budget of 500 iterations of batch 4 (run time independent of the dataset's size), AdamW lr 2e-3
+#     (no ImageNet weights) with 50 warm-up iterations and a x0.1 step at 400; no validation during training
+#     (tools/demo.py tests right after; `--opts train_cfg.val_interval=500` adds it).  On the variant-2 set
+#     (10 other classes, about 1,400 objects), bbox mAP: 300 iterations at lr 1e-3 0.14, at lr 2e-3 0.15;
+#     500 at 2e-3 0.32; 600 at 2e-3 0.38 (11.8 min with its test on 2 threads, 1.1 s per iteration).
 #
 #   python tools/make_demo_data.py detection data/coco-demo [--variant 2]
-#   python tools/train.py configs/detection/demo_mask-rcnn_acmix-swin-mini_fpn_1xb4-300it_coco.py \
+#   python tools/train.py configs/detection/demo_mask-rcnn_acmix-swin-mini_fpn_1xb4-500it_coco.py \
 #       --data-path data/coco-demo --work-dir work_dirs/det-demo
 _base_ = [
     '_base_/models/mask-rcnn_fpn.py', '_base_/datasets/coco_instance.py',
@@ -56,13 +58,13 @@ test_dataloader = val_dataloader
 val_evaluator = dict(ann_file=data_root + 'annotations/instances_val2017.json')
 test_evaluator = val_evaluator
 
-_iters = 300
+_iters = 500
 train_cfg = dict(_delete_=True, type='IterBasedTrainLoop', max_iters=_iters, val_interval=_iters + 1)
 param_scheduler = [
     dict(type='LinearLR', start_factor=0.01, by_epoch=False, begin=0, end=50),
-    dict(type='MultiStepLR', begin=0, end=_iters, by_epoch=False, milestones=[240], gamma=0.1),
+    dict(type='MultiStepLR', begin=0, end=_iters, by_epoch=False, milestones=[400], gamma=0.1),
 ]
-optim_wrapper = dict(optimizer=dict(lr=0.001, weight_decay=0.05))
+optim_wrapper = dict(optimizer=dict(lr=0.002, weight_decay=0.05))
 default_hooks = dict(
     logger=dict(interval=20),
     checkpoint=dict(by_epoch=False, interval=_iters),
