@@ -192,8 +192,9 @@ class FixedLengthSampler(DistributedSampler):
 def build_loader(cfg: CfgNode, dataset: Dataset, is_training: bool, world_size: int = 1, rank: int = 0
                  ) -> DataLoader:
     """Training: a DistributedSampler (also for one process) seeded with SEED, a :class:`FixedLengthSampler` with
-    TRAIN.STEPS_PER_EPOCH (or MAX_STEPS_PER_EPOCH when the split is larger than that many steps), or timm's RepeatAugSampler with DATA.REPEATED_AUG, whose ``set_epoch(e)`` makes the
-    order a function of the epoch; full batches only (mixup needs even batches).  Evaluation: in order."""
+    TRAIN.STEPS_PER_EPOCH (or MAX_STEPS_PER_EPOCH when the split is larger than that many steps), or timm's
+    RepeatAugSampler with DATA.REPEATED_AUG, whose ``set_epoch(e)`` makes the order a function of the epoch; full
+    batches only (mixup needs even batches).  Evaluation: in order."""
     if is_training:
         images_per_step = cfg.TRAIN.ACCUM_STEPS * cfg.DATA.BATCH_SIZE * world_size
         steps, cap = cfg.TRAIN.STEPS_PER_EPOCH, cfg.TRAIN.MAX_STEPS_PER_EPOCH

@@ -13,7 +13,7 @@ The counter knows nothing about a few kernels that do real multiply-accumulate w
   weighted sum of values.  The query scaling and the positional term (``k - pe``), applied by the kernel as it
   reads, are not counted.
 * ``acmix::shift_conv_fwd`` (the C++ kernel of ``dep_conv``, ``acmix.kernels.shift_conv``): the grouped conv it
-  replaces, ``B * C_out * (k^2 input channels per group) * k^2 * H * W`` MACs.
+  computes, ``B * C_out * (M input planes per group) * k^2 * H * W`` MACs (M = k^2 for ``dep_conv``).
 * ``aten._scaled_dot_product_flash_attention_for_cpu`` (the CPU SDPA kernel ``ACmixWindowAttention`` reaches):
   same formula as the CUDA SDPA kernels, ``2 * B*h*L*S*d`` MACs.
 * ``aten.addcmul`` / ``aten.addcmul_``: one MAC per output element.  SAN's patchwise aggregation (``acmix.patchwise``

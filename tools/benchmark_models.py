@@ -198,34 +198,17 @@ def _leaf(t: torch.Tensor) -> torch.Tensor:
     return t.detach().clone().requires_grad_()
 
 
-def _fc_layout(f: torch.Tensor, h: int, w: int) -> torch.Tensor:
-    """fc's (B, k^2, head_dim, H*W) output -> dep_conv's input (B, head_dim*k^2, H, W) (a copy)."""
-    return f.transpose(1, 2).reshape(f.shape[0], -1, h, w)
-
-
-def _layout_part(b: int, maps: int, head_dim: int, h: int, w: int, k2: int) -> Part:
-    """About the copies between the paths: one of the 3N Stage I maps (the cat of q|k|v, or Swin's permute) and
-    fc's output transpose; already included in the conv path's time."""
-    def layout(x: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
-        return torch.cat([x.flatten(), _fc_layout(f, h, w).flatten()])
-    return ('  of which layout copies (q|k|v cat or permute, fc-output transpose)', layout,
-            [torch.randn(b, maps * head_dim, h, w, requires_grad=True),
-             torch.randn(b, k2, head_dim, h * w, requires_grad=True)])
-
-
 def _acmix_parts(m: nn.Module, x: torch.Tensor) -> List[Part]:
     """``acmix.ACmix`` (ResNet local / SAN patchwise): parts of ``ACmix.forward``."""
     with torch.no_grad():
         qkv = m._stage1(x)
         att = m._attention_path(qkv)
         conv = m._conv_path(qkv)
-    b, c, h, w = qkv.shape
     qkv, att, conv = map(_leaf, (qkv, att, conv))
     return [
         ('stage I (q, k, v as one projection)', m._stage1, [_leaf(x)]),
         ('attention path', m._attention_path, [qkv]),
-        ('conv path (fc, layout, dep_conv; or fc folded in)', m._conv_path, [qkv]),
-        _layout_part(b, m.fc.in_channels, c // m.fc.in_channels, h, w, m.fc.out_channels),
+        ('conv path (fc + dep_conv, or fc folded in)', m._conv_path, [qkv]),
         ('mix', m._mix, [att, conv]),
     ]
 
@@ -250,8 +233,9 @@ def _window_parts(m: nn.Module, x: torch.Tensor, shift: Tuple[int, int], mask: O
     return [
         ('stage I (qkv Linear)', m.qkv, [_leaf(xr)]),
         ('attention path (windows, SDPA, proj)', lambda t: m._window_attention(t, shift, mask), [_leaf(qkv)]),
-        ('conv path (permute, fc, layout, dep_conv or fc folded in, permute)', conv_path, [_leaf(qkv)]),
-        _layout_part(b, 3 * m.num_heads, m.head_dim, h, w, m.fc.out_channels),
+        ('conv path (permute, fc + dep_conv or fc folded in, permute)', conv_path, [_leaf(qkv)]),
+        ('  of which the copy of qkv to planar maps (its first permute)',
+         lambda t: t.permute(0, 3, 1, 2).contiguous(), [_leaf(qkv)]),
         ('mix', m._mix, [att, conv]),
         ('layout: roll in (and the same again out)', roll, [_leaf(x)]),
     ]
@@ -272,7 +256,7 @@ def _sr_parts(m: nn.Module, x: torch.Tensor, h: int, w: int) -> List[Part]:
 
     return [
         ('stage I (q, sr + norm, kv)', stage1, [_leaf(x)]),
-        ('conv path (fc, layout, dep_conv; or fc folded in)', conv_path,
+        ('conv path (fc + dep_conv, or fc folded in)', conv_path,
          [torch.randn(b, 3 * m.num_heads, m.head_dim, h * w, requires_grad=True)]),
     ]
 

@@ -3,17 +3,20 @@
 ``dep_conv`` is ``Conv2d(head_dim*k^2 -> C, k, groups=head_dim)`` (``C = head * head_dim``): output channel
 ``o = g * head + h`` reads the ``k^2`` input channels ``g*k^2 .. g*k^2 + k^2 - 1``.  oneDNN runs such a grouped conv
 (9 input and ``head`` output channels per group) far below its speed on dense convs, and its backward is slower
-still, so on CPU this op computes it directly:
+still, so on CPU this op computes it directly, for any number M of input planes per group (``k^2`` for
+``dep_conv``; the 3 * heads Stage I maps when ``ShiftGroupConv.conv_path`` folds ``fc`` into it):
 
-    out[b, g*head + h, y, x] = sum_{j, a, c} weight[g*head + h, j, a, c] * x[b, g*k^2 + j, y + dy_a, x + dx_c]
+    out[b, g*N + h, y, x] = sum_{m, a, c} weight[g*N + h, m, a, c] * x[b, g, m, y + dy_a, x + dx_c]
 
 with ``dy_a = dilation*a - pad``, ``dx_c = dilation*c - pad``, ``pad = dilation*(k-1)//2`` and zero padding,
-i.e. exactly ``F.conv2d(x, weight, None, 1, pad, dilation, groups=head_dim)``.  One task is one (image, group)
-pair; its ``k^2`` input planes are copied into a zero-padded buffer and every output row is computed in register
-tiles of 8 pixels x 3 or 4 output channels, so each loaded input vector feeds several FMAs.  The weight gradient
-runs one group per task with vector partial sums flushed to float64 per image.  The float32 loops are compiled for
-AVX2+FMA and for baseline x86-64 and picked by a CPU check at run time; float64 (tests) uses the baseline loops.
-Stride 1 only: ``ShiftGroupConv`` (``acmix.conv_path``) keeps the grouped conv for strided blocks and off CPU.
+i.e. exactly ``F.conv2d(x.reshape(B, D*M, H, W), weight, None, 1, pad, dilation, groups=D)``.  ``x`` is
+(B, D, M, H, W) with any dense strides whose H x W planes are contiguous, so a transposed view is read in place,
+and its gradient has the same strides.  One task is one (image, group) pair; its M input planes are copied into a
+zero-padded buffer and every output row is computed in register tiles of 8 pixels x 3 or 4 output channels, so
+each loaded input vector feeds several FMAs.  The weight gradient runs one group per task with vector partial sums
+flushed to float64 per image.  The float32 loops are compiled for AVX2+FMA and for baseline x86-64 and picked by a
+CPU check at run time; float64 (tests) uses the baseline loops.  Stride 1 only: ``ShiftGroupConv``
+(``acmix.conv_path``) keeps the grouped conv for strided blocks and off CPU.
 
 ``shift_conv(x, weight, dilation)`` is the entry point; ``shift_conv_reference`` is the same computation with
 ``F.conv2d``, and the tests check that they agree (outputs and gradients, float64 ``gradcheck``).
@@ -207,7 +210,8 @@ void check(const at::Tensor& f, const at::Tensor& weight) {
               "weight must be a contiguous (D*N, M, K, K) tensor matching x (B, D, M, H, W)");
 }
 
-// block of heads (forward) / taps (backward) per register tile: 4, 3, 2 or 1 when it divides, else 4 (zero-padded)
+// block of heads (forward) / input planes (backward) per register tile: 4, 3, 2 or 1 when it divides, else 4
+// (zero-padded)
 int block_size(int64_t n) {
   for (int bs : {4, 3, 2, 1})
     if (n % bs == 0 && (bs > 1 || n == 1)) return bs;
