@@ -127,4 +127,16 @@ def test_benchmark_models_tool_runs(capsys):
                 '--no-memory', '--clock', 'cpu'])
     out = capsys.readouterr().out
     assert '| `acmix_resnet26` / `conv_resnet26` |' in out and 'whole mixer' in out and 'cpu clock' in out
+    assert 'fc folding on' in out
+
+
+def test_benchmark_models_no_fold_fc_switches_folding_off(monkeypatch):
+    """--no-fold-fc: every ShiftGroupConv of the benchmarked models has fold_fc off (the 'before' of folding)."""
+    import tools.benchmark_models as bench
+    monkeypatch.setattr(bench, '_fold_fc', True)
+    bench.main(['--models', 'acmix_resnet26', '--img', '32', '--batch', '2', '--iters', '1', '--threads', '1',
+                '--no-memory', '--no-fold-fc', '--parts-only'])
+    model = bench.create('acmix_resnet26', 32)
+    convs = [m for m in model.modules() if isinstance(m, ShiftGroupConv)]
+    assert convs and not any(m.fold_fc for m in convs)
 

@@ -60,6 +60,8 @@ MiB = 2 ** 20
 # ----------------------------------------------------------------------------------------------------------------
 # --no-shift-kernel: dep_conv runs as the plain grouped conv (the code before the C++ kernel), for before/after runs
 _shift_kernel = True
+# --no-fold-fc: the conv path never folds fc into the kernel (ShiftGroupConv.fold_fc = False), for before/after runs
+_fold_fc = True
 
 
 def create(name: str, img: int) -> nn.Module:
@@ -69,7 +71,7 @@ def create(name: str, img: int) -> nn.Module:
     model = timm.create_model(name, **kwargs)
     for m in model.modules():
         if isinstance(m, ShiftGroupConv):
-            m.use_kernel = _shift_kernel
+            m.use_kernel, m.fold_fc = _shift_kernel, _fold_fc
     return model
 
 
@@ -143,7 +145,8 @@ def peak_training_bytes_here(name: str, img: int, batch: int) -> int:
 def peak_training_bytes(name: str, img: int, batch: int, threads: int) -> int:
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), '--threads', str(threads), '--img', str(img),
-           '--batch', str(batch), '--_peak-child', name] + ([] if _shift_kernel else ['--no-shift-kernel'])
+           '--batch', str(batch), '--_peak-child', name]
+    cmd += ([] if _shift_kernel else ['--no-shift-kernel']) + ([] if _fold_fc else ['--no-fold-fc'])
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if out.returncode != 0:
         raise RuntimeError(f'memory subprocess for {name} failed:\n{out.stderr[-3000:]}')
@@ -345,7 +348,8 @@ def machine_line(threads: int, batch: int, img: int, clock: str) -> str:
         pass
     load = ' / '.join(f'{v:.2f}' for v in os.getloadavg())
     return (f'batch {batch} at {img}x{img}, {threads} torch thread(s), {clock} clock, dep_conv C++ kernel '
-            f'{"on" if _shift_kernel else "off"}, torch {torch.__version__}, {cpu}, '
+            f'{"on" if _shift_kernel else "off"} (fc folding {"on" if _fold_fc else "off"}), '
+            f'torch {torch.__version__}, {cpu}, '
             f'{os.cpu_count()} cores, load average (1/5/15 min) {load}')
 
 
@@ -380,6 +384,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                         "--threads 1, where it equals the wall time on an idle core")
     p.add_argument('--no-shift-kernel', action='store_true',
                    help="run dep_conv as the plain grouped conv (ShiftGroupConv.use_kernel = False): the 'before'")
+    p.add_argument('--no-fold-fc', action='store_true',
+                   help="never fold fc into the kernel (ShiftGroupConv.fold_fc = False): the 'before' of folding")
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
     p.add_argument('--no-parts', action='store_true', help='skip the per-part profile')
     p.add_argument('--parts-only', action='store_true', help='only the per-part profile')
@@ -390,9 +396,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    global _clock, _shift_kernel
+    global _clock, _shift_kernel, _fold_fc
     _clock = CLOCKS[args.clock]
     _shift_kernel = not args.no_shift_kernel
+    _fold_fc = not args.no_fold_fc
     if args.peak_child:
         print(peak_training_bytes_here(args.peak_child, args.img, args.batch))
         return
