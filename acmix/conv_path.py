@@ -178,9 +178,9 @@ class TensorShift(ShiftPath, nn.Module):
 class ShiftGroupConv(ShiftPath, nn.Conv2d):
     """``dep_conv`` for ``shift='group_conv'``: the authors' ``Conv2d(head_dim*k^2 -> C, k, groups=head_dim)``.
 
-    Same parameters, state-dict keys and result as that ``nn.Conv2d`` (their checkpoints load strictly).  On CPU at
-    stride 1 it runs the C++ kernel ``acmix.kernels.shift_conv`` (several times faster than oneDNN's grouped
-    conv in forward and backward, equal to float rounding); strided, off CPU, or with ``use_kernel = False`` it
+    Same parameters, state-dict keys and result as that ``nn.Conv2d`` (their checkpoints load strictly).  On CPU it
+    runs the C++ kernel ``acmix.kernels.shift_conv`` (several times faster than oneDNN's grouped conv in forward
+    and backward, equal to float rounding), strided blocks included; off CPU, or with ``use_kernel = False``, it
     is the plain grouped conv, the reference the tests compare the kernel with.
     """
 
@@ -190,12 +190,14 @@ class ShiftGroupConv(ShiftPath, nn.Conv2d):
         self.fold_fc = True  # let conv_path fold fc into the kernel (folds_fc); MAC counts switch it off
 
     def _kernel_runs(self, x: torch.Tensor) -> bool:
-        return self.use_kernel and x.device.type == 'cpu' and self.stride == (1, 1) and shift_conv_kernel.available()
+        return (self.use_kernel and x.device.type == 'cpu' and self.stride[0] == self.stride[1]
+                and shift_conv_kernel.available())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._kernel_runs(x):
             b, _, h, w = x.shape
-            return torch.ops.acmix.shift_conv_fwd(x.view(b, self.groups, -1, h, w), self.weight, self.dilation[0])
+            return torch.ops.acmix.shift_conv_fwd(x.view(b, self.groups, -1, h, w), self.weight, self.dilation[0],
+                                                  self.stride[0])
         return self._conv_forward(x, self.weight, self.bias)
 
     def folds_fc(self, num_maps: int) -> bool:
@@ -223,7 +225,7 @@ class ShiftGroupConv(ShiftPath, nn.Conv2d):
             height, width: H and W.
 
         Returns:
-            (B, C, H, W) for stride 1 (``ceil(H/stride)`` etc. otherwise), equal to the unfolded computation.
+            (B, C, ceil(H/stride), ceil(W/stride)), equal to the unfolded computation.
         """
         b, m, d, _ = maps.shape
         if not self._kernel_runs(maps):
@@ -234,14 +236,14 @@ class ShiftGroupConv(ShiftPath, nn.Conv2d):
             if fc_bias is not None:
                 f = f + fc_bias[:, None]
             x = f.view(b, -1, d, height, width).transpose(1, 2)
-            return torch.ops.acmix.shift_conv_fwd(x, self.weight, self.dilation[0])
+            return torch.ops.acmix.shift_conv_fwd(x, self.weight, self.dilation[0], self.stride[0])
         weight = torch.einsum('ojab,jm->omab', self.weight, fc_weight[:, :, 0, 0])  # (C, M, k, k)
         x = maps.view(b, m, d, height, width).transpose(1, 2)                       # (B, D, M, H, W), a view
-        out = torch.ops.acmix.shift_conv_fwd(x, weight, self.dilation[0])
+        out = torch.ops.acmix.shift_conv_fwd(x, weight, self.dilation[0], self.stride[0])
         if fc_bias is not None:
             bias_kernel = torch.einsum('ojab,j->oab', self.weight, fc_bias).unsqueeze(1)   # (C, 1, k, k)
             ones = maps.new_ones(1, 1, height, width)
-            out = out + F.conv2d(ones, bias_kernel, None, 1, self.padding, self.dilation)  # (1, C, H, W)
+            out = out + F.conv2d(ones, bias_kernel, None, self.stride, self.padding, self.dilation)  # (1, C, Ho, Wo)
         return out
 
 

@@ -16,7 +16,7 @@ CASES = [(2, 4, 3, 9, 5, 7, 3, 1), (2, 3, 4, 25, 6, 5, 5, 2), (1, 2, 2, 9, 2, 1,
          (1, 2, 2, 6, 4, 4, 3, 2)]
 
 
-def _inputs(case, dtype, seed=0, maps_layout=False):
+def _inputs(case, dtype, seed=0, maps_layout=False, stride=1):
     """x (B, D, M, H, W): contiguous, or with ``maps_layout`` a transposed view of (B, M, D, H, W) maps."""
     b, n, d, m, h, w, k, dil = case
     gen = torch.Generator().manual_seed(seed)
@@ -24,18 +24,21 @@ def _inputs(case, dtype, seed=0, maps_layout=False):
     leaf = torch.randn(*shape, generator=gen, dtype=dtype).requires_grad_()
     x = leaf.transpose(1, 2) if maps_layout else leaf
     weight = torch.randn(d * n, m, k, k, generator=gen, dtype=dtype).requires_grad_()
-    grad = torch.randn(b, d * n, h, w, generator=gen, dtype=dtype)
+    grad = torch.randn(b, d * n, -(-h // stride), -(-w // stride), generator=gen, dtype=dtype)
     return leaf, x, weight, grad, dil
 
 
 @pytest.mark.parametrize('case', CASES)
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
 @pytest.mark.parametrize('maps_layout', [False, True])
-def test_shift_conv_matches_grouped_conv(case, dtype, maps_layout):
-    leaf, x, weight, grad, dil = _inputs(case, dtype, maps_layout=maps_layout)
-    out = shift_conv(x, weight, dil)
+@pytest.mark.parametrize('stride', [1, 2, 3])
+def test_shift_conv_matches_grouped_conv(case, dtype, maps_layout, stride):
+    """Output and both gradients equal the grouped conv's; strides 2 and 3 use the phase-split buffers and the
+    scattered input gradient, with odd sizes (partial last phase) and maps smaller than the stride."""
+    leaf, x, weight, grad, dil = _inputs(case, dtype, maps_layout=maps_layout, stride=stride)
+    out = shift_conv(x, weight, dil, stride)
     dx, dw = torch.autograd.grad(out, (leaf, weight), grad)
-    ref = shift_conv_reference(x, weight, dil)
+    ref = shift_conv_reference(x, weight, dil, stride)
     rdx, rdw = torch.autograd.grad(ref, (leaf, weight), grad)
     tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
     torch.testing.assert_close(out, ref, **tol)
@@ -44,10 +47,11 @@ def test_shift_conv_matches_grouped_conv(case, dtype, maps_layout):
 
 
 @pytest.mark.parametrize('maps_layout', [False, True])
-def test_shift_conv_gradcheck(maps_layout):
+@pytest.mark.parametrize('stride', [1, 2])
+def test_shift_conv_gradcheck(maps_layout, stride):
     leaf, _, weight, _, dil = _inputs((1, 3, 2, 4, 4, 5, 3, 1), torch.float64, maps_layout=maps_layout)
     view = (lambda t: t.transpose(1, 2)) if maps_layout else (lambda t: t)
-    assert torch.autograd.gradcheck(lambda a, b: shift_conv(view(a), b, dil), (leaf, weight))
+    assert torch.autograd.gradcheck(lambda a, b: shift_conv(view(a), b, dil, stride), (leaf, weight))
 
 
 def test_shift_conv_half_precision_computes_in_float32():
@@ -63,6 +67,8 @@ def test_shift_conv_rejects_bad_shapes():
         shift_conv(torch.randn(1, 2, 5, 4, 4), torch.randn(4, 9, 3, 3))
     with pytest.raises(ValueError, match='shift_conv needs'):
         shift_conv(torch.randn(1, 18, 4, 4), torch.randn(4, 9, 3, 3))
+    with pytest.raises(ValueError, match='positive dilation and stride'):
+        shift_conv(torch.randn(1, 2, 9, 4, 4), torch.randn(4, 9, 3, 3), 1, 0)
 
 
 @pytest.mark.parametrize('stride', [1, 2])
@@ -79,14 +85,16 @@ def test_shift_group_conv_is_the_authors_conv(stride):
     torch.testing.assert_close(conv(x), plain(x), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize('module, heads, fused', [('acmix', 4, True), ('acmix', 8, False), ('window', 3, True),
+@pytest.mark.parametrize('module, heads, fused', [('acmix', 4, True), ('acmix', 8, False), ('acmix-stride2', 4, True),
+                                                  ('acmix-stride2', 8, False), ('window', 3, True),
                                                   ('window', 6, False), ('sr', 1, True), ('sr', 5, False)])
 def test_modules_with_kernel_match_grouped_conv(module, heads, fused, monkeypatch):
-    """Whole ACmix / Swin-ACmix / PVT-ACmix modules: output and every gradient equal with the kernel on and off,
-    with ``fc`` folded into the kernel (``fused``: no more MACs, M*(N-1) <= N*k^2 with M = 3 * heads) and without."""
+    """Whole ACmix (stride 1 and 2) / Swin-ACmix / PVT-ACmix modules: output and every gradient equal with the kernel
+    on and off, with ``fc`` folded into the kernel (``fused``: no more MACs, M*(N-1) <= N*k^2 with M = 3 * heads)
+    and without."""
     torch.manual_seed(0)
-    if module == 'acmix':
-        m = ACmix(8 * heads, 8 * heads, head=heads).double()
+    if module.startswith('acmix'):
+        m = ACmix(8 * heads, 8 * heads, head=heads, stride=2 if module.endswith('stride2') else 1).double()
         x = torch.randn(2, 8 * heads, 9, 11, dtype=torch.float64)
         run = m
     elif module == 'window':

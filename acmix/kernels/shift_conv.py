@@ -6,19 +6,21 @@
 still, so on CPU this op computes it directly, for any number M of input planes per group (``k^2`` for
 ``dep_conv``; the 3 * heads Stage I maps when ``ShiftGroupConv.conv_path`` folds ``fc`` into it):
 
-    out[b, g*N + h, y, x] = sum_{m, a, c} weight[g*N + h, m, a, c] * x[b, g, m, y + dy_a, x + dx_c]
+    out[b, g*N + h, y, x] = sum_{m, a, c} weight[g*N + h, m, a, c] * x[b, g, m, s*y + dy_a, s*x + dx_c]
 
-with ``dy_a = dilation*a - pad``, ``dx_c = dilation*c - pad``, ``pad = dilation*(k-1)//2`` and zero padding,
-i.e. exactly ``F.conv2d(x.reshape(B, D*M, H, W), weight, None, 1, pad, dilation, groups=D)``.  ``x`` is
+with stride ``s``, ``dy_a = dilation*a - pad``, ``dx_c = dilation*c - pad``, ``pad = dilation*(k-1)//2`` and zero
+padding, i.e. exactly ``F.conv2d(x.reshape(B, D*M, H, W), weight, None, s, pad, dilation, groups=D)``.  ``x`` is
 (B, D, M, H, W) with any dense strides whose H x W planes are contiguous, so a transposed view is read in place,
 and its gradient has the same strides.  One task is one (image, group) pair; its M input planes are copied into a
-zero-padded buffer and every output row is computed in register tiles of 8 pixels x 3 or 4 output channels, so
-each loaded input vector feeds several FMAs.  The weight gradient runs one group per task with vector partial sums
-flushed to float64 per image.  The float32 loops are compiled for AVX2+FMA and for baseline x86-64 and picked by a
-CPU check at run time; float64 (tests) uses the baseline loops.  Stride 1 only: ``ShiftGroupConv``
-(``acmix.conv_path``) keeps the grouped conv for strided blocks and off CPU.
+zero-padded buffer whose columns are split by phase (column mod s, so that a strided row of taps is one
+contiguous vector), and every output row is computed in register tiles of 8 pixels x 3 or 4 output channels, so
+each loaded input vector feeds several FMAs.  The input gradient is the transposed conv as such a tile loop at
+stride 1 and a scatter onto the padded input otherwise.  The weight gradient runs one group per task with vector
+partial sums flushed to float64 per image.  The float32 loops are compiled for AVX2+FMA and for baseline x86-64
+and picked by a CPU check at run time; float64 (tests) uses the baseline loops.  ``ShiftGroupConv``
+(``acmix.conv_path``) keeps the grouped conv off CPU.
 
-``shift_conv(x, weight, dilation)`` is the entry point; ``shift_conv_reference`` is the same computation with
+``shift_conv(x, weight, dilation, stride)`` is the entry point; ``shift_conv_reference`` is the same computation with
 ``F.conv2d``, and the tests check that they agree (outputs and gradients, float64 ``gradcheck``).
 """
 from types import SimpleNamespace
@@ -50,49 +52,72 @@ inline __attribute__((always_inline)) typename Vec<T>::type load(const T* p) {
 }
 
 struct Geo {
-  int64_t b, d, m, n, h, w, k, dil;  // batch, groups, input planes and outputs per group, map, kernel, dilation
-  int64_t kk, p, c, hw, wr, ph, pw;  // k*k, padding, channels, H*W, W rounded up to a vector, padded plane size
+  int64_t b, d, m, n, h, w, k, dil, s;  // batch, groups, input planes and outputs per group, map, kernel, dilation,
+                                        // stride
+  int64_t kk, p, c, ho, wo, hw, howo;   // k*k, padding, channels, output map, H*W, Ho*Wo
+  int64_t wr, ph, pw;  // Wo rounded up to a vector; rows and columns of one column phase of a padded input plane
   int64_t sb, sg, sm;  // element strides of x (and dx) between images, groups and the planes of a group
 };
 
-// `planes` H x W planes (plane i at src + i*stride) -> zero-padded (H+2*pad) x pw planes at dst, data at (pad, pad)
+// Zero-padded planes, their columns split by phase (column mod s): source pixel (y, x) of plane i lands at row
+// y + pad, column (x + pad) / s of phase (x + pad) % s, each phase a ph x pw block (plane i at dst + i*s*ph*pw).
+// With the split, the taps that a row of output pixels x, x+1, ... reads at padded columns s*x + dil*c are
+// consecutive columns of one phase, so every tap is one contiguous vector load at any stride.  `planes` rows x
+// cols source planes (plane i at src + i*stride, rows cols apart).
 template <typename T>
-void pad_planes(const T* src, int64_t stride, int64_t planes, const Geo& g, int64_t pad, int64_t ph, int64_t pw,
-                T* dst) {
-  std::fill(dst, dst + planes * ph * pw, T(0));
+void pad_planes(const T* src, int64_t stride, int64_t planes, int64_t rows, int64_t cols, int64_t pad, int64_t s,
+                int64_t ph, int64_t pw, T* dst) {
+  std::fill(dst, dst + planes * s * ph * pw, T(0));
   for (int64_t i = 0; i < planes; ++i)
-    for (int64_t y = 0; y < g.h; ++y)
-      std::memcpy(dst + (i * ph + y + pad) * pw + pad, src + i * stride + y * g.w, g.w * sizeof(T));
+    for (int64_t y = 0; y < rows; ++y) {
+      const T* in = src + i * stride + y * cols;
+      if (s == 1) {
+        std::memcpy(dst + (i * ph + y + pad) * pw + pad, in, cols * sizeof(T));
+        continue;
+      }
+      for (int64_t phase = 0; phase < s; ++phase) {  // padded columns phase, phase + s, ...: the first real one
+        const int64_t first = (pad + s - 1 - phase) / s;  // first column index (within the phase) with col >= pad
+        T* out = dst + ((i * s + phase) * ph + y + pad) * pw;
+        for (int64_t jj = first, x = jj * s + phase - pad; x < cols; ++jj, x += s) out[jj] = in[x];
+      }
+    }
 }
 
-// Register tiles of one task: `outs` output planes at dst (plane i at dst + i*ostride), each a sum over the `planes`
-// zero-padded planes in buf of k x k taps; tiles of L pixels x BS outputs, weights packed (blocks, planes, K, K, BS)
-// from wpk, zero past the last output.  DIR = +1 reads tap (a, c) of output pixel (y, x) at padded (y + dil*a,
-// x + dil*c) (the correlation, forward); DIR = -1 at (y - dil*a + 2p, x - dil*c + 2p) (its transpose, input grad).
+// Offset of tap column c from the first pixel of an output row in a padded, phase-split plane (see pad_planes)
+inline int64_t tap_column(const Geo& g, int64_t c) { return ((g.dil * c) % g.s) * g.ph * g.pw + (g.dil * c) / g.s; }
+
+// Register tiles of one task: `outs` output planes of rows x cols pixels at dst (plane i at dst + i*ostride), each
+// a sum over the `planes` padded planes in buf (see pad_planes) of k x k taps; tiles of L pixels x BS outputs,
+// weights packed (blocks, planes, K, K, BS) from wpk, zero past the last output.  DIR = +1 reads tap (a, c) of
+// output pixel (y, x) at padded (s*y + dil*a, s*x + dil*c) (the correlation, forward); DIR = -1 (stride 1 only)
+// at (y - dil*a + 2p, x - dil*c + 2p) (its transpose, input grad).
 template <typename T, int BS, int DIR>
 inline __attribute__((always_inline)) void tile_sums(const T* buf, int64_t planes, const T* wpk, int64_t outs,
-                                                     T* dst, int64_t ostride, const Geo& g) {
+                                                     int64_t rows, int64_t cols, T* dst, int64_t ostride,
+                                                     const Geo& g) {
   using VT = typename Vec<T>::type;
   constexpr int64_t L = sizeof(VT) / sizeof(T);
   const int64_t blocks = (outs + BS - 1) / BS;
-  const int64_t step = DIR * g.dil, origin = DIR > 0 ? 0 : 2 * g.p;
-  for (int64_t y = 0; y < g.h; ++y)
-    for (int64_t x0 = 0; x0 < g.w; x0 += L)
+  const int64_t step = DIR * g.dil, origin = DIR > 0 ? 0 : 2 * g.p, s = DIR > 0 ? g.s : 1;
+  std::vector<int64_t> tap_col(g.k);
+  for (int64_t tc = 0; tc < g.k; ++tc) tap_col[tc] = DIR > 0 ? tap_column(g, tc) : -g.dil * tc;
+  for (int64_t y = 0; y < rows; ++y)
+    for (int64_t x0 = 0; x0 < cols; x0 += L)
       for (int64_t ob = 0; ob < blocks; ++ob) {
         VT acc[BS] = {};
         const T* wp = wpk + ob * planes * g.kk * BS;
         for (int64_t j = 0; j < planes; ++j)
           for (int64_t ta = 0; ta < g.k; ++ta) {
-            const T* row = buf + (j * g.ph + y + step * ta + origin) * g.pw + x0 + origin;
+            const T* row = buf + (j * s * g.ph + s * y + step * ta + origin) * g.pw + x0 + origin;
             for (int64_t tc = 0; tc < g.k; ++tc, wp += BS) {
-              const VT s = load(row + step * tc);
+              const VT v = load(row + tap_col[tc]);
 #pragma GCC unroll 8
-              for (int i = 0; i < BS; ++i) acc[i] += s * wp[i];
+              for (int i = 0; i < BS; ++i) acc[i] += v * wp[i];
             }
           }
-        const int64_t lanes = std::min<int64_t>(L, g.w - x0);
+        const int64_t lanes = std::min<int64_t>(L, cols - x0);
         for (int i = 0; i < BS && ob * BS + i < outs; ++i) {
-          T* o = dst + (ob * BS + i) * ostride + y * g.w + x0;
+          T* o = dst + (ob * BS + i) * ostride + y * cols + x0;
           for (int64_t v = 0; v < lanes; ++v) o[v] = acc[i][v];
         }
       }
@@ -102,50 +127,107 @@ inline __attribute__((always_inline)) void tile_sums(const T* buf, int64_t plane
 template <typename T, int BS>
 inline __attribute__((always_inline)) void forward_task(const T* f, const T* wpk, T* out, const Geo& g,
                                                         int64_t bi, int64_t gi, T* buf) {
-  pad_planes(f + bi * g.sb + gi * g.sg, g.sm, g.m, g, g.p, g.ph, g.pw, buf);
+  pad_planes(f + bi * g.sb + gi * g.sg, g.sm, g.m, g.h, g.w, g.p, g.s, g.ph, g.pw, buf);
   const int64_t nb = (g.n + BS - 1) / BS;
-  tile_sums<T, BS, 1>(buf, g.m, wpk + gi * nb * g.m * g.kk * BS, g.n, out + (bi * g.c + gi * g.n) * g.hw, g.hw, g);
+  tile_sums<T, BS, 1>(buf, g.m, wpk + gi * nb * g.m * g.kk * BS, g.n, g.ho, g.wo,
+                      out + (bi * g.c + gi * g.n) * g.howo, g.howo, g);
 }
 
-// dx planes (gi, 0 .. M-1) of image bi from the N grad planes of group gi; packed (D, JB, N, KK, BS)
+// dx planes (gi, 0 .. M-1) of image bi from the N grad planes of group gi, stride 1; packed (D, JB, N, KK, BS)
 template <typename T, int BS>
 inline __attribute__((always_inline)) void backward_input_task(const T* grad, const T* wpk, T* df, const Geo& g,
                                                                int64_t bi, int64_t gi, T* buf) {
-  pad_planes(grad + (bi * g.c + gi * g.n) * g.hw, g.hw, g.n, g, g.p, g.ph, g.pw, buf);
+  pad_planes(grad + (bi * g.c + gi * g.n) * g.hw, g.hw, g.n, g.h, g.w, g.p, 1, g.ph, g.pw, buf);
   const int64_t jbs = (g.m + BS - 1) / BS;
-  tile_sums<T, BS, -1>(buf, g.n, wpk + gi * jbs * g.n * g.kk * BS, g.m, df + bi * g.sb + gi * g.sg, g.sm, g);
+  tile_sums<T, BS, -1>(buf, g.n, wpk + gi * jbs * g.n * g.kk * BS, g.m, g.h, g.w, df + bi * g.sb + gi * g.sg, g.sm,
+                       g);
 }
 
-// dweight rows g*N .. g*N+N-1: sum over images and pixels, vector partial sums flushed to double per image
-// (the partial sums live in plain T arrays accessed unaligned: heap blocks are not 32-byte aligned)
+// The same for stride > 1, as a scatter: every tap of every output row adds its weighted grads (summed over the N
+// outputs in a register) onto the padded, phase-split input gradient in dbuf, whose real pixels are then copied
+// to dx.  weight (D*N, M, K, K) as given; gbuf holds the N grad planes (Ho x Wr, zero past Wo).
 template <typename T>
+inline __attribute__((always_inline)) void backward_input_strided_task(const T* grad, const T* weight, T* df,
+                                                                       const Geo& g, int64_t bi, int64_t gi, T* gbuf,
+                                                                       T* dbuf) {
+  using VT = typename Vec<T>::type;
+  constexpr int64_t L = sizeof(VT) / sizeof(T);
+  pad_planes(grad + (bi * g.c + gi * g.n) * g.howo, g.howo, g.n, g.ho, g.wo, 0, 1, g.ho, g.wr, gbuf);
+  std::fill(dbuf, dbuf + g.m * g.s * g.ph * g.pw, T(0));
+  std::vector<int64_t> tap_col(g.k);
+  for (int64_t tc = 0; tc < g.k; ++tc) tap_col[tc] = tap_column(g, tc);
+  const T* wg = weight + gi * g.n * g.m * g.kk;  // (N, M, K, K) of this group
+  for (int64_t y = 0; y < g.ho; ++y)
+    for (int64_t x0 = 0; x0 < g.wo; x0 += L)
+      for (int64_t j = 0; j < g.m; ++j)
+        for (int64_t ta = 0; ta < g.k; ++ta) {
+          T* row = dbuf + (j * g.s * g.ph + g.s * y + g.dil * ta) * g.pw + x0;
+          for (int64_t tc = 0; tc < g.k; ++tc) {
+            VT acc = {};
+            for (int64_t o = 0; o < g.n; ++o)
+              acc += load(gbuf + (o * g.ho + y) * g.wr + x0) * wg[((o * g.m + j) * g.k + ta) * g.k + tc];
+            T* at = row + tap_col[tc];
+            const VT sum = load(at) + acc;
+            std::memcpy(at, &sum, sizeof(VT));
+          }
+        }
+  for (int64_t j = 0; j < g.m; ++j)
+    for (int64_t y = 0; y < g.h; ++y) {
+      T* out = df + bi * g.sb + gi * g.sg + j * g.sm + y * g.w;
+      for (int64_t phase = 0; phase < g.s; ++phase) {
+        const T* in = dbuf + ((j * g.s + phase) * g.ph + y + g.p) * g.pw;
+        for (int64_t jj = (g.p + g.s - 1 - phase) / g.s, x = jj * g.s + phase - g.p; x < g.w; ++jj, x += g.s)
+          out[x] = in[jj];
+      }
+    }
+}
+
+// dweight rows g*N .. g*N+N-1: sum over images and pixels.  Register tiles of BS outputs x 3 tap columns (one
+// row of taps; columns past k are clamped and dropped) run over all pixels of an image, so each accumulator stays
+// in a register for the whole pass; their sums are added in float64 per image.  gbuf holds NB*BS grad planes
+// (Ho x Wr, zero past Wo and past the last output).
+template <typename T, int BS>
 inline __attribute__((always_inline)) void backward_weight_task(const T* grad, const T* f, T* dw, const Geo& g,
                                                                 int64_t gi, T* fbuf, T* gbuf) {
   using VT = typename Vec<T>::type;
   constexpr int64_t L = sizeof(VT) / sizeof(T);
+  constexpr int TC = 3;
   const int64_t taps = g.m * g.kk;  // weights per output channel
-  std::vector<T> acc(g.n * taps * L);
+  const int64_t nb = (g.n + BS - 1) / BS, gplane = g.ho * g.wr;
   std::vector<double> total(g.n * taps, 0.0);
+  std::vector<int64_t> tap_col(g.k);
+  for (int64_t tc = 0; tc < g.k; ++tc) tap_col[tc] = tap_column(g, tc);
   for (int64_t bi = 0; bi < g.b; ++bi) {
-    std::fill(acc.begin(), acc.end(), T(0));
-    pad_planes(f + bi * g.sb + gi * g.sg, g.sm, g.m, g, g.p, g.ph, g.pw, fbuf);
-    pad_planes(grad + (bi * g.c + gi * g.n) * g.hw, g.hw, g.n, g, 0, g.h, g.wr, gbuf);
-    for (int64_t y = 0; y < g.h; ++y)
-      for (int64_t x0 = 0; x0 < g.w; x0 += L)
-        for (int64_t hh = 0; hh < g.n; ++hh) {
-          const VT gv = load(gbuf + (hh * g.h + y) * g.wr + x0);
-          T* a = acc.data() + hh * taps * L;
-          for (int64_t j = 0; j < g.m; ++j)
-            for (int64_t ta = 0; ta < g.k; ++ta) {
-              const T* row = fbuf + (j * g.ph + y + g.dil * ta) * g.pw + x0;
-              for (int64_t tc = 0; tc < g.k; ++tc, a += L) {
-                const VT sum = load(a) + gv * load(row + g.dil * tc);
-                std::memcpy(a, &sum, sizeof(VT));
+    pad_planes(f + bi * g.sb + gi * g.sg, g.sm, g.m, g.h, g.w, g.p, g.s, g.ph, g.pw, fbuf);
+    std::fill(gbuf + g.n * gplane, gbuf + nb * BS * gplane, T(0));
+    pad_planes(grad + (bi * g.c + gi * g.n) * g.howo, g.howo, g.n, g.ho, g.wo, 0, 1, g.ho, g.wr, gbuf);
+    for (int64_t ob = 0; ob < nb; ++ob)
+      for (int64_t j = 0; j < g.m; ++j)
+        for (int64_t ta = 0; ta < g.k; ++ta)
+          for (int64_t t0 = 0; t0 < g.k; t0 += TC) {
+            int64_t col[TC];
+            for (int u = 0; u < TC; ++u) col[u] = tap_col[std::min<int64_t>(t0 + u, g.k - 1)];
+            VT acc[BS][TC] = {};
+            for (int64_t y = 0; y < g.ho; ++y) {
+              const T* frow = fbuf + (j * g.s * g.ph + g.s * y + g.dil * ta) * g.pw;
+              const T* grow = gbuf + ob * BS * gplane + y * g.wr;
+              for (int64_t x0 = 0; x0 < g.wo; x0 += L) {
+                VT fv[TC];
+                for (int u = 0; u < TC; ++u) fv[u] = load(frow + x0 + col[u]);
+#pragma GCC unroll 4
+                for (int i = 0; i < BS; ++i) {
+                  const VT gv = load(grow + i * gplane + x0);
+                  for (int u = 0; u < TC; ++u) acc[i][u] += gv * fv[u];
+                }
               }
             }
-        }
-    for (int64_t i = 0; i < g.n * taps; ++i)
-      for (int64_t v = 0; v < L; ++v) total[i] += acc[i * L + v];
+            for (int i = 0; i < BS && ob * BS + i < g.n; ++i)
+              for (int u = 0; u < TC && t0 + u < g.k; ++u) {
+                double sum = 0.0;
+                for (int64_t v = 0; v < L; ++v) sum += acc[i][u][v];
+                total[((ob * BS + i) * g.m + j) * g.kk + ta * g.k + t0 + u] += sum;
+              }
+          }
   }
   for (int64_t i = 0; i < g.n * taps; ++i) dw[gi * g.n * taps + i] = static_cast<T>(total[i]);
 }
@@ -159,7 +241,11 @@ ACMIX_AVX2 void fwd_avx2_3(const float* f, const float* w, float* o, const Geo& 
 ACMIX_AVX2 void fwd_avx2_4(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 4>(f, w, o, g, b, d, buf); }
 ACMIX_AVX2 void bwi_avx2_3(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { backward_input_task<float, 3>(f, w, o, g, b, d, buf); }
 ACMIX_AVX2 void bwi_avx2_4(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { backward_input_task<float, 4>(f, w, o, g, b, d, buf); }
-ACMIX_AVX2 void bww_avx2(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float>(gr, f, dw, g, d, fb, gb); }
+ACMIX_AVX2 void bwis_avx2(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* db) { backward_input_strided_task<float>(gr, w, o, g, b, d, gb, db); }
+ACMIX_AVX2 void bww_avx2_1(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 1>(gr, f, dw, g, d, fb, gb); }
+ACMIX_AVX2 void bww_avx2_2(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 2>(gr, f, dw, g, d, fb, gb); }
+ACMIX_AVX2 void bww_avx2_3(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 3>(gr, f, dw, g, d, fb, gb); }
+ACMIX_AVX2 void bww_avx2_4(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 4>(gr, f, dw, g, d, fb, gb); }
 
 bool has_avx2() {
   static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
@@ -184,24 +270,38 @@ template <int BS> void bwi_one(const float* f, const float* w, float* o, const G
 template <int BS> void bwi_one(const double* f, const double* w, double* o, const Geo& g, int64_t b, int64_t d, double* buf) {
   backward_input_task<double, BS>(f, w, o, g, b, d, buf);
 }
-void bww_one(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) {
-  if (has_avx2()) bww_avx2(gr, f, dw, g, d, fb, gb); else backward_weight_task<float>(gr, f, dw, g, d, fb, gb);
+void bwis_one(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* db) {
+  if (has_avx2()) bwis_avx2(gr, w, o, g, b, d, gb, db); else backward_input_strided_task<float>(gr, w, o, g, b, d, gb, db);
 }
-void bww_one(const double* gr, const double* f, double* dw, const Geo& g, int64_t d, double* fb, double* gb) {
-  backward_weight_task<double>(gr, f, dw, g, d, fb, gb);
+void bwis_one(const double* gr, const double* w, double* o, const Geo& g, int64_t b, int64_t d, double* gb, double* db) {
+  backward_input_strided_task<double>(gr, w, o, g, b, d, gb, db);
+}
+template <int BS> void bww_one(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) {
+  if (!has_avx2()) backward_weight_task<float, BS>(gr, f, dw, g, d, fb, gb);
+  else if constexpr (BS == 1) bww_avx2_1(gr, f, dw, g, d, fb, gb);
+  else if constexpr (BS == 2) bww_avx2_2(gr, f, dw, g, d, fb, gb);
+  else if constexpr (BS == 3) bww_avx2_3(gr, f, dw, g, d, fb, gb);
+  else bww_avx2_4(gr, f, dw, g, d, fb, gb);
+}
+template <int BS> void bww_one(const double* gr, const double* f, double* dw, const Geo& g, int64_t d, double* fb, double* gb) {
+  backward_weight_task<double, BS>(gr, f, dw, g, d, fb, gb);
 }
 
-Geo geometry(const at::Tensor& f, const at::Tensor& weight, int64_t dil, int64_t lanes) {
+Geo geometry(const at::Tensor& f, const at::Tensor& weight, int64_t dil, int64_t stride, int64_t lanes) {
   Geo g{};
   g.k = weight.size(2); g.kk = g.k * g.k;
   g.b = f.size(0); g.d = f.size(1); g.m = f.size(2); g.h = f.size(3); g.w = f.size(4);
   g.sb = f.stride(0); g.sg = f.stride(1); g.sm = f.stride(2);
-  g.n = weight.size(0) / g.d; g.dil = dil; g.p = dil * (g.k - 1) / 2; g.c = g.d * g.n; g.hw = g.h * g.w;
-  g.wr = (g.w + lanes - 1) / lanes * lanes; g.ph = g.h + 2 * g.p; g.pw = g.wr + 2 * g.p;
+  g.n = weight.size(0) / g.d; g.dil = dil; g.s = stride; g.p = dil * (g.k - 1) / 2; g.c = g.d * g.n;
+  g.ho = (g.h + stride - 1) / stride; g.wo = (g.w + stride - 1) / stride; g.hw = g.h * g.w; g.howo = g.ho * g.wo;
+  g.wr = (g.wo + lanes - 1) / lanes * lanes; g.ph = g.h + 2 * g.p;
+  // room for the farthest tap of the last vector, and for every padded column of a phase
+  g.pw = std::max(g.wr + (dil * (g.k - 1)) / stride, (g.w - 1 + 2 * g.p) / stride + 1);
   return g;
 }
 
-void check(const at::Tensor& f, const at::Tensor& weight) {
+void check(const at::Tensor& f, const at::Tensor& weight, int64_t dilation, int64_t stride) {
+  TORCH_CHECK(dilation >= 1 && stride >= 1, "dilation and stride must be positive");
   TORCH_CHECK(f.device().is_cpu() && f.dim() == 5 && f.stride(4) == 1 && f.stride(3) == f.size(4) &&
               f.is_non_overlapping_and_dense(),
               "x must be a dense (B, D, M, H, W) CPU tensor with contiguous H x W planes");
@@ -220,12 +320,13 @@ int block_size(int64_t n) {
 
 }  // namespace
 
-// x (B, D, M, H, W), weight (C, M, K, K) -> (B, C, H, W)
-at::Tensor forward(const at::Tensor& f, const at::Tensor& weight, int64_t dilation) {
-  check(f, weight);
-  auto out = at::empty({f.size(0), weight.size(0), f.size(3), f.size(4)}, f.options());
+// x (B, D, M, H, W), weight (C, M, K, K) -> (B, C, Ho, Wo), Ho = ceil(H / stride)
+at::Tensor forward(const at::Tensor& f, const at::Tensor& weight, int64_t dilation, int64_t stride) {
+  check(f, weight, dilation, stride);
+  auto out = at::empty({f.size(0), weight.size(0), (f.size(3) + stride - 1) / stride, (f.size(4) + stride - 1) / stride},
+                       f.options());
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "acmix_shift_conv_forward", [&] {
-    const Geo g = geometry(f, weight, dilation, 32 / sizeof(scalar_t));
+    const Geo g = geometry(f, weight, dilation, stride, 32 / sizeof(scalar_t));
     const int bs = block_size(g.n);
     const int64_t nb = (g.n + bs - 1) / bs;
     // packed (D, NB, M, KK, BS): heads of one block side by side
@@ -239,7 +340,7 @@ at::Tensor forward(const at::Tensor& f, const at::Tensor& weight, int64_t dilati
     const scalar_t* wp = wpk.data_ptr<scalar_t>();
     scalar_t* op = out.data_ptr<scalar_t>();
     at::parallel_for(0, g.b * g.d, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> buf(g.m * g.ph * g.pw);
+      std::vector<scalar_t> buf(g.m * g.s * g.ph * g.pw);
       for (int64_t t = begin; t < end; ++t) {
         if (bs == 1) fwd_one<1>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
         else if (bs == 2) fwd_one<2>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
@@ -251,15 +352,17 @@ at::Tensor forward(const at::Tensor& f, const at::Tensor& weight, int64_t dilati
   return out;
 }
 
-// grad (B, C, H, W) -> [dx (B, D, M, H, W) with x's strides, dweight (C, M, K, K)]
+// grad (B, C, Ho, Wo) -> [dx (B, D, M, H, W) with x's strides, dweight (C, M, K, K)]
 std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, const at::Tensor& weight,
-                                 int64_t dilation) {
-  check(f, weight);
+                                 int64_t dilation, int64_t stride) {
+  check(f, weight, dilation, stride);
   TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == f.scalar_type() && grad.dim() == 4, "grad must be contiguous (B, C, H, W)");
   auto df = at::empty_like(f);  // keeps x's strides (dense)
   auto dw = at::empty_like(weight);
   AT_DISPATCH_FLOATING_TYPES(f.scalar_type(), "acmix_shift_conv_backward", [&] {
-    const Geo g = geometry(f, weight, dilation, 32 / sizeof(scalar_t));
+    const Geo g = geometry(f, weight, dilation, stride, 32 / sizeof(scalar_t));
+    TORCH_CHECK(grad.size(0) == g.b && grad.size(1) == g.c && grad.size(2) == g.ho && grad.size(3) == g.wo,
+                "grad must be (B, C, Ho, Wo) for x and weight");
     const int bs = block_size(g.m) >= 3 ? block_size(g.m) : 4;  // input planes: the 3- and 4-wide tiles only
     const int64_t jbs = (g.m + bs - 1) / bs;
     // packed (D, JB, N, KK(taps), BS): input maps of one block side by side
@@ -274,7 +377,13 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, co
     const scalar_t* wp = wpk.data_ptr<scalar_t>();
     scalar_t* dfp = df.data_ptr<scalar_t>();
     scalar_t* dwp = dw.data_ptr<scalar_t>();
+    const scalar_t* wraw = weight.data_ptr<scalar_t>();
     at::parallel_for(0, g.b * g.d, 1, [&](int64_t begin, int64_t end) {
+      if (g.s > 1) {
+        std::vector<scalar_t> gbuf(g.n * g.ho * g.wr), dbuf(g.m * g.s * g.ph * g.pw);
+        for (int64_t t = begin; t < end; ++t) bwis_one(gp, wraw, dfp, g, t / g.d, t % g.d, gbuf.data(), dbuf.data());
+        return;
+      }
       std::vector<scalar_t> buf(g.n * g.ph * g.pw);
       for (int64_t t = begin; t < end; ++t) {
         if (bs == 3) bwi_one<3>(gp, wp, dfp, g, t / g.d, t % g.d, buf.data());
@@ -282,8 +391,14 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, co
       }
     });
     at::parallel_for(0, g.d, 1, [&](int64_t begin, int64_t end) {
-      std::vector<scalar_t> fbuf(g.m * g.ph * g.pw), gbuf(g.n * g.h * g.wr);
-      for (int64_t gi = begin; gi < end; ++gi) bww_one(gp, fp, dwp, g, gi, fbuf.data(), gbuf.data());
+      const int wbs = block_size(g.n);  // outputs per weight-gradient tile
+      std::vector<scalar_t> fbuf(g.m * g.s * g.ph * g.pw), gbuf((g.n + wbs - 1) / wbs * wbs * g.ho * g.wr);
+      for (int64_t gi = begin; gi < end; ++gi) {
+        if (wbs == 1) bww_one<1>(gp, fp, dwp, g, gi, fbuf.data(), gbuf.data());
+        else if (wbs == 2) bww_one<2>(gp, fp, dwp, g, gi, fbuf.data(), gbuf.data());
+        else if (wbs == 3) bww_one<3>(gp, fp, dwp, g, gi, fbuf.data(), gbuf.data());
+        else bww_one<4>(gp, fp, dwp, g, gi, fbuf.data(), gbuf.data());
+      }
     });
   });
   return {df, dw};
@@ -334,53 +449,55 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 @torch.library.custom_op('acmix::shift_conv_fwd', mutates_args=())
-def _fwd_op(x: torch.Tensor, weight: torch.Tensor, dilation: int) -> torch.Tensor:
+def _fwd_op(x: torch.Tensor, weight: torch.Tensor, dilation: int, stride: int) -> torch.Tensor:
     dt = _compute_dtype(x)
-    return _load().forward(_compute_planes(x, dt), _compute(weight, dt), dilation).to(x.dtype)
+    return _load().forward(_compute_planes(x, dt), _compute(weight, dt), dilation, stride).to(x.dtype)
 
 
 @_fwd_op.register_fake
-def _fwd_fake(x, weight, dilation):
-    return x.new_empty(x.shape[0], weight.shape[0], x.shape[3], x.shape[4])
+def _fwd_fake(x, weight, dilation, stride):
+    return x.new_empty(x.shape[0], weight.shape[0], -(-x.shape[3] // stride), -(-x.shape[4] // stride))
 
 
 @torch.library.custom_op('acmix::shift_conv_bwd', mutates_args=())
-def _bwd_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor,
-            dilation: int) -> tuple[torch.Tensor, torch.Tensor]:
+def _bwd_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, dilation: int,
+            stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     dt = _compute_dtype(x)
-    dx, dw = _load().backward(_compute(grad, dt), _compute_planes(x, dt), _compute(weight, dt), dilation)
+    dx, dw = _load().backward(_compute(grad, dt), _compute_planes(x, dt), _compute(weight, dt), dilation, stride)
     return dx.to(x.dtype), dw.to(weight.dtype)
 
 
 @_bwd_op.register_fake
-def _bwd_fake(grad, x, weight, dilation):
+def _bwd_fake(grad, x, weight, dilation, stride):
     return torch.empty_like(x), torch.empty_like(weight)
 
 
 def _setup_context(ctx, inputs, output) -> None:
-    x, weight, dilation = inputs
+    x, weight, dilation, stride = inputs
     ctx.save_for_backward(x, weight)
-    ctx.dilation = dilation
+    ctx.window = (dilation, stride)
 
 
 def _backward(ctx, grad):
     x, weight = ctx.saved_tensors
-    dx, dw = _bwd_op(grad.contiguous(), x, weight, ctx.dilation)
-    return dx, dw, None
+    dx, dw = _bwd_op(grad.contiguous(), x, weight, *ctx.window)
+    return dx, dw, None, None
 
 
 _fwd_op.register_autograd(_backward, setup_context=_setup_context)
 
 
-def _check(x: torch.Tensor, weight: torch.Tensor) -> None:
+def _check(x: torch.Tensor, weight: torch.Tensor, dilation: int, stride: int) -> None:
     if x.dim() != 5 or weight.dim() != 4 or weight.shape[2] != weight.shape[3] or \
             weight.shape[1] != x.shape[2] or weight.shape[0] % x.shape[1]:
         raise ValueError(f'shift_conv needs x (B, D, M, H, W) and weight (D*N, M, k, k), got x {tuple(x.shape)} '
                          f'and weight {tuple(weight.shape)}')
+    if dilation < 1 or stride < 1:
+        raise ValueError(f'shift_conv needs a positive dilation and stride, got {dilation} and {stride}')
 
 
-def shift_conv(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> torch.Tensor:
-    """Grouped k x k conv (stride 1, zero padding ``dilation*(k-1)//2``, no bias, ``D`` groups) with the C++ kernel.
+def shift_conv(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1, stride: int = 1) -> torch.Tensor:
+    """Grouped k x k conv (zero padding ``dilation*(k-1)//2``, no bias, ``D`` groups) with the C++ kernel.
 
     Args:
         x: (B, D, M, H, W) CPU tensor, the M input planes of each of the D groups, any strides with contiguous
@@ -388,17 +505,18 @@ def shift_conv(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> torc
             path's Stage I maps (B, M, D, H, W) transposed (``acmix.conv_path.ShiftGroupConv.conv_path``).
         weight: (D*N, M, k, k); output channel ``g*N + h`` reads the planes of group ``g``.
         dilation: spacing of the k x k taps.
+        stride: output subsampling (output pixel (y, x) is centred on input pixel (stride*y, stride*x)).
 
     Returns:
-        (B, D*N, H, W), equal to ``shift_conv_reference(x, weight, dilation)``.
+        (B, D*N, ceil(H/stride), ceil(W/stride)), equal to ``shift_conv_reference(x, weight, dilation, stride)``.
     """
-    _check(x, weight)
-    return _fwd_op(x, weight, dilation)
+    _check(x, weight, dilation, stride)
+    return _fwd_op(x, weight, dilation, stride)
 
 
-def shift_conv_reference(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1) -> torch.Tensor:
+def shift_conv_reference(x: torch.Tensor, weight: torch.Tensor, dilation: int = 1, stride: int = 1) -> torch.Tensor:
     """The grouped ``F.conv2d`` that ``shift_conv`` computes."""
-    _check(x, weight)
+    _check(x, weight, dilation, stride)
     b, d, m, h, w = x.shape
     k = weight.shape[-1]
-    return F.conv2d(x.reshape(b, d * m, h, w), weight, None, 1, dilation * (k - 1) // 2, dilation, d)
+    return F.conv2d(x.reshape(b, d * m, h, w), weight, None, stride, dilation * (k - 1) // 2, dilation, d)
