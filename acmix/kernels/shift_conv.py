@@ -83,8 +83,12 @@ void pad_planes(const T* src, int64_t stride, int64_t planes, int64_t rows, int6
     }
 }
 
-// Offset of tap column c from the first pixel of an output row in a padded, phase-split plane (see pad_planes)
-inline int64_t tap_column(const Geo& g, int64_t c) { return ((g.dil * c) % g.s) * g.ph * g.pw + (g.dil * c) / g.s; }
+// Offset of each tap column c from the first pixel of an output row in a padded, phase-split plane (see pad_planes)
+inline std::vector<int64_t> tap_columns(const Geo& g) {
+  std::vector<int64_t> cols(g.k);
+  for (int64_t c = 0; c < g.k; ++c) cols[c] = ((g.dil * c) % g.s) * g.ph * g.pw + (g.dil * c) / g.s;
+  return cols;
+}
 
 // Register tiles of one task: `outs` output planes of rows x cols pixels at dst (plane i at dst + i*ostride), each
 // a sum over the `planes` padded planes in buf (see pad_planes) of k x k taps; tiles of L pixels x BS outputs,
@@ -99,8 +103,9 @@ inline __attribute__((always_inline)) void tile_sums(const T* buf, int64_t plane
   constexpr int64_t L = sizeof(VT) / sizeof(T);
   const int64_t blocks = (outs + BS - 1) / BS;
   const int64_t step = DIR * g.dil, origin = DIR > 0 ? 0 : 2 * g.p, s = DIR > 0 ? g.s : 1;
-  std::vector<int64_t> tap_col(g.k);
-  for (int64_t tc = 0; tc < g.k; ++tc) tap_col[tc] = DIR > 0 ? tap_column(g, tc) : -g.dil * tc;
+  std::vector<int64_t> tap_col = tap_columns(g);  // DIR = -1: stride 1, column offsets -dil*c instead
+  if (DIR < 0)
+    for (int64_t tc = 0; tc < g.k; ++tc) tap_col[tc] = -g.dil * tc;
   for (int64_t y = 0; y < rows; ++y)
     for (int64_t x0 = 0; x0 < cols; x0 += L)
       for (int64_t ob = 0; ob < blocks; ++ob) {
@@ -154,8 +159,7 @@ inline __attribute__((always_inline)) void backward_input_strided_task(const T* 
   constexpr int64_t L = sizeof(VT) / sizeof(T);
   pad_planes(grad + (bi * g.c + gi * g.n) * g.howo, g.howo, g.n, g.ho, g.wo, 0, 1, g.ho, g.wr, gbuf);
   std::fill(dbuf, dbuf + g.m * g.s * g.ph * g.pw, T(0));
-  std::vector<int64_t> tap_col(g.k);
-  for (int64_t tc = 0; tc < g.k; ++tc) tap_col[tc] = tap_column(g, tc);
+  const std::vector<int64_t> tap_col = tap_columns(g);
   const T* wg = weight + gi * g.n * g.m * g.kk;  // (N, M, K, K) of this group
   for (int64_t y = 0; y < g.ho; ++y)
     for (int64_t x0 = 0; x0 < g.wo; x0 += L)
@@ -195,11 +199,10 @@ inline __attribute__((always_inline)) void backward_weight_task(const T* grad, c
   const int64_t taps = g.m * g.kk;  // weights per output channel
   const int64_t nb = (g.n + BS - 1) / BS, gplane = g.ho * g.wr;
   std::vector<double> total(g.n * taps, 0.0);
-  std::vector<int64_t> tap_col(g.k);
-  for (int64_t tc = 0; tc < g.k; ++tc) tap_col[tc] = tap_column(g, tc);
+  const std::vector<int64_t> tap_col = tap_columns(g);
+  std::fill(gbuf + g.n * gplane, gbuf + nb * BS * gplane, T(0));  // the planes past the last output stay zero
   for (int64_t bi = 0; bi < g.b; ++bi) {
     pad_planes(f + bi * g.sb + gi * g.sg, g.sm, g.m, g.h, g.w, g.p, g.s, g.ph, g.pw, fbuf);
-    std::fill(gbuf + g.n * gplane, gbuf + nb * BS * gplane, T(0));
     pad_planes(grad + (bi * g.c + gi * g.n) * g.howo, g.howo, g.n, g.ho, g.wo, 0, 1, g.ho, g.wr, gbuf);
     for (int64_t ob = 0; ob < nb; ++ob)
       for (int64_t j = 0; j < g.m; ++j)
