@@ -249,16 +249,19 @@ def test_building_the_kernel_does_not_warn_about_a_missing_gpu(tmp_path):
 
 
 @pytest.mark.parametrize('impl', FAST_CPU)
-@pytest.mark.parametrize('case', [(2, 4, 16, 9, 11, 7, 1, 1), (2, 2, 8, 10, 7, 3, 2, 2), (1, 3, 5, 6, 5, 7, 1, 1)],
+@pytest.mark.parametrize('case', [(2, 4, 16, 9, 11, 7, 1, 1), (2, 2, 8, 10, 7, 3, 2, 2), (1, 3, 5, 6, 5, 7, 1, 1),
+                                  (1, 2, 8, 11, 13, 7, 1, 2), (1, 2, 4, 7, 8, 3, 1, 3)],
                          ids=str)
-def test_multihead_reads_qkv_with_scale_and_key_bias(impl, case):
+@pytest.mark.parametrize('layout', [torch.contiguous_format, torch.channels_last])
+def test_multihead_reads_qkv_with_scale_and_key_bias(impl, case, layout):
     """q | k | v as one (B, 3C, H, W) tensor, queries scaled and keys shifted by a shared (D, H, W) bias inside the
-    op: same outputs and gradients (the bias's included) as the reference, which builds those maps explicitly."""
+    op: same outputs and gradients (the bias's included) as the reference, which builds those maps explicitly.
+    Channels-last q | k | v is read in place (columns 3C apart)."""
     from acmix.kernels import multihead_local_attention
     b, heads, d, h, w, kernel, dilation, stride = case
     c = heads * d
     gen = torch.Generator().manual_seed(3)
-    qkv = torch.randn(b, 3 * c, h, w, dtype=torch.float64, generator=gen).requires_grad_()
+    qkv = torch.randn(b, 3 * c, h, w, dtype=torch.float64, generator=gen).to(memory_format=layout).requires_grad_()
     bias = torch.randn(d, h, w, dtype=torch.float64, generator=gen).requires_grad_()
 
     def attend(qkv, bias, impl):

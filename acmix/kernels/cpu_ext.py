@@ -133,33 +133,64 @@ template <typename T> struct RowBuffer {
   T* data() { return mem.data() + margin; }
 };
 
+// The columns jj of phase ph of a padded row (padded column jj*s + ph): [0, lo) and [hi, end) are reflections
+// (source column pcol[jj*s + ph]), [lo, hi) the unpadded middle, whose source columns src0, src0 + s, ... are one
+// strided run, and [end, Wq) lie past the padded row (zeros)
+struct PhaseColumns {
+  int64_t lo, hi, end, src0;
+  PhaseColumns(const Geometry& g, int64_t ph) {
+    const int64_t pad = (g.wp - g.w) / 2, s = g.stride;
+    lo = std::max<int64_t>(pad - ph + s - 1, 0) / s;
+    hi = std::max(lo, (pad + g.w - ph + s - 1) / s);
+    end = (g.wp - ph + s - 1) / s;
+    src0 = lo * s + ph - pad;
+  }
+};
+
+// dst[u] = scale * (src[u * src_step] - bias[u * bias_step]) for u < n, bias optional; S > 0 fixes both steps at
+// compile time (1, 2: loops that vectorise), S = 0 takes them as given
+template <typename T, int64_t S>
+ACMIX_INLINE void copy_run(const T* src, int64_t src_step, const T* bias, int64_t bias_step, T scale, int64_t n,
+                           T* dst) {
+  const int64_t ss = S > 0 ? S : src_step, bs = S > 0 ? S : bias_step;
+  if (bias) for (int64_t u = 0; u < n; ++u) dst[u] = scale * (src[u * ss] - bias[u * bs]);
+  else for (int64_t u = 0; u < n; ++u) dst[u] = scale * src[u * ss];
+}
+
+// dst[u * S] += src[u] for u < n (steps as in copy_run)
+template <typename T, int64_t S>
+ACMIX_INLINE void add_run(const T* src, int64_t step, int64_t n, T* dst) {
+  const int64_t st = S > 0 ? S : step;
+  for (int64_t u = 0; u < n; ++u) dst[u * st] += src[u];
+}
+
 // Reflection-padded, phase-split copy of image `img` of x (see Geometry), scale and bias applied; prow/pcol map
 // padded to source indices.
 template <typename T>
 ACMIX_INLINE void pad_image(const Map<T>& x, int64_t img, const int64_t* prow, const int64_t* pcol,
                             const Geometry& g, T* dst) {
-  const int64_t pad = (g.wp - g.w) / 2;
-  const bool dense = g.stride == 1 && x.sw == 1;  // the unpadded middle of a row is one contiguous run
-  const T zero[1] = {T(0)};
-  for (int64_t ph = 0; ph < g.stride; ++ph)
+  for (int64_t ph = 0; ph < g.stride; ++ph) {
+    const PhaseColumns pc(g, ph);
     for (int64_t c = 0; c < g.d; ++c)
       for (int64_t r = 0; r < g.hp; ++r) {
         T* row = dst + ((ph * g.d + c) * g.hp + r) * g.wq;
         const T* src = x.image(img) + c * x.sd + prow[r] * x.sh;
-        const T* bias = x.bias ? x.bias + (c * g.h + prow[r]) * g.w : zero;
-        const int64_t bias_step = x.bias ? 1 : 0;
-        for (int64_t jj = 0; jj < g.wq; ++jj) {
-          const int64_t col = jj * g.stride + ph;
-          if (dense && col == pad) {
-            for (int64_t u = 0; u < g.w; ++u) row[jj + u] = x.scale * (src[u] - bias[u * bias_step]);
-            jj += g.w - 1;
-          } else if (col < g.wp) {
-            row[jj] = x.scale * (src[pcol[col] * x.sw] - bias[pcol[col] * bias_step]);
-          } else {
-            row[jj] = T(0);
-          }
-        }
+        const T* bias = x.bias ? x.bias + (c * g.h + prow[r]) * g.w : nullptr;
+        auto reflect = [&](int64_t jj) {
+          const int64_t u = pcol[jj * g.stride + ph];
+          row[jj] = x.scale * (src[u * x.sw] - (bias ? bias[u] : T(0)));
+        };
+        for (int64_t jj = 0; jj < pc.lo; ++jj) reflect(jj);
+        const T* mid = src + pc.src0 * x.sw;
+        const T* mid_bias = bias ? bias + pc.src0 : nullptr;  // the bias is contiguous: its step is the stride
+        const int64_t n = pc.hi - pc.lo;
+        if (x.sw == 1 && g.stride == 1) copy_run<T, 1>(mid, 1, mid_bias, 1, x.scale, n, row + pc.lo);
+        else if (x.sw == 1 && g.stride == 2) copy_run<T, 2>(mid, 2, mid_bias, 2, x.scale, n, row + pc.lo);
+        else copy_run<T, 0>(mid, g.stride * x.sw, mid_bias, g.stride, x.scale, n, row + pc.lo);
+        for (int64_t jj = pc.hi; jj < pc.end; ++jj) reflect(jj);
+        std::fill(row + pc.end, row + g.wq, T(0));
       }
+  }
 }
 
 // Adjoint of pad_image: adds every padded position onto its source pixel of image `img` of one part (dk or dv) of
@@ -167,24 +198,22 @@ ACMIX_INLINE void pad_image(const Map<T>& x, int64_t img, const int64_t* prow, c
 template <typename T>
 ACMIX_INLINE void fold_image(const T* src, int64_t img, const int64_t* prow, const int64_t* pcol, const Geometry& g,
                              T* grad) {
-  const int64_t pad = (g.wp - g.w) / 2;
-  for (int64_t ph = 0; ph < g.stride; ++ph)
+  for (int64_t ph = 0; ph < g.stride; ++ph) {
+    const PhaseColumns pc(g, ph);
     for (int64_t c = 0; c < g.d; ++c) {
       T* plane = grad + g.grad_image(img) + c * g.h * g.w;
       for (int64_t r = 0; r < g.hp; ++r) {
         const T* row = src + ((ph * g.d + c) * g.hp + r) * g.wq;
         T* out = plane + prow[r] * g.w;
-        for (int64_t jj = 0, col = ph; col < g.wp; ++jj, col += g.stride) {
-          if (g.stride == 1 && col == pad) {  // the unpadded middle: one vectorisable run
-            for (int64_t x = 0; x < g.w; ++x) out[x] += row[jj + x];
-            jj += g.w - 1;
-            col += g.w - 1;
-          } else {
-            out[pcol[col]] += row[jj];
-          }
-        }
+        for (int64_t jj = 0; jj < pc.lo; ++jj) out[pcol[jj * g.stride + ph]] += row[jj];
+        const int64_t n = pc.hi - pc.lo;
+        if (g.stride == 1) add_run<T, 1>(row + pc.lo, 1, n, out + pc.src0);
+        else if (g.stride == 2) add_run<T, 2>(row + pc.lo, 2, n, out + pc.src0);
+        else add_run<T, 0>(row + pc.lo, g.stride, n, out + pc.src0);
+        for (int64_t jj = pc.hi; jj < pc.end; ++jj) out[pcol[jj * g.stride + ph]] += row[jj];
       }
     }
+  }
 }
 
 // dst[c, j] = scale * x[img, c, y, j * step] for j < Wo, zero up to Wov (dst: D rows g.rs apart; no bias): the
