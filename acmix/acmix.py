@@ -182,8 +182,10 @@ class ACmix(RateMixer, nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))."""
         qkv = self._stage1(x)
-        out_att = self._attention_path(qkv) if self.has_attn else None
+        # the conv path first: backward runs the later-built attention path first, and autograd then adds the conv
+        # path's gradient of qkv into the attention op's (a plain tensor) in place instead of into a fresh one
         out_conv = self._conv_path(qkv) if self.has_conv else None
+        out_att = self._attention_path(qkv) if self.has_attn else None
         return self._mix(out_att, out_conv)
 
     def extra_repr(self) -> str:

@@ -9,7 +9,7 @@ The counter knows nothing about a few kernels that do real multiply-accumulate w
 (passed as ``custom_mapping``, nothing is registered globally):
 
 * ``acmix::local_attention_fwd`` (the fast custom op of ACmix's SASA-style local attention): for output
-  ``(B, G, D, Ho, Wo)`` and window ``K``, ``B*G*D*K^2*Ho*Wo`` MACs for the logits ``q . k`` plus as many for the
+  ``(B, G*D, Ho, Wo)`` and window ``K``, ``B*G*D*K^2*Ho*Wo`` MACs for the logits ``q . k`` plus as many for the
   weighted sum of values.  The query scaling and the positional term (``k - pe``), applied by the kernel as it
   reads, are not counted.
 * ``acmix::shift_conv_fwd`` (the C++ kernel of ``dep_conv``, ``acmix.kernels.shift_conv``): the grouped conv it
@@ -35,9 +35,9 @@ from acmix.conv_path import ShiftGroupConv
 __all__ = ['count_params', 'count_macs', 'mac_formulas']
 
 
-def _local_attention_flops(qkv_shape, key_bias_shape, kernel_size, *args, out_shape=None, **kwargs) -> int:
-    b, g, d, ho, wo = out_shape[0]
-    return 2 * (2 * b * g * d * kernel_size * kernel_size * ho * wo)  # FLOPs = 2 * MACs
+def _local_attention_flops(qkv_shape, key_bias_shape, heads, kernel_size, *args, out_shape=None, **kwargs) -> int:
+    b, c, ho, wo = out_shape[0]  # c = G * D
+    return 2 * (2 * b * c * kernel_size * kernel_size * ho * wo)  # FLOPs = 2 * MACs
 
 
 def _shift_conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:

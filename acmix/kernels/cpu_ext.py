@@ -6,8 +6,8 @@ one task is one image (batch * head), whose keys and values are first copied int
 ``Geometry`` in ``_SOURCE``), so that window tap t of 8 neighbouring pixels is one contiguous vector load.
 Forward stores only the output and the log-sum-exp of each pixel's logits (B, heads, Ho, Wo); backward
 recomputes the logits and the softmax from it (flash-attention style), accumulates dk, dv in padded maps that
-are folded back onto the source pixels, and writes dq | dk | dv into one (B, 3, heads, D, H, W) tensor.  Float32 uses a vectorised polynomial exp (about
-1 ulp), float64 the library's.  The build lands in the default
+are folded back onto the source pixels, and writes dq | dk | dv into one (B, 3 * heads * D, H, W) tensor.
+Float32 uses a vectorised polynomial exp (about 1 ulp), float64 the library's.  The build lands in the default
 ``TORCH_EXTENSIONS_DIR`` cache, so only the first use on a machine pays the compile (10-20 s).  The loops are
 compiled for AVX2+FMA and for baseline x86-64, and a CPU check picks one at run time.  If the build fails,
 ``load()`` warns once and returns None and callers use the pure-PyTorch path.
@@ -110,7 +110,8 @@ struct Geometry {
     rs = wov + 2 * margin;
   }
   int64_t taps() const { return k * k; }
-  // start of image n = (b, g) in the (B, 3, G, D, H, W) gradient (dq, dk, dv at + 0, 1, 2 * grad_part())
+  // start of image n = (b, g) in the (B, 3*G*D, H, W) gradient, i.e. (B, 3, G, D, H, W) (dq, dk, dv at + 0, 1,
+  // 2 * grad_part())
   int64_t grad_part() const { return groups * d * h * w; }
   int64_t grad_image(int64_t img) const { return (img / groups) * 3 * grad_part() + (img % groups) * d * h * w; }
   int64_t plane() const { return hp * wq; }             // one channel of one phase
@@ -194,7 +195,7 @@ ACMIX_INLINE void pad_image(const Map<T>& x, int64_t img, const int64_t* prow, c
 }
 
 // Adjoint of pad_image: adds every padded position onto its source pixel of image `img` of one part (dk or dv) of
-// the (B, 3, G, D, H, W) gradient.
+// the (B, 3*G*D, H, W) gradient.
 template <typename T>
 ACMIX_INLINE void fold_image(const T* src, int64_t img, const int64_t* prow, const int64_t* pcol, const Geometry& g,
                              T* grad) {
@@ -532,7 +533,7 @@ std::vector<at::Tensor> forward(const at::Tensor& q, const at::Tensor& k, const 
 }
 
 // grad_out: (B, G, D, Ho, Wo), q, k, v: (B, G, D, H, W), any strides; lse (B, G, Ho, Wo) from forward; key_bias,
-// scale as in forward -> [dq | dk | dv] one contiguous (B, 3, G, D, H, W) tensor, the layout of a fused q | k | v
+// scale as in forward -> [dq | dk | dv] one contiguous (B, 3*G*D, H, W) tensor, the layout of a fused q | k | v
 // input (the key bias's gradient is -dk summed over B, G)
 std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q, const at::Tensor& k,
                                  const at::Tensor& v, const std::optional<at::Tensor>& key_bias,
@@ -544,9 +545,12 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
               grad_out.size(3) == g.ho && grad_out.size(4) == g.wo, "grad_out shape");
   TORCH_CHECK(lse.is_contiguous() && lse.scalar_type() == q.scalar_type() && lse.numel() == g.n * g.ho * g.wo,
               "lse must be a contiguous (B, G, Ho, Wo) tensor of the dtype of q");
-  auto grad = at::empty({q.size(0), 3, q.size(1), g.d, g.h, g.w}, q.options());
-  grad.narrow(1, 1, 2).zero_();  // dk, dv accumulate; every strided query pixel's dq is written, the others
-  if (stride > 1) grad.select(1, 0).zero_();  // (stride > 1) get no gradient
+  // allocated as the 4-D (B, 3*G*D, H, W) q | k | v map, not a view of a 6-D tensor: autograd can add another
+  // gradient of that map into a tensor it holds the only reference to, never into a view
+  const int64_t part = q.size(1) * g.d;
+  auto grad = at::empty({q.size(0), 3 * part, g.h, g.w}, q.options());
+  grad.narrow(1, part, 2 * part).zero_();  // dk, dv accumulate; every strided query pixel's dq is written, the
+  if (stride > 1) grad.narrow(1, 0, part).zero_();  // others (stride > 1) get no gradient
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_local_attention_backward", [&] {
     const auto gm = map_of<scalar_t>(grad_out), qm = map_of<scalar_t>(q, scale),
                km = map_of<scalar_t>(k, 1.0, key_bias.value_or(at::Tensor())), vm = map_of<scalar_t>(v);
