@@ -65,6 +65,59 @@ def shifted_window_mask(height: int, width: int, window_size: tuple[int, int], s
     return torch.zeros(mask.shape, device=device, dtype=dtype).masked_fill(mask, -100.0)
 
 
+@torch.library.custom_op('acmix::windows_to_planes', mutates_args=())
+def _windows_to_planes(windows: torch.Tensor, batch: int, height: int, width: int, window_h: int,
+                       window_w: int) -> torch.Tensor:
+    """(B*nW, Wh*Ww, C) windows of a (B, H, W, C) map, in ``window_partition`` order -> the map as a contiguous
+    (B, C, H, W) tensor.  Backward is ``planes_to_windows``: the gradient reaches the windows as a plain contiguous
+    tensor (not a view), which autograd can add the attention path's gradient into in place."""
+    c = windows.shape[-1]
+    planes = windows.new_empty(batch, c, height, width)
+    grid = windows.view(batch, height // window_h, width // window_w, window_h, window_w, c)
+    planes.view(batch, c, height // window_h, window_h, width // window_w, window_w).copy_(
+        grid.permute(0, 5, 1, 3, 2, 4))
+    return planes
+
+
+@torch.library.custom_op('acmix::planes_to_windows', mutates_args=())
+def _planes_to_windows(planes: torch.Tensor, window_h: int, window_w: int) -> torch.Tensor:
+    """(B, C, H, W) -> its (B*nW, Wh*Ww, C) windows in ``window_partition`` order, a plain contiguous tensor (the
+    inverse of ``windows_to_planes``, and its backward)."""
+    b, c, h, w = planes.shape
+    nh, nw = h // window_h, w // window_w
+    windows = planes.new_empty(b * nh * nw, window_h * window_w, c)
+    grid = planes.reshape(b, c, nh, window_h, nw, window_w)
+    windows.view(b, nh, nw, window_h, window_w, c).copy_(grid.permute(0, 2, 4, 3, 5, 1))
+    return windows
+
+
+@_windows_to_planes.register_fake
+def _windows_to_planes_fake(windows, batch, height, width, window_h, window_w):
+    return windows.new_empty(batch, windows.shape[-1], height, width)
+
+
+@_planes_to_windows.register_fake
+def _planes_to_windows_fake(planes, window_h, window_w):
+    b, c, h, w = planes.shape
+    return planes.new_empty(b * (h // window_h) * (w // window_w), window_h * window_w, c)
+
+
+def _setup_windows_to_planes(ctx, inputs, output) -> None:
+    ctx.window = inputs[4:]
+
+
+def _setup_planes_to_windows(ctx, inputs, output) -> None:
+    planes, window_h, window_w = inputs
+    ctx.window = (window_h, window_w)
+    ctx.map = (planes.shape[0], planes.shape[2], planes.shape[3])
+
+
+_windows_to_planes.register_autograd(lambda ctx, grad: (_planes_to_windows(grad, *ctx.window), None, None, None,
+                                                        None, None), setup_context=_setup_windows_to_planes)
+_planes_to_windows.register_autograd(lambda ctx, grad: (_windows_to_planes(grad, *ctx.map, *ctx.window), None, None),
+                                     setup_context=_setup_planes_to_windows)
+
+
 @register_notrace_module  # FX leaf: padding, roll and shift mask depend on the map size
 class ACmixWindowAttention(TokenRateMixer, nn.Module):
     """Swin (shifted-)window attention + ACmix convolution path, on a whole (B, H, W, C) map.
@@ -145,23 +198,25 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
         return bias.permute(2, 0, 1)                                              # (heads, N, N)
 
-    def _window_attention(self, qkv: torch.Tensor, shift_size: tuple[int, int],
+    def _window_attention(self, qkv: torch.Tensor, hp: int, wp: int, shift_size: tuple[int, int],
                           attn_mask: torch.Tensor | None) -> torch.Tensor:
-        """(B, Hp, Wp, 3C) with Hp, Wp window multiples -> proj(attention) (B, Hp, Wp, C)."""
-        b, hp, wp, _ = qkv.shape
+        """q | k | v of the windows of a (B, Hp, Wp) map, (B*nW, Wh*Ww, 3C), Hp and Wp window multiples ->
+        proj(attention) (B, Hp, Wp, C)."""
         wh, ww = self.window_size
         n = wh * ww
-        windows = window_partition(qkv, self.window_size).reshape(-1, n, 3, self.num_heads, self.head_dim)
-        q, k, v = windows.permute(2, 0, 3, 1, 4).unbind(0)                       # (B*nW, heads, N, head_dim)
-        bias = self._rel_pos_bias().unsqueeze(0).to(q.dtype)                      # (1, heads, N, N)
+        q, k, v = qkv.view(-1, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        # q, k, v: (B*nW, heads, N, head_dim)
+        # explicit softmax attention, as timm's Swin (its fused path is experimental, off by default) and the
+        # authors: SDPA with an additive mask took the math path on CPU plus a fully-masked-row check (aten::all)
+        attn = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)                  # (B*nW, heads, N, N)
+        attn = attn + self._rel_pos_bias().unsqueeze(0).to(q.dtype)
         if attn_mask is None and any(shift_size):
             attn_mask = shifted_window_mask(hp, wp, self.window_size, shift_size, q.device, q.dtype)
         if attn_mask is not None:
             n_win = attn_mask.shape[0]
-            bias = (bias.unsqueeze(1) + attn_mask.to(q.dtype)[None, :, None])      # (1, nW, heads, N, N)
-            bias = bias.expand(b, -1, -1, -1, -1).reshape(b * n_win, self.num_heads, n, n)
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=bias,
-                                             dropout_p=self.attn_drop.p if self.training else 0.)
+            attn = attn.view(-1, n_win, self.num_heads, n, n) + attn_mask.to(q.dtype)[None, :, None]
+            attn = attn.view(-1, self.num_heads, n, n)
+        out = self.attn_drop(attn.softmax(dim=-1)) @ v                            # (B*nW, heads, N, head_dim)
         out = self.proj(out.transpose(1, 2).reshape(-1, n, self.dim))            # (B*nW, N, C)
         return window_reverse(out.view(-1, wh, ww, self.dim), self.window_size, hp, wp)
 
@@ -189,18 +244,25 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
             x = torch.roll(x, shifts=(-sh, -sw), dims=(1, 2))
         if not self.pad_first and self.has_attn and padded:
             x = F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
-        qkv = self.qkv(x)                                                         # (B, Hp, Wp, 3C) or (B, H, W, 3C)
         # the map the roll acted on, which the conv path and the mix cover: padded (pad_first) or real
         hr, wr = (h + pad_h, w + pad_w) if self.pad_first else (h, w)
 
         out_att = None
+        planes = None  # q | k | v of the (hr, wr) map as (B, 3C, hr, wr), the conv path's input
         if self.has_attn:
-            out_att = self._window_attention(qkv, (sh, sw), attn_mask)[:, :hr, :wr]  # (B, hr, wr, C)
-            qkv = qkv[:, :hr, :wr]
+            hp, wp = x.shape[1], x.shape[2]
+            # partition the C-channel input, not q | k | v (3C), as timm's Swin block does
+            qkv = self.qkv(window_partition(x, self.window_size).view(-1, wh * ww, c))  # (B*nW, Wh*Ww, 3C)
+            out_att = self._window_attention(qkv, hp, wp, (sh, sw), attn_mask)[:, :hr, :wr]  # (B, hr, wr, C)
+            if self.has_conv:
+                planes = torch.ops.acmix.windows_to_planes(qkv, b, hp, wp, wh, ww)[:, :, :hr, :wr]
+        else:
+            planes = self.qkv(x).permute(0, 3, 1, 2)                                # a view of (B, hr, wr, 3C)
         out_conv = None
         if self.has_conv:
-            # (B, hr, wr, 3C) -> (B, 3*heads, head_dim, hr*wr), channel order (q|k|v, head, d) as in the Linear
-            f = qkv.permute(0, 3, 1, 2).reshape(b, 3 * self.num_heads, self.head_dim, hr * wr)
+            assert planes is not None  # (Optional for TorchScript)
+            # (B, 3C, hr, wr) -> (B, 3*heads, head_dim, hr*wr), channel order (q|k|v, head, d) as in the Linear
+            f = planes.reshape(b, 3 * self.num_heads, self.head_dim, hr * wr)
             out_conv = self.dep_conv.conv_path(f, self.fc.weight, self.fc.bias, hr, wr)  # (B, C, hr, wr)
             out_conv = out_conv.permute(0, 2, 3, 1)
 
