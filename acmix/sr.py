@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, TokenRateMixer, check_choice, check_odd_kernel, check_positive,
-                        reset_dep_conv, split_heads)
+                        reset_dep_conv, split_heads, tokens_to_planes)
 
 __all__ = ['ACmixSRAttention']
 
@@ -115,11 +115,11 @@ class ACmixSRAttention(TokenRateMixer, nn.Module):
         if self.has_conv:
             # Stage I maps of the spatial tokens, channels (q|k|v, head, d): q (B, C, H, W); k|v (B, 2C, H', W')
             # nearest-upsampled to H x W (a no-op without reduction)
-            q_map = q[:, p:].transpose(1, 2).reshape(b, c, H, W)
-            kv_map = kv[:, p:].transpose(1, 2).reshape(b, 2 * c, h_r, w_r)
+            q_map = tokens_to_planes(q[:, p:], b, H, W, H, W)
+            kv_map = tokens_to_planes(kv[:, p:], b, h_r, w_r, h_r, w_r)
             if self.sr_ratio > 1:
                 kv_map = F.interpolate(kv_map, size=(H, W), mode='nearest')
-            f = torch.cat([q_map, kv_map], dim=1).reshape(b, 3 * self.num_heads, self.head_dim, H * W)
+            f = torch.cat([q_map, kv_map], dim=1).view(b, 3 * self.num_heads, self.head_dim, H * W)
             out_conv = self.dep_conv.conv_path(f, self.fc.weight, self.fc.bias, H, W)  # (B, C, H, W)
             out_conv = out_conv.flatten(2).transpose(1, 2)  # (B, HW, C)
             if p:

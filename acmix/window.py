@@ -35,7 +35,7 @@ from timm.layers import register_notrace_module, resize_rel_pos_bias_table, to_2
 from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, TokenRateMixer, check_choice, check_odd_kernel, check_positive,
-                        reset_dep_conv, split_heads)
+                        reset_dep_conv, split_heads, tokens_to_planes)
 
 __all__ = ['ACmixWindowAttention', 'shifted_window_mask']
 
@@ -63,59 +63,6 @@ def shifted_window_mask(height: int, width: int, window_size: tuple[int, int], s
     region = window_partition(region, window_size).reshape(-1, wh * ww)       # (nW, Wh*Ww)
     mask = region[:, None, :] != region[:, :, None]                           # (nW, N, N)
     return torch.zeros(mask.shape, device=device, dtype=dtype).masked_fill(mask, -100.0)
-
-
-@torch.library.custom_op('acmix::windows_to_planes', mutates_args=())
-def _windows_to_planes(windows: torch.Tensor, batch: int, height: int, width: int, window_h: int,
-                       window_w: int) -> torch.Tensor:
-    """(B*nW, Wh*Ww, C) windows of a (B, H, W, C) map, in ``window_partition`` order -> the map as a contiguous
-    (B, C, H, W) tensor.  Backward is ``planes_to_windows``: the gradient reaches the windows as a plain contiguous
-    tensor (not a view), which autograd can add the attention path's gradient into in place."""
-    c = windows.shape[-1]
-    planes = windows.new_empty(batch, c, height, width)
-    grid = windows.view(batch, height // window_h, width // window_w, window_h, window_w, c)
-    planes.view(batch, c, height // window_h, window_h, width // window_w, window_w).copy_(
-        grid.permute(0, 5, 1, 3, 2, 4))
-    return planes
-
-
-@torch.library.custom_op('acmix::planes_to_windows', mutates_args=())
-def _planes_to_windows(planes: torch.Tensor, window_h: int, window_w: int) -> torch.Tensor:
-    """(B, C, H, W) -> its (B*nW, Wh*Ww, C) windows in ``window_partition`` order, a plain contiguous tensor (the
-    inverse of ``windows_to_planes``, and its backward)."""
-    b, c, h, w = planes.shape
-    nh, nw = h // window_h, w // window_w
-    windows = planes.new_empty(b * nh * nw, window_h * window_w, c)
-    grid = planes.reshape(b, c, nh, window_h, nw, window_w)
-    windows.view(b, nh, nw, window_h, window_w, c).copy_(grid.permute(0, 2, 4, 3, 5, 1))
-    return windows
-
-
-@_windows_to_planes.register_fake
-def _windows_to_planes_fake(windows, batch, height, width, window_h, window_w):
-    return windows.new_empty(batch, windows.shape[-1], height, width)
-
-
-@_planes_to_windows.register_fake
-def _planes_to_windows_fake(planes, window_h, window_w):
-    b, c, h, w = planes.shape
-    return planes.new_empty(b * (h // window_h) * (w // window_w), window_h * window_w, c)
-
-
-def _setup_windows_to_planes(ctx, inputs, output) -> None:
-    ctx.window = inputs[4:]
-
-
-def _setup_planes_to_windows(ctx, inputs, output) -> None:
-    planes, window_h, window_w = inputs
-    ctx.window = (window_h, window_w)
-    ctx.map = (planes.shape[0], planes.shape[2], planes.shape[3])
-
-
-_windows_to_planes.register_autograd(lambda ctx, grad: (_planes_to_windows(grad, *ctx.window), None, None, None,
-                                                        None, None), setup_context=_setup_windows_to_planes)
-_planes_to_windows.register_autograd(lambda ctx, grad: (_windows_to_planes(grad, *ctx.map, *ctx.window), None, None),
-                                     setup_context=_setup_planes_to_windows)
 
 
 @register_notrace_module  # FX leaf: padding, roll and shift mask depend on the map size
@@ -255,7 +202,7 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
             qkv = self.qkv(window_partition(x, self.window_size).view(-1, wh * ww, c))  # (B*nW, Wh*Ww, 3C)
             out_att = self._window_attention(qkv, hp, wp, (sh, sw), attn_mask)[:, :hr, :wr]  # (B, hr, wr, C)
             if self.has_conv:
-                planes = torch.ops.acmix.windows_to_planes(qkv, b, hp, wp, wh, ww)[:, :, :hr, :wr]
+                planes = tokens_to_planes(qkv, b, hp, wp, wh, ww)[:, :, :hr, :wr]
         else:
             planes = self.qkv(x).permute(0, 3, 1, 2)                                # a view of (B, hr, wr, 3C)
         out_conv = None
