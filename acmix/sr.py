@@ -120,7 +120,7 @@ class ACmixSRAttention(TokenRateMixer, nn.Module):
             if self.sr_ratio > 1:
                 kv_map = F.interpolate(kv_map, size=(H, W), mode='nearest')
             f = torch.cat([q_map, kv_map], dim=1).view(b, 3 * self.num_heads, self.head_dim, H * W)
-            out_conv = self.dep_conv.conv_path(f, self.fc.weight, self.fc.bias, H, W)  # (B, C, H, W)
+            out_conv = self.dep_conv.conv_path(f, *self._fc_params(self.fc), H, W)  # (B, C, H, W)
             out_conv = out_conv.flatten(2).transpose(1, 2)  # (B, HW, C)
             if p:
                 out_conv = F.pad(out_conv, (0, 0, p, 0))                          # prefix tokens: no conv term

@@ -210,7 +210,7 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
             assert planes is not None  # (Optional for TorchScript)
             # (B, 3C, hr, wr) -> (B, 3*heads, head_dim, hr*wr), channel order (q|k|v, head, d) as in the Linear
             f = planes.reshape(b, 3 * self.num_heads, self.head_dim, hr * wr)
-            out_conv = self.dep_conv.conv_path(f, self.fc.weight, self.fc.bias, hr, wr)  # (B, C, hr, wr)
+            out_conv = self.dep_conv.conv_path(f, *self._fc_params(self.fc), hr, wr)  # (B, C, hr, wr)
             out_conv = out_conv.permute(0, 2, 3, 1)
 
         x = self.proj_drop(self._mix(out_att, out_conv))
