@@ -173,6 +173,31 @@ def test_train_step(kind: str, mix: str, shift: str) -> None:
     assert unchanged <= {'conv_p.bias', 'conv1.bias', 'conv2.bias'}, f'not updated: {sorted(unchanged)}'
 
 
+# Stage I outputs that both paths read, for _build / _input: q | k | v (local), the q | k | v windows of the padded
+# 8 x 8 map (window), q and the reduced k | v tokens (sr)
+_STAGE1_SHAPES = {'local': [(2, 48, 6, 7)], 'window': [(8, 16, 48)], 'sr': [(2, 42, 16), (2, 9, 32)]}
+
+
+@pytest.mark.parametrize('kind', ['local', 'window', 'sr'])
+def test_backward_adds_the_paths_stage1_gradients_in_place(kind: str) -> None:
+    """Backward adds one path's gradient of a Stage I output into the other's in place (``add_``), not into a
+    fresh full-size tensor (``add``: ~10 MB of newly touched memory per block at stage 1 of a ResNet or Swin).
+    This needs both gradients to reach Stage I as plain tensors (the local-attention op and ``tokens_to_planes``
+    return them so, not as views) and, in ``ACmix``, the attention path's to arrive first."""
+    torch.manual_seed(0)
+    m = _build(kind)
+    out = _run(kind, m, _input(kind))
+    # the profiler, not a Python dispatch mode: a mode holds references to the gradients, which alone makes
+    # autograd add out of place
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:
+        out.square().mean().backward()
+    adds = [(e.name, [tuple(s) for s in e.input_shapes[:2]]) for e in prof.events()
+            if e.name in ('aten::add', 'aten::add_')]
+    for shape in _STAGE1_SHAPES[kind]:
+        ops = [name for name, shapes in adds if shapes == [shape, shape]]
+        assert ops == ['aten::add_'], f'gradient sums of the {shape} Stage I output: {ops}'
+
+
 # ---------------------------------------------------------------- shift variants and mixing
 @pytest.mark.parametrize('shift', SHIFT_MODES[1:])
 @pytest.mark.parametrize('kind, kw', [('local', dict(stride=2, dilation=2, kernel_conv=5)), ('local', {}),

@@ -1,7 +1,8 @@
 """Speed and memory of ACmix's local attention: fast custom op vs the unfold-style reference.
 
-For every ResNet-ACmix stage (batch 8: 64ch@56^2, 128ch@28^2, 256ch@14^2, 512ch@7^2; 4 heads, K=7) it times
-forward (under ``no_grad``) and forward+backward (median of ``--reps`` after a warm-up) of
+For every ResNet-ACmix stage (batch 8: 64ch@56^2, 128ch@28^2, 256ch@14^2, 512ch@7^2; 4 heads, K=7), or with
+``--stride 2`` for its strided blocks (the first of layers 2-4: 128ch@56^2, 256ch@28^2, 512ch@14^2 in, half the
+size out), it times forward (under ``no_grad``) and forward+backward (median of ``--reps`` after a warm-up) of
 
 - ``kernel``: ``acmix.kernels.local_attention`` alone, on (batch*4, C/4, H, W) q, k, v;
 - ``module``: a whole ``acmix.ACmix(C, C)`` (projections, positional term, conv path) on (batch, C, H, W),
@@ -21,6 +22,7 @@ Usage::
     python tools/benchmark_acmix.py --device cuda   # one device only
     python tools/benchmark_acmix.py --quick         # batch 2, two stages, 2 reps: a smoke run
     python tools/benchmark_acmix.py --threads 1     # CPU threads (on a loaded shared machine 1 is steadier)
+    python tools/benchmark_acmix.py --stride 2      # the strided blocks
 """
 from __future__ import annotations
 
@@ -44,12 +46,13 @@ from acmix.kernels import local_attention  # noqa: E402
 from acmix.kernels.ops import resolve_backend  # noqa: E402
 
 STAGES = ((64, 56), (128, 28), (256, 14), (512, 7))  # (channels, feature-map size) of ResNet stages 1-4
+STRIDED_STAGES = ((128, 56), (256, 28), (512, 14))   # (channels, input size) of the strided blocks of layers 2-4
 HEADS, KERNEL = 4, 7
 IMPLS = ('reference', 'fast')
 
 
-def make_case(scope: str, channels: int, size: int, batch: int, impl: str,
-              device: torch.device) -> tuple[Callable[[], torch.Tensor], list[torch.Tensor]]:
+def make_case(scope: str, channels: int, size: int, batch: int, impl: str, device: torch.device,
+              stride: int = 1) -> tuple[Callable[[], torch.Tensor], list[torch.Tensor]]:
     """A closure running one forward, and the tensors that must require grad for backward.
 
     Args:
@@ -60,9 +63,9 @@ def make_case(scope: str, channels: int, size: int, batch: int, impl: str,
     if scope == 'kernel':
         qkv = [torch.randn(batch * HEADS, channels // HEADS, size, size, generator=gen).to(device).requires_grad_()
                for _ in range(3)]
-        return (lambda: local_attention(*qkv, KERNEL, impl=impl)), qkv
+        return (lambda: local_attention(*qkv, KERNEL, stride=stride, impl=impl)), qkv
     torch.manual_seed(0)
-    module = ACmix(channels, channels, kernel_att=KERNEL, head=HEADS, impl=impl).to(device)
+    module = ACmix(channels, channels, kernel_att=KERNEL, head=HEADS, stride=stride, impl=impl).to(device)
     x = torch.randn(batch, channels, size, size, generator=gen).to(device).requires_grad_()
     return (lambda: module(x)), [x]
 
@@ -123,9 +126,9 @@ def read_status_kb(field: str) -> int:
     raise KeyError(f'/proc/self/status has no {field}')
 
 
-def cpu_peak_bytes_here(scope: str, channels: int, size: int, batch: int, impl: str) -> int:
+def cpu_peak_bytes_here(scope: str, channels: int, size: int, batch: int, impl: str, stride: int) -> int:
     """Peak resident-set growth of one forward+backward in this (fresh) process."""
-    run, _ = make_case(scope, channels, size, batch, impl, torch.device('cpu'))
+    run, _ = make_case(scope, channels, size, batch, impl, torch.device('cpu'), stride)
     tiny, _ = make_case('kernel', HEADS, 3, 1, impl, torch.device('cpu'))
     _forward_backward(tiny)  # load the C++ extension and start the thread pool before the baseline
     try:
@@ -140,10 +143,11 @@ def cpu_peak_bytes_here(scope: str, channels: int, size: int, batch: int, impl: 
         return max(0, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before_kb) * 1024
 
 
-def peak_bytes(scope: str, channels: int, size: int, batch: int, impl: str, device: torch.device) -> int:
+def peak_bytes(scope: str, channels: int, size: int, batch: int, impl: str, device: torch.device,
+               stride: int) -> int:
     """Peak memory of one forward+backward above the state before it (see the module docstring)."""
     if device.type == 'cuda':
-        run, _ = make_case(scope, channels, size, batch, impl, device)
+        run, _ = make_case(scope, channels, size, batch, impl, device, stride)
         _forward_backward(run)
         torch.cuda.synchronize(device)
         torch.cuda.reset_peak_memory_stats(device)
@@ -152,27 +156,28 @@ def peak_bytes(scope: str, channels: int, size: int, batch: int, impl: str, devi
         torch.cuda.synchronize(device)
         return torch.cuda.max_memory_allocated(device) - before
     cmd = [sys.executable, os.path.abspath(__file__), '--threads', str(torch.get_num_threads()), '--_cpu-peak',
-           json.dumps([scope, channels, size, batch, impl])]
+           json.dumps([scope, channels, size, batch, impl, stride])]
     result = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return int(result.stdout.strip().splitlines()[-1])
 
 
-def measure(scope: str, channels: int, size: int, batch: int, device: torch.device, reps: int) -> dict:
+def measure(scope: str, channels: int, size: int, batch: int, device: torch.device, reps: int,
+            stride: int = 1) -> dict:
     row = {}
     for impl in IMPLS:
-        run, _ = make_case(scope, channels, size, batch, impl, device)
+        run, _ = make_case(scope, channels, size, batch, impl, device, stride)
         row[impl] = dict(
             fwd=median_seconds(lambda: _forward_only(run), device, reps),
             fwd_bwd=median_seconds(lambda: _forward_backward(run), device, reps),
             saved=saved_bytes(run),
-            peak=peak_bytes(scope, channels, size, batch, impl, device),
+            peak=peak_bytes(scope, channels, size, batch, impl, device, stride),
         )
     return row
 
 
-def _fmt_row(scope: str, channels: int, size: int, row: dict) -> str:
+def _fmt_row(scope: str, channels: int, size: int, row: dict, stride: int = 1) -> str:
     ref, fast = row['reference'], row['fast']
-    cells = [scope, f'{channels}ch@{size}²']
+    cells = [scope, f'{channels}ch@{size}²' + (f' /{stride}' if stride > 1 else '')]
     for key in ('fwd', 'fwd_bwd'):
         cells += [f"{ref[key] * 1e3:.1f}", f"{fast[key] * 1e3:.1f}", f"**{ref[key] / fast[key]:.1f}x**"]
     for key in ('peak', 'saved'):
@@ -195,6 +200,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument('--reps', type=int, default=5)
     parser.add_argument('--scopes', default='kernel,module', help='comma-separated subset of kernel,module')
     parser.add_argument('--threads', type=int, help='torch.set_num_threads for CPU runs (default: torch default)')
+    parser.add_argument('--stride', type=int, choices=(1, 2), default=1,
+                        help="2: ResNet-ACmix's strided blocks (first of layers 2-4) instead of its stages")
     parser.add_argument('--_cpu-peak', dest='cpu_peak', help=argparse.SUPPRESS)  # internal: subprocess mode
     args = parser.parse_args(argv)
     if args.threads:
@@ -206,18 +213,19 @@ def main(argv: list[str] | None = None) -> None:
     if args.device == 'cuda' and not torch.cuda.is_available():
         parser.error('--device cuda requested but CUDA is not available')
     devices = [d for d in ('cpu', 'cuda') if args.device in (d, 'all') and (d == 'cpu' or torch.cuda.is_available())]
-    stages, batch, reps = (STAGES[2:], 2, 2) if args.quick else (STAGES, args.batch, args.reps)
+    all_stages = STRIDED_STAGES if args.stride > 1 else STAGES
+    stages, batch, reps = (all_stages[-2:], 2, 2) if args.quick else (all_stages, args.batch, args.reps)
     scopes = args.scopes.split(',')
     for name in devices:
         device = torch.device(name)
         where = (torch.cuda.get_device_name(device) if name == 'cuda'
                  else f'CPU, {torch.get_num_threads()} threads, load average {os.getloadavg()[0]:.1f}')
-        print(f'\n### {where}: batch {batch}, {HEADS} heads, K={KERNEL}, median of {reps}, '
+        print(f'\n### {where}: batch {batch}, {HEADS} heads, K={KERNEL}, stride {args.stride}, median of {reps}, '
               f'fast backend {resolve_backend("auto", device)!r}\n\n{HEADER}', flush=True)
         for scope in scopes:
             for channels, size in stages:
-                print(_fmt_row(scope, channels, size, measure(scope, channels, size, batch, device, reps)),
-                      flush=True)
+                row = measure(scope, channels, size, batch, device, reps, args.stride)
+                print(_fmt_row(scope, channels, size, row, args.stride), flush=True)
         if name == 'cpu':
             print(f'\n(load average after the run: {os.getloadavg()[0]:.1f})')
 
