@@ -14,8 +14,8 @@ The counter knows nothing about a few kernels that do real multiply-accumulate w
   reads, are not counted.
 * ``acmix::shift_conv_fwd`` (the C++ kernel of ``dep_conv``, ``acmix.kernels.shift_conv``): the grouped conv it
   computes, ``B * C_out * (M input planes per group) * k^2 * H * W`` MACs (M = k^2 for ``dep_conv``).
-* ``aten._scaled_dot_product_flash_attention_for_cpu`` (the CPU SDPA kernel ``ACmixWindowAttention`` reaches):
-  same formula as the CUDA SDPA kernels, ``2 * B*h*L*S*d`` MACs.
+* ``aten._scaled_dot_product_flash_attention_for_cpu`` (the CPU SDPA kernel of the ``'global'`` and PVT
+  attentions): same formula as the CUDA SDPA kernels, ``2 * B*h*L*S*d`` MACs.
 * ``aten.addcmul`` / ``aten.addcmul_``: one MAC per output element.  SAN's patchwise aggregation (``acmix.patchwise``
   loop path) is ``K^2`` of these per output; nothing else in our models calls ``addcmul`` in a forward pass.
 
