@@ -83,13 +83,10 @@ class ACmixSRAttention(TokenRateMixer, nn.Module):
         if self.has_conv:
             reset_dep_conv(self.dep_conv)
 
-    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
-        """(B, P + H*W, C) tokens (P prefix tokens, then an H x W map row-major) -> (B, P + H*W, C)."""
-        b, n, c = x.shape
-        p = self.num_prefix_tokens
-        if n != p + H * W:
-            raise ValueError(f'token count {n} does not match num_prefix_tokens + H*W = {p} + {H}*{W} = {p + H * W}')
-        q = self.q(x)                                                             # (B, N, C)
+    def _stage1(self, x: torch.Tensor, H: int, W: int) -> tuple[torch.Tensor, torch.Tensor, int, int]:
+        """(B, N, C) tokens -> q (B, N, C) of every token, k | v (B, H'*W', 2C) of the reduced map, and (H', W')."""
+        b, _, c = x.shape
+        q = self.q(x)
         if hasattr(self, 'sr'):  # sr_ratio > 1 (hasattr: TorchScript then compiles only the branch that exists)
             x_map = x.transpose(1, 2).reshape(b, c, H, W)
             # PVT v1 floors H/sr_ratio; a map smaller than sr_ratio would reduce to nothing, so only then
@@ -99,29 +96,42 @@ class ACmixSRAttention(TokenRateMixer, nn.Module):
                 x_map = F.pad(x_map, (0, pad_w, 0, pad_h))
             x_r = self.sr(x_map)                                                  # (B, C, H', W')
             h_r, w_r = x_r.shape[-2:]
-            kv = self.kv(self.norm(x_r.flatten(2).transpose(1, 2)))               # (B, H'*W', 2C)
-        else:
-            h_r, w_r = H, W
-            kv = self.kv(x)                                                       # (B, N, 2C)
+            return q, self.kv(self.norm(x_r.flatten(2).transpose(1, 2))), h_r, w_r
+        return q, self.kv(x), H, W
 
-        out_att = None
-        if self.has_attn:
-            k, v = kv.reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-            q_h = q.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)  # (B, heads, N, head_dim)
-            out = F.scaled_dot_product_attention(q_h, k, v, dropout_p=self.attn_drop.p if self.training else 0.)
-            out_att = self.proj(out.transpose(1, 2).reshape(b, n, c))             # (B, N, C)
+    def _attention_path(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
+        """q (B, N, C), k | v (B, N', 2C) -> proj(attention) (B, N, C)."""
+        b, n, c = q.shape
+        k, v = kv.reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
+        q_h = q.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)      # (B, heads, N, head_dim)
+        out = F.scaled_dot_product_attention(q_h, k, v, dropout_p=self.attn_drop.p if self.training else 0.)
+        return self.proj(out.transpose(1, 2).reshape(b, n, c))
 
+    def _conv_path(self, q: torch.Tensor, kv: torch.Tensor, H: int, W: int, h_r: int, w_r: int) -> torch.Tensor:
+        """Stage I's q (B, N, C) and k | v (B, N', 2C) -> the conv path of the H x W spatial tokens (B, H*W, C)."""
+        b, _, c = q.shape
+        p = self.num_prefix_tokens
+        # Stage I maps of the spatial tokens, channels (q|k|v, head, d): q (B, C, H, W); k|v (B, 2C, H', W')
+        # nearest-upsampled to H x W (a no-op without reduction)
+        q_map = tokens_to_planes(q[:, p:], b, H, W, H, W)
+        kv_map = tokens_to_planes(kv[:, p:], b, h_r, w_r, h_r, w_r)
+        if self.sr_ratio > 1:
+            kv_map = F.interpolate(kv_map, size=(H, W), mode='nearest')
+        f = torch.cat([q_map, kv_map], dim=1).view(b, 3 * self.num_heads, self.head_dim, H * W)
+        out = self.dep_conv.conv_path(f, *self._fc_params(self.fc), H, W)          # (B, C, H, W)
+        return out.flatten(2).transpose(1, 2)
+
+    def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
+        """(B, P + H*W, C) tokens (P prefix tokens, then an H x W map row-major) -> (B, P + H*W, C)."""
+        n = x.shape[1]
+        p = self.num_prefix_tokens
+        if n != p + H * W:
+            raise ValueError(f'token count {n} does not match num_prefix_tokens + H*W = {p} + {H}*{W} = {p + H * W}')
+        q, kv, h_r, w_r = self._stage1(x, H, W)
+        out_att = self._attention_path(q, kv) if self.has_attn else None
         out_conv = None
         if self.has_conv:
-            # Stage I maps of the spatial tokens, channels (q|k|v, head, d): q (B, C, H, W); k|v (B, 2C, H', W')
-            # nearest-upsampled to H x W (a no-op without reduction)
-            q_map = tokens_to_planes(q[:, p:], b, H, W, H, W)
-            kv_map = tokens_to_planes(kv[:, p:], b, h_r, w_r, h_r, w_r)
-            if self.sr_ratio > 1:
-                kv_map = F.interpolate(kv_map, size=(H, W), mode='nearest')
-            f = torch.cat([q_map, kv_map], dim=1).view(b, 3 * self.num_heads, self.head_dim, H * W)
-            out_conv = self.dep_conv.conv_path(f, *self._fc_params(self.fc), H, W)  # (B, C, H, W)
-            out_conv = out_conv.flatten(2).transpose(1, 2)  # (B, HW, C)
+            out_conv = self._conv_path(q, kv, H, W, h_r, w_r)                      # (B, H*W, C)
             if p:
                 out_conv = F.pad(out_conv, (0, 0, p, 0))                          # prefix tokens: no conv term
         return self.proj_drop(self._mix(out_att, out_conv))

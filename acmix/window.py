@@ -145,6 +145,19 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
         return bias.permute(2, 0, 1)                                              # (heads, N, N)
 
+    def _stage1(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, Hp, Wp, C), Hp and Wp window multiples -> q | k | v of its windows (B*nW, Wh*Ww, 3C): the C-channel
+        input is partitioned, not q | k | v (3C), as timm's Swin block does."""
+        wh, ww = self.window_size
+        return self.qkv(window_partition(x, self.window_size).view(-1, wh * ww, x.shape[-1]))
+
+    def _conv_path(self, planes: torch.Tensor) -> torch.Tensor:
+        """q | k | v maps (B, 3C, H, W) -> the conv path (B, H, W, C)."""
+        b, _, h, w = planes.shape
+        # (B, 3*heads, head_dim, H*W), channel order (q|k|v, head, d) as in the Linear
+        f = planes.reshape(b, 3 * self.num_heads, self.head_dim, h * w)
+        return self.dep_conv.conv_path(f, *self._fc_params(self.fc), h, w).permute(0, 2, 3, 1)
+
     def _window_attention(self, qkv: torch.Tensor, hp: int, wp: int, shift_size: tuple[int, int],
                           attn_mask: torch.Tensor | None) -> torch.Tensor:
         """q | k | v of the windows of a (B, Hp, Wp) map, (B*nW, Wh*Ww, 3C), Hp and Wp window multiples ->
@@ -198,8 +211,7 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         planes = None  # q | k | v of the (hr, wr) map as (B, 3C, hr, wr), the conv path's input
         if self.has_attn:
             hp, wp = x.shape[1], x.shape[2]
-            # partition the C-channel input, not q | k | v (3C), as timm's Swin block does
-            qkv = self.qkv(window_partition(x, self.window_size).view(-1, wh * ww, c))  # (B*nW, Wh*Ww, 3C)
+            qkv = self._stage1(x)                                                  # (B*nW, Wh*Ww, 3C)
             out_att = self._window_attention(qkv, hp, wp, (sh, sw), attn_mask)[:, :hr, :wr]  # (B, hr, wr, C)
             if self.has_conv:
                 planes = tokens_to_planes(qkv, b, hp, wp, wh, ww)[:, :, :hr, :wr]
@@ -208,10 +220,7 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         out_conv = None
         if self.has_conv:
             assert planes is not None  # (Optional for TorchScript)
-            # (B, 3C, hr, wr) -> (B, 3*heads, head_dim, hr*wr), channel order (q|k|v, head, d) as in the Linear
-            f = planes.reshape(b, 3 * self.num_heads, self.head_dim, hr * wr)
-            out_conv = self.dep_conv.conv_path(f, *self._fc_params(self.fc), hr, wr)  # (B, C, hr, wr)
-            out_conv = out_conv.permute(0, 2, 3, 1)
+            out_conv = self._conv_path(planes)                                     # (B, hr, wr, C)
 
         x = self.proj_drop(self._mix(out_att, out_conv))
         if sh or sw:

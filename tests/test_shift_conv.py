@@ -138,6 +138,15 @@ def test_benchmark_models_tool_runs(capsys):
     assert 'fc folding on' in out
 
 
+@pytest.mark.parametrize('name', ['acmix_san10', 'acmix_pvt_tiny', 'acmix_swin_tiny_patch4_window7_224'])
+def test_benchmark_models_parts_of_each_family(name, capsys):
+    """--parts-only times the parts of one block of each mixer flavour, through the mixers' own part methods."""
+    import tools.benchmark_models as bench
+    bench.main(['--models', name, '--img', '32', '--batch', '2', '--iters', '1', '--threads', '1', '--parts-only'])
+    out = capsys.readouterr().out
+    assert f'**{name}**' in out and 'stage I' in out and 'mix |' in out and 'whole mixer' in out
+
+
 def test_benchmark_models_no_fold_fc_switches_folding_off(monkeypatch):
     """--no-fold-fc: every ShiftGroupConv of the benchmarked models has fold_fc off (the 'before' of folding)."""
     import tools.benchmark_models as bench

@@ -217,50 +217,43 @@ def _acmix_parts(m: nn.Module, x: torch.Tensor) -> List[Part]:
 
 
 def _window_parts(m: nn.Module, x: torch.Tensor, shift: Tuple[int, int], mask: Optional[torch.Tensor]) -> List[Part]:
-    """``acmix.ACmixWindowAttention`` (Swin): parts of its forward (on the map zero-padded to window multiples)."""
+    """``acmix.ACmixWindowAttention`` (Swin): the parts of its forward (on the map zero-padded to window multiples)."""
+    from acmix.conv_path import tokens_to_planes
     wh, ww = m.window_size
     x = nn.functional.pad(x, (0, 0, 0, -x.shape[2] % ww, 0, -x.shape[1] % wh))
     b, h, w, c = x.shape
-
-    def conv_path(qkv: torch.Tensor) -> torch.Tensor:  # as in ACmixWindowAttention.forward
-        f = qkv.permute(0, 3, 1, 2).reshape(b, 3 * m.num_heads, m.head_dim, h * w)
-        return m.dep_conv.conv_path(f, m.fc.weight, m.fc.bias, h, w).permute(0, 2, 3, 1)
-
     with torch.no_grad():
         xr = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if any(shift) else x
-        qkv = m.qkv(xr)
-        att = m._window_attention(qkv, shift, mask)
-        conv = conv_path(qkv)
+        qkv = m._stage1(xr)
+        att = m._window_attention(qkv, h, w, shift, mask)
+        planes = tokens_to_planes(qkv, b, h, w, wh, ww)
+        conv = m._conv_path(planes)
     att, conv = _leaf(att), _leaf(conv)
     roll = (lambda t: torch.roll(t, shifts=(-shift[0], -shift[1]), dims=(1, 2))) if any(shift) else (lambda t: t * 1)
     return [
-        ('stage I (qkv Linear)', m.qkv, [_leaf(xr)]),
-        ('attention path (windows, SDPA, proj)', lambda t: m._window_attention(t, shift, mask), [_leaf(qkv)]),
-        ('conv path (permute, fc + dep_conv or fc folded in, permute)', conv_path, [_leaf(qkv)]),
-        ('  of which the copy of qkv to planar maps (its first permute)',
-         lambda t: t.permute(0, 3, 1, 2).contiguous(), [_leaf(qkv)]),
+        ('stage I (window partition, qkv Linear)', m._stage1, [_leaf(xr)]),
+        ('attention path (softmax attention, proj, window reverse)',
+         lambda t: m._window_attention(t, h, w, shift, mask), [_leaf(qkv)]),
+        ('layout: q|k|v windows to planar maps (tokens_to_planes)',
+         lambda t: tokens_to_planes(t, b, h, w, wh, ww), [_leaf(qkv)]),
+        ('conv path (fc + dep_conv or fc folded in, permute)', m._conv_path, [_leaf(planes)]),
         ('mix', m._mix, [att, conv]),
         ('layout: roll in (and the same again out)', roll, [_leaf(x)]),
     ]
 
 
 def _sr_parts(m: nn.Module, x: torch.Tensor, h: int, w: int) -> List[Part]:
-    """``acmix.ACmixSRAttention`` (PVT): Stage I and the conv path; attention, layout and mix are the rest."""
-    b, _, c = x.shape
-
-    def stage1(t: torch.Tensor) -> torch.Tensor:
-        q = m.q(t)
-        if m.sr_ratio > 1:
-            t = m.norm(m.sr(t[:, -h * w:].transpose(1, 2).reshape(b, c, h, w)).flatten(2).transpose(1, 2))
-        return torch.cat([q.flatten(), m.kv(t).flatten()])
-
-    def conv_path(f: torch.Tensor) -> torch.Tensor:
-        return m.dep_conv.conv_path(f, m.fc.weight, m.fc.bias, h, w)
-
+    """``acmix.ACmixSRAttention`` (PVT): the parts of its forward."""
+    with torch.no_grad():
+        q, kv, h_r, w_r = m._stage1(x, h, w)
+        att = m._attention_path(q, kv)
+        conv = m._conv_path(q, kv, h, w, h_r, w_r)
     return [
-        ('stage I (q, sr + norm, kv)', stage1, [_leaf(x)]),
-        ('conv path (fc + dep_conv, or fc folded in)', conv_path,
-         [torch.randn(b, 3 * m.num_heads, m.head_dim, h * w, requires_grad=True)]),
+        ('stage I (q, sr + norm, kv)', lambda t: torch.cat([o.flatten() for o in m._stage1(t, h, w)[:2]]), [_leaf(x)]),
+        ('attention path (SDPA, proj)', m._attention_path, [_leaf(q), _leaf(kv)]),
+        ('conv path (layout, k|v upsampling, fc + dep_conv or fc folded in)',
+         lambda a, b: m._conv_path(a, b, h, w, h_r, w_r), [_leaf(q), _leaf(kv)]),
+        ('mix', m._mix, [_leaf(att), _leaf(conv)]),
     ]
 
 
