@@ -177,7 +177,7 @@ class ACmix(RateMixer, nn.Module):
         """Stage I maps q | k | v -> ``dep_conv(fc(q | k | v))`` (B, out_planes, Ho, Wo)."""
         b, _, h, w = qkv.shape
         maps = qkv.reshape(b, -1, self.conv_dim, h * w)  # (B, maps, conv_dim, H*W)
-        return self.dep_conv.conv_path(maps, *self._fc_params(self.fc), h, w)
+        return self.dep_conv.conv_path(maps, *self._fc_params(), h, w)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, in_planes, H, W) -> (B, out_planes, ceil(H/stride), ceil(W/stride))."""

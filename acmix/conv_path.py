@@ -317,13 +317,14 @@ class RateMixer:
             self.rate1.fill_(0.5)
             self.rate2.fill_(0.5)
 
-    def _fc_params(self, fc: nn.Conv2d) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """``fc``'s weight and bias, times ``rate2`` when the module mixes both paths.
+    def _fc_params(self) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """``self.fc``'s weight and bias, times ``rate2`` when the module mixes both paths (no module argument:
+        TorchScript types each Conv2d instance apart).
 
         The conv path is linear in ``fc``'s output (``dep_conv`` has no bias), so ``rate2 * dep_conv(fc(x))`` is
         ``dep_conv(fc'(x))`` with ``fc' = rate2 * fc``: scaling the (k^2, 3N) weight instead of the (B, C, H, W)
         output saves a full-size multiply in forward and two in backward (``rate2``'s gradient included)."""
-        weight, bias = fc.weight, fc.bias
+        weight, bias = self.fc.weight, self.fc.bias
         if not (self.has_attn and self.has_conv):
             return weight, bias
         rate = self.rate2.to(weight.dtype)

@@ -22,9 +22,67 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, TokenRateMixer, check_choice, check_odd_kernel, check_positive,
-                        reset_dep_conv, split_heads, tokens_to_planes)
+                        reset_dep_conv, split_heads)
 
 __all__ = ['ACmixSRAttention']
+
+
+@torch.library.custom_op('acmix::sr_conv_maps', mutates_args=())
+def _sr_conv_maps(q: torch.Tensor, kv: torch.Tensor, height: int, width: int, height_r: int,
+                  width_r: int) -> torch.Tensor:
+    """The conv path's input, written once: q tokens (B, H*W, C) and reduced k | v tokens (B, H'*W', 2C) -> (B, 3C,
+    H, W) maps, q then k | v nearest-upsampled (``F.interpolate``'s rule; a broadcast copy when H, W are multiples
+    of H', W').  Backward (``sr_conv_maps_backward``) hands autograd plain token gradients, summed over each
+    reduced cell."""
+    b, _, c = q.shape
+    maps = q.new_empty(b, 3 * c, height, width)
+    maps[:, :c].copy_(q.reshape(b, height, width, c).permute(0, 3, 1, 2))
+    kv_map = kv.reshape(b, height_r, width_r, 2 * c).permute(0, 3, 1, 2)     # (B, 2C, H', W'), a view
+    if height % height_r == 0 and width % width_r == 0:
+        sh, sw = height // height_r, width // width_r
+        maps[:, c:].view(b, 2 * c, height_r, sh, width_r, sw).copy_(
+            kv_map[:, :, :, None, :, None].expand(-1, -1, -1, sh, -1, sw))
+    else:
+        maps[:, c:].copy_(F.interpolate(kv_map, size=(height, width), mode='nearest'))
+    return maps
+
+
+@torch.library.custom_op('acmix::sr_conv_maps_backward', mutates_args=())
+def _sr_conv_maps_backward(grad: torch.Tensor, height_r: int, width_r: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(B, 3C, H, W) gradient of ``sr_conv_maps`` -> gradients of its q (B, H*W, C) and k | v (B, H'*W', 2C)."""
+    b, c3, h, w = grad.shape
+    c = c3 // 3
+    grad_q = grad.new_empty(b, h * w, c)
+    grad_q.view(b, h, w, c).copy_(grad[:, :c].permute(0, 2, 3, 1))
+    grad_kv_map = grad[:, c:]
+    if h % height_r == 0 and w % width_r == 0:
+        grad_kv_map = grad_kv_map.reshape(b, 2 * c, height_r, h // height_r, width_r, w // width_r).sum((3, 5))
+    else:
+        grad_kv_map = torch.ops.aten.upsample_nearest2d_backward(grad_kv_map.contiguous(), [h, w],
+                                                                 [b, 2 * c, height_r, width_r], None, None)
+    grad_kv = grad.new_empty(b, height_r * width_r, 2 * c)
+    grad_kv.view(b, height_r, width_r, 2 * c).copy_(grad_kv_map.permute(0, 2, 3, 1))
+    return grad_q, grad_kv
+
+
+@_sr_conv_maps.register_fake
+def _sr_conv_maps_fake(q, kv, height, width, height_r, width_r):
+    return q.new_empty(q.shape[0], 3 * q.shape[2], height, width)
+
+
+@_sr_conv_maps_backward.register_fake
+def _sr_conv_maps_backward_fake(grad, height_r, width_r):
+    b, c3, h, w = grad.shape
+    return grad.new_empty(b, h * w, c3 // 3), grad.new_empty(b, height_r * width_r, 2 * (c3 // 3))
+
+
+def _setup_sr_conv_maps(ctx, inputs, output) -> None:
+    ctx.reduced = inputs[4:]
+
+
+_sr_conv_maps.register_autograd(
+    lambda ctx, grad: (*_sr_conv_maps_backward(grad, *ctx.reduced), None, None, None, None),
+    setup_context=_setup_sr_conv_maps)
 
 
 @register_notrace_module  # FX leaf: token-count check and small-map padding depend on H, W
@@ -113,12 +171,9 @@ class ACmixSRAttention(TokenRateMixer, nn.Module):
         p = self.num_prefix_tokens
         # Stage I maps of the spatial tokens, channels (q|k|v, head, d): q (B, C, H, W); k|v (B, 2C, H', W')
         # nearest-upsampled to H x W (a no-op without reduction)
-        q_map = tokens_to_planes(q[:, p:], b, H, W, H, W)
-        kv_map = tokens_to_planes(kv[:, p:], b, h_r, w_r, h_r, w_r)
-        if self.sr_ratio > 1:
-            kv_map = F.interpolate(kv_map, size=(H, W), mode='nearest')
-        f = torch.cat([q_map, kv_map], dim=1).view(b, 3 * self.num_heads, self.head_dim, H * W)
-        out = self.dep_conv.conv_path(f, *self._fc_params(self.fc), H, W)          # (B, C, H, W)
+        maps = torch.ops.acmix.sr_conv_maps(q[:, p:], kv[:, p:], H, W, h_r, w_r)   # (B, 3C, H, W)
+        f = maps.view(b, 3 * self.num_heads, self.head_dim, H * W)
+        out = self.dep_conv.conv_path(f, *self._fc_params(), H, W)          # (B, C, H, W)
         return out.flatten(2).transpose(1, 2)
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:

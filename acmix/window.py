@@ -156,7 +156,7 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         b, _, h, w = planes.shape
         # (B, 3*heads, head_dim, H*W), channel order (q|k|v, head, d) as in the Linear
         f = planes.reshape(b, 3 * self.num_heads, self.head_dim, h * w)
-        return self.dep_conv.conv_path(f, *self._fc_params(self.fc), h, w).permute(0, 2, 3, 1)
+        return self.dep_conv.conv_path(f, *self._fc_params(), h, w).permute(0, 2, 3, 1)
 
     def _window_attention(self, qkv: torch.Tensor, hp: int, wp: int, shift_size: tuple[int, int],
                           attn_mask: torch.Tensor | None) -> torch.Tensor:

@@ -498,3 +498,20 @@ def test_sr_conv_path_shares_stage_one(size):
         f = m.fc(torch.cat([q, kv], 1).reshape(2, 6, 8, h * w))       # (2, 9, head_dim 8, h*w)
         ref = m.dep_conv(f.transpose(1, 2).reshape(2, 72, h, w)).flatten(2).transpose(1, 2)
         torch.testing.assert_close(m(x, h, w), ref)
+
+
+@pytest.mark.parametrize('size, reduced', [((8, 12), (2, 3)), ((7, 10), (3, 4)), ((5, 5), (5, 5))])
+def test_sr_conv_maps_op_matches_upsample_and_concat(size, reduced):
+    """``acmix::sr_conv_maps`` (PVT's conv-path input written in one pass) equals q to planar maps, k | v
+    nearest-upsampled (F.interpolate), concatenated: values and gradients, whole multiples or not."""
+    (h, w), (h_r, w_r) = size, reduced
+    q = torch.randn(2, h * w, 4, dtype=torch.float64, requires_grad=True)
+    kv = torch.randn(2, h_r * w_r, 8, dtype=torch.float64, requires_grad=True)
+    out = torch.ops.acmix.sr_conv_maps(q, kv, h, w, h_r, w_r)
+    kv_map = kv.transpose(1, 2).reshape(2, 8, h_r, w_r)
+    ref = torch.cat([q.transpose(1, 2).reshape(2, 4, h, w), F.interpolate(kv_map, size=(h, w), mode='nearest')], 1)
+    torch.testing.assert_close(out, ref)
+    grad = torch.randn_like(ref)
+    for g, g_ref in zip(torch.autograd.grad(out, (q, kv), grad), torch.autograd.grad(ref, (q, kv), grad)):
+        torch.testing.assert_close(g, g_ref)
+        assert g.is_contiguous() and g._base is None  # plain tensors: autograd can add the attention's in place
