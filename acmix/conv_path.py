@@ -398,7 +398,8 @@ _planes_to_tokens.register_autograd(
 def tokens_to_planes(tokens: torch.Tensor, batch: int, height: int, width: int, window_h: int,
                      window_w: int) -> torch.Tensor:
     """The (B, C, H, W) map, contiguous, of tokens in windows: (B*nW, Wh*Ww, C) in ``window_partition`` order (a
-    row-major (B, H*W, C) token map is the case Wh, Ww = H, W).  The convolution path's input in the token flavours.
+    row-major (B, H*W, C) token map is the case Wh, Ww = H, W).  Swin's conv-path input (PVT's, whose k | v also
+    need upsampling, is ``acmix.sr``'s ``sr_conv_maps``).
 
     A custom op whose backward (the inverse copy) hands autograd a plain contiguous gradient for ``tokens``, not a
     permuted view: autograd can then add the attention path's gradient of the same tokens into it in place, where

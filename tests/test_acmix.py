@@ -515,3 +515,22 @@ def test_sr_conv_maps_op_matches_upsample_and_concat(size, reduced):
     for g, g_ref in zip(torch.autograd.grad(out, (q, kv), grad), torch.autograd.grad(ref, (q, kv), grad)):
         torch.testing.assert_close(g, g_ref)
         assert g.is_contiguous() and g._base is None  # plain tensors: autograd can add the attention's in place
+
+
+@pytest.mark.parametrize('size, window', [((8, 12), (4, 3)), ((6, 5), (6, 5))])
+def test_tokens_to_planes_is_window_reverse_to_planar(size, window):
+    """``tokens_to_planes`` = timm's ``window_reverse`` then (B, C, H, W); its gradient is the inverse copy, a
+    plain contiguous tensor (not a view) that autograd can add another gradient into in place."""
+    from timm.models.swin_transformer import window_partition, window_reverse
+    from acmix.conv_path import tokens_to_planes
+    (h, w), (wh, ww) = size, window
+    x = torch.randn(2, h, w, 5, dtype=torch.float64)
+    tokens = window_partition(x, window).reshape(-1, wh * ww, 5).requires_grad_()
+    out = tokens_to_planes(tokens, 2, h, w, wh, ww)
+    ref = window_reverse(tokens.view(-1, wh, ww, 5), window, h, w).permute(0, 3, 1, 2)
+    torch.testing.assert_close(out, ref)
+    assert torch.equal(out, x.permute(0, 3, 1, 2)) and out.is_contiguous()
+    grad = torch.randn_like(out)
+    (g,), (g_ref,) = torch.autograd.grad(out, tokens, grad), torch.autograd.grad(ref, tokens, grad)
+    torch.testing.assert_close(g, g_ref)
+    assert g.is_contiguous() and g._base is None
