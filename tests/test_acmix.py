@@ -182,8 +182,8 @@ _STAGE1_SHAPES = {'local': [(2, 48, 6, 7)], 'window': [(8, 16, 48)], 'sr': [(2, 
 def test_backward_adds_the_paths_stage1_gradients_in_place(kind: str) -> None:
     """Backward adds one path's gradient of a Stage I output into the other's in place (``add_``), not into a
     fresh full-size tensor (``add``: ~10 MB of newly touched memory per block at stage 1 of a ResNet or Swin).
-    This needs both gradients to reach Stage I as plain tensors (the local-attention op and ``tokens_to_planes``
-    return them so, not as views) and, in ``ACmix``, the attention path's to arrive first."""
+    This needs both gradients to reach Stage I as plain tensors (the local-attention op, ``tokens_to_planes`` and
+    ``sr_conv_maps`` return them so, not as views) and, in ``ACmix``, the attention path's to arrive first."""
     torch.manual_seed(0)
     m = _build(kind)
     out = _run(kind, m, _input(kind))

@@ -274,3 +274,15 @@ def test_multihead_reads_qkv_with_scale_and_key_bias(impl, case, layout):
         torch.testing.assert_close(g, g_ref)
     if b * c * h * w <= 400:
         assert torch.autograd.gradcheck(lambda qkv, bias: attend(qkv, bias, impl), (qkv, bias))
+
+
+def test_benchmark_acmix_stride_reaches_both_scopes():
+    """tools/benchmark_acmix.py --stride 2 builds strided cases (kernel and whole-module scope, both
+    implementations) and labels their rows; the timing run itself is too slow for the default suite."""
+    import tools.benchmark_acmix as bench
+    for scope in ('kernel', 'module'):
+        for impl in bench.IMPLS:
+            run, _ = bench.make_case(scope, 8, 9, 1, impl, torch.device('cpu'), stride=2)
+            assert run().shape[-2:] == (5, 5), (scope, impl)
+    row = {impl: dict(fwd=1.0, fwd_bwd=2.0, peak=1, saved=1) for impl in bench.IMPLS}
+    assert '| kernel | 128ch@56² /2 |' in bench._fmt_row('kernel', 128, 56, row, stride=2)

@@ -319,8 +319,7 @@ def profile_block(name: str, img: int, batch: int, iters: int) -> str:
     for part, fn, inputs in parts:
         rows.append((part, *time_part(fn, inputs, iters)))
     total = time_part(lambda t: whole(), [whole_in], iters)
-    counted = [r for r in rows if not r[0].startswith('  of which')]
-    rest = (total[0] - sum(r[1] for r in counted), total[1] - sum(r[2] for r in counted))
+    rest = (total[0] - sum(r[1] for r in rows), total[1] - sum(r[2] for r in rows))
     lines = [f'**{name}**: {title}, batch {batch}', '',
              '| part | fwd ms | fwd+bwd ms | share of fwd+bwd |', '|---|---|---|---|']
     for part, f, fb in rows + [('rest (whole mixer - parts above; negative = parts overlap)', *rest),
