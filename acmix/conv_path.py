@@ -35,9 +35,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .kernels import shift_conv as shift_conv_kernel
+from .kernels.layout import planes_to_tokens, tokens_to_planes
 
 __all__ = ['MIX_MODES', 'SHIFT_MODES', 'check_choice', 'check_odd_kernel', 'check_positive', 'split_heads',
-           'build_conv_path', 'build_dep_conv', 'tokens_to_planes',
+           'build_conv_path', 'build_dep_conv', 'tokens_to_planes', 'planes_to_tokens',
            'shift_kernel_', 'reset_dep_conv', 'shift_layout', 'ShiftPath', 'ShiftGroupConv', 'ShiftConv',
            'TensorShift', 'RateMixer', 'TokenRateMixer']
 
@@ -343,69 +344,6 @@ class RateMixer:
         assert out_att is not None
         # cast the scalar so that a bf16/fp16 path is not promoted to float32 by the mix
         return self.rate1.to(out_att.dtype) * out_att + out_conv
-
-
-@torch.library.custom_op('acmix::tokens_to_planes', mutates_args=())
-def _tokens_to_planes(tokens: torch.Tensor, batch: int, height: int, width: int, window_h: int,
-                      window_w: int) -> torch.Tensor:
-    c = tokens.shape[-1]
-    planes = tokens.new_empty(batch, c, height, width)
-    grid = tokens.reshape(batch, height // window_h, width // window_w, window_h, window_w, c)
-    planes.view(batch, c, height // window_h, window_h, width // window_w, window_w).copy_(
-        grid.permute(0, 5, 1, 3, 2, 4))
-    return planes
-
-
-@torch.library.custom_op('acmix::planes_to_tokens', mutates_args=())
-def _planes_to_tokens(planes: torch.Tensor, window_h: int, window_w: int) -> torch.Tensor:
-    b, c, h, w = planes.shape
-    nh, nw = h // window_h, w // window_w
-    tokens = planes.new_empty(b * nh * nw, window_h * window_w, c)
-    grid = planes.reshape(b, c, nh, window_h, nw, window_w)
-    tokens.view(b, nh, nw, window_h, window_w, c).copy_(grid.permute(0, 2, 4, 3, 5, 1))
-    return tokens
-
-
-@_tokens_to_planes.register_fake
-def _tokens_to_planes_fake(tokens, batch, height, width, window_h, window_w):
-    return tokens.new_empty(batch, tokens.shape[-1], height, width)
-
-
-@_planes_to_tokens.register_fake
-def _planes_to_tokens_fake(planes, window_h, window_w):
-    b, c, h, w = planes.shape
-    return planes.new_empty(b * (h // window_h) * (w // window_w), window_h * window_w, c)
-
-
-def _setup_tokens_to_planes(ctx, inputs, output) -> None:
-    ctx.window = inputs[4:]
-
-
-def _setup_planes_to_tokens(ctx, inputs, output) -> None:
-    planes, window_h, window_w = inputs
-    ctx.window = (window_h, window_w)
-    ctx.map = (planes.shape[0], planes.shape[2], planes.shape[3])
-
-
-_tokens_to_planes.register_autograd(
-    lambda ctx, grad: (_planes_to_tokens(grad, *ctx.window), None, None, None, None, None),
-    setup_context=_setup_tokens_to_planes)
-_planes_to_tokens.register_autograd(
-    lambda ctx, grad: (_tokens_to_planes(grad, *ctx.map, *ctx.window), None, None),
-    setup_context=_setup_planes_to_tokens)
-
-
-def tokens_to_planes(tokens: torch.Tensor, batch: int, height: int, width: int, window_h: int,
-                     window_w: int) -> torch.Tensor:
-    """The (B, C, H, W) map, contiguous, of tokens in windows: (B*nW, Wh*Ww, C) in ``window_partition`` order (a
-    row-major (B, H*W, C) token map is the case Wh, Ww = H, W).  Swin's conv-path input (PVT's, whose k | v also
-    need upsampling, is ``acmix.sr``'s ``sr_conv_maps``).
-
-    A custom op whose backward (the inverse copy) hands autograd a plain contiguous gradient for ``tokens``, not a
-    permuted view: autograd can then add the attention path's gradient of the same tokens into it in place, where
-    a permuted view would cost a fresh tensor and a mixed-layout add (and a view would make the kernels copy).
-    """
-    return torch.ops.acmix.tokens_to_planes(tokens, batch, height, width, window_h, window_w)
 
 
 class TokenRateMixer(RateMixer):

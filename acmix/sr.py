@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from timm.layers import register_notrace_module
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, TokenRateMixer, check_choice, check_odd_kernel, check_positive,
-                        reset_dep_conv, split_heads)
+                        planes_to_tokens, reset_dep_conv, split_heads)
+from .kernels.layout import write_planes_to_tokens, write_tokens_to_planes
 
 __all__ = ['ACmixSRAttention']
 
@@ -36,8 +37,9 @@ def _sr_conv_maps(q: torch.Tensor, kv: torch.Tensor, height: int, width: int, he
     reduced cell."""
     b, _, c = q.shape
     maps = q.new_empty(b, 3 * c, height, width)
-    maps[:, :c].copy_(q.reshape(b, height, width, c).permute(0, 3, 1, 2))
-    kv_map = kv.reshape(b, height_r, width_r, 2 * c).permute(0, 3, 1, 2)     # (B, 2C, H', W'), a view
+    write_tokens_to_planes(maps[:, :c], q, height, width)
+    kv_map = kv.new_empty(b, 2 * c, height_r, width_r)
+    write_tokens_to_planes(kv_map, kv, height_r, width_r)
     if height % height_r == 0 and width % width_r == 0:
         sh, sw = height // height_r, width // width_r
         maps[:, c:].view(b, 2 * c, height_r, sh, width_r, sw).copy_(
@@ -50,10 +52,11 @@ def _sr_conv_maps(q: torch.Tensor, kv: torch.Tensor, height: int, width: int, he
 @torch.library.custom_op('acmix::sr_conv_maps_backward', mutates_args=())
 def _sr_conv_maps_backward(grad: torch.Tensor, height_r: int, width_r: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(B, 3C, H, W) gradient of ``sr_conv_maps`` -> gradients of its q (B, H*W, C) and k | v (B, H'*W', 2C)."""
+    grad = grad.contiguous()
     b, c3, h, w = grad.shape
     c = c3 // 3
     grad_q = grad.new_empty(b, h * w, c)
-    grad_q.view(b, h, w, c).copy_(grad[:, :c].permute(0, 2, 3, 1))
+    write_planes_to_tokens(grad_q, grad[:, :c], h, w)
     grad_kv_map = grad[:, c:]
     if h % height_r == 0 and w % width_r == 0:
         grad_kv_map = grad_kv_map.reshape(b, 2 * c, height_r, h // height_r, width_r, w // width_r).sum((3, 5))
@@ -61,7 +64,7 @@ def _sr_conv_maps_backward(grad: torch.Tensor, height_r: int, width_r: int) -> t
         grad_kv_map = torch.ops.aten.upsample_nearest2d_backward(grad_kv_map.contiguous(), [h, w],
                                                                  [b, 2 * c, height_r, width_r], None, None)
     grad_kv = grad.new_empty(b, height_r * width_r, 2 * c)
-    grad_kv.view(b, height_r, width_r, 2 * c).copy_(grad_kv_map.permute(0, 2, 3, 1))
+    write_planes_to_tokens(grad_kv, grad_kv_map.contiguous(), height_r, width_r)
     return grad_q, grad_kv
 
 
@@ -174,7 +177,7 @@ class ACmixSRAttention(TokenRateMixer, nn.Module):
         maps = torch.ops.acmix.sr_conv_maps(q[:, p:], kv[:, p:], H, W, h_r, w_r)   # (B, 3C, H, W)
         f = maps.view(b, 3 * self.num_heads, self.head_dim, H * W)
         out = self.dep_conv.conv_path(f, *self._fc_params(), H, W)          # (B, C, H, W)
-        return out.flatten(2).transpose(1, 2)
+        return planes_to_tokens(out, H, W)                                   # contiguous, as the attention's
 
     def forward(self, x: torch.Tensor, H: int, W: int) -> torch.Tensor:
         """(B, P + H*W, C) tokens (P prefix tokens, then an H x W map row-major) -> (B, P + H*W, C)."""

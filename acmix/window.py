@@ -35,7 +35,7 @@ from timm.layers import register_notrace_module, resize_rel_pos_bias_table, to_2
 from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, TokenRateMixer, check_choice, check_odd_kernel, check_positive,
-                        reset_dep_conv, split_heads, tokens_to_planes)
+                        planes_to_tokens, reset_dep_conv, split_heads, tokens_to_planes)
 
 __all__ = ['ACmixWindowAttention', 'shifted_window_mask']
 
@@ -156,7 +156,9 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         b, _, h, w = planes.shape
         # (B, 3*heads, head_dim, H*W), channel order (q|k|v, head, d) as in the Linear
         f = planes.reshape(b, 3 * self.num_heads, self.head_dim, h * w)
-        return self.dep_conv.conv_path(f, *self._fc_params(), h, w).permute(0, 2, 3, 1)
+        out = self.dep_conv.conv_path(f, *self._fc_params(), h, w)                 # (B, C, H, W)
+        # contiguous tokens, so that the mix adds two maps of one layout and hands back a plain gradient
+        return planes_to_tokens(out, h, w).view(b, h, w, self.dim)
 
     def _window_attention(self, qkv: torch.Tensor, hp: int, wp: int, shift_size: tuple[int, int],
                           attn_mask: torch.Tensor | None) -> torch.Tensor:

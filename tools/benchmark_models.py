@@ -236,7 +236,7 @@ def _window_parts(m: nn.Module, x: torch.Tensor, shift: Tuple[int, int], mask: O
          lambda t: m._window_attention(t, h, w, shift, mask), [_leaf(qkv)]),
         ('layout: q|k|v windows to planar maps (tokens_to_planes)',
          lambda t: tokens_to_planes(t, b, h, w, wh, ww), [_leaf(qkv)]),
-        ('conv path (fc + dep_conv or fc folded in, permute)', m._conv_path, [_leaf(planes)]),
+        ('conv path (fc + dep_conv or fc folded in, planes to tokens)', m._conv_path, [_leaf(planes)]),
         ('mix', m._mix, [att, conv]),
         ('layout: roll in (and the same again out)', roll, [_leaf(x)]),
     ]
