@@ -164,10 +164,10 @@ def test_torch_export():
     torch.testing.assert_close(exported.module()(x_other), model(x_other))
 
 
-def test_build_cpu_kernels_builds_both_at_once(monkeypatch):
-    monkeypatch.setattr(cpu_ext, '_built', {})  # loads both again (from torch's cache when built before)
-    assert build_cpu_kernels() == {'local-attention': True, 'shift-conv': True}
-    assert set(cpu_ext._built) == {'acmix_local_attention_cpu', 'acmix_shift_conv_cpu'}
+def test_build_cpu_kernels_builds_all_at_once(monkeypatch):
+    monkeypatch.setattr(cpu_ext, '_built', {})  # loads them again (from torch's cache when built before)
+    assert build_cpu_kernels() == {'local-attention': True, 'shift-conv': True, 'layout': True}
+    assert set(cpu_ext._built) == {'acmix_local_attention_cpu', 'acmix_shift_conv_cpu', 'acmix_layout_cpu'}
 
 
 def test_build_failure_falls_back_with_one_warning(monkeypatch):
@@ -194,7 +194,11 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch):
     assert len(record) == 1
     monkeypatch.setattr(cpu_ext, '_built', {})
     with pytest.warns(RuntimeWarning, match='kernel failed, falling back'):
-        assert build_cpu_kernels() == {'local-attention': False, 'shift-conv': False}
+        assert build_cpu_kernels() == {'local-attention': False, 'shift-conv': False, 'layout': False}
+    # the layout copies take torch's copy_ then, with the same values
+    from acmix.kernels.layout import planes_to_tokens
+    planes = torch.randn(2, 3, 4, 6)
+    assert torch.equal(planes_to_tokens(planes, 4, 6), planes.flatten(2).transpose(1, 2))
 
 
 def test_triton_interpreter():
@@ -286,3 +290,23 @@ def test_benchmark_acmix_stride_reaches_both_scopes():
             assert run().shape[-2:] == (5, 5), (scope, impl)
     row = {impl: dict(fwd=1.0, fwd_bwd=2.0, peak=1, saved=1) for impl in bench.IMPLS}
     assert '| kernel | 128ch@56² /2 |' in bench._fmt_row('kernel', 128, 56, row, stride=2)
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
+@pytest.mark.parametrize('size, window, channels', [((56, 56), (7, 7), 96), ((14, 21), (7, 7), 20),
+                                                    ((9, 11), (9, 11), 13), ((16, 8), (16, 8), 8)])
+def test_layout_copies_are_window_reverse_and_partition(dtype, size, window, channels):
+    """The layout kernel (8 x 8 register transposes with scalar remainders for float32, scalar loops for float64,
+    torch's copy_ for other dtypes) copies window tokens to planes and back exactly, also between strided views
+    (tokens after a prefix token, planes as channels of a larger map: PVT's q)."""
+    from timm.models.swin_transformer import window_partition
+    from acmix.kernels.layout import write_planes_to_tokens, write_tokens_to_planes
+    (h, w), (wh, ww), c = size, window, channels
+    x = torch.randn(2, h, w, c).to(dtype)
+    tokens = torch.cat([torch.randn(2, 1, c).to(dtype), window_partition(x, window).reshape(2, h * w, c)], 1)
+    maps = torch.full((2, c + 3, h, w), float('nan'), dtype=dtype)
+    write_tokens_to_planes(maps[:, 3:], tokens[:, 1:], wh, ww)
+    assert torch.equal(maps[:, 3:], x.permute(0, 3, 1, 2)) and maps[:, :3].isnan().all()
+    back = torch.full_like(tokens, float('nan'))
+    write_planes_to_tokens(back[:, 1:], maps[:, 3:], wh, ww)
+    assert torch.equal(back[:, 1:], tokens[:, 1:]) and back[:, 0].isnan().all()

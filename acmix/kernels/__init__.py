@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from . import cpu_ext, shift_conv
+from . import cpu_ext, layout, shift_conv
 from .indexing import check_window_args, out_size, window_index
 from .ops import BACKENDS, local_attention_fast, multihead_local_attention_fast
 from .reference import check_qkv, local_attention_reference
@@ -92,15 +92,17 @@ def multihead_local_attention(qkv: torch.Tensor, heads: int, kernel_size: int, d
 
 
 def build_cpu_kernels() -> dict[str, bool]:
-    """Build (or load from torch's extension cache) both C++ CPU kernels at once, one compiler each.
+    """Build (or load from torch's extension cache) every C++ CPU kernel at once, one compiler each.
 
-    Models build each kernel on first use, one after the other; entry points that know they will need both
-    (``tools/demo.py``) call this early, in the background, to halve the first run's wait.
+    Models build each kernel on first use, one after the other; entry points that know they will need them
+    (``tools/demo.py``) call this early, in the background, to cut the first run's wait.
 
     Returns:
-        ``{'local-attention': ok, 'shift-conv': ok}``; a kernel that failed to build warned and is False.
+        ``{'local-attention': ok, 'shift-conv': ok, 'layout': ok}``; a kernel that failed to build warned and is
+        False.
     """
-    loaders = {'local-attention': lambda: cpu_ext.load() is not None, 'shift-conv': shift_conv.available}
+    loaders = {'local-attention': lambda: cpu_ext.load() is not None, 'shift-conv': shift_conv.available,
+               'layout': layout.available}
     with ThreadPoolExecutor(len(loaders)) as pool:
         futures = {name: pool.submit(loader) for name, loader in loaders.items()}
     return {name: future.result() for name, future in futures.items()}
