@@ -67,14 +67,22 @@ struct Geo {
 template <typename T>
 void pad_planes(const T* src, int64_t stride, int64_t planes, int64_t rows, int64_t cols, int64_t pad, int64_t s,
                 int64_t ph, int64_t pw, T* dst) {
-  std::fill(dst, dst + planes * s * ph * pw, T(0));
+  for (int64_t i = 0; i < planes * s; ++i) {  // the zero rows above and below the real ones, in every phase
+    std::fill(dst + i * ph * pw, dst + (i * ph + pad) * pw, T(0));
+    std::fill(dst + (i * ph + pad + rows) * pw, dst + (i + 1) * ph * pw, T(0));
+  }
   for (int64_t i = 0; i < planes; ++i)
     for (int64_t y = 0; y < rows; ++y) {
       const T* in = src + i * stride + y * cols;
-      if (s == 1) {
-        std::memcpy(dst + (i * ph + y + pad) * pw + pad, in, cols * sizeof(T));
+      if (s == 1) {  // zero margins around the copied row
+        T* out = dst + (i * ph + y + pad) * pw;
+        std::fill(out, out + pad, T(0));
+        std::memcpy(out + pad, in, cols * sizeof(T));
+        std::fill(out + pad + cols, out + pw, T(0));
         continue;
       }
+      for (int64_t phase = 0; phase < s; ++phase) std::fill(dst + ((i * s + phase) * ph + y + pad) * pw,
+                                                            dst + ((i * s + phase) * ph + y + pad + 1) * pw, T(0));
       for (int64_t phase = 0; phase < s; ++phase) {  // padded columns phase, phase + s, ...: the first real one
         const int64_t first = (pad + s - 1 - phase) / s;  // first column index (within the phase) with col >= pad
         T* out = dst + ((i * s + phase) * ph + y + pad) * pw;
@@ -90,42 +98,63 @@ inline std::vector<int64_t> tap_columns(const Geo& g) {
   return cols;
 }
 
+// One register tile: RY output rows y .. y+RY-1 x L pixels from x0 x BS outputs of block ob (see tile_sums).  Each
+// weight serves the RY rows, so a tile keeps RY*BS independent FMA chains in flight.
+template <typename T, int BS, int DIR, int RY>
+inline __attribute__((always_inline)) void tile(const T* buf, int64_t planes, const T* wp, int64_t outs, int64_t y,
+                                                int64_t x0, int64_t cols, int64_t ob, T* dst, int64_t ostride,
+                                                const int64_t* tap_col, const Geo& g) {
+  using VT = typename Vec<T>::type;
+  constexpr int64_t L = sizeof(VT) / sizeof(T);
+  const int64_t step = DIR * g.dil, origin = DIR > 0 ? 0 : 2 * g.p, s = DIR > 0 ? g.s : 1;
+  VT acc[RY][BS] = {};
+  for (int64_t j = 0; j < planes; ++j)
+    for (int64_t ta = 0; ta < g.k; ++ta) {
+      const T* row = buf + (j * s * g.ph + s * y + step * ta + origin) * g.pw + x0 + origin;
+      for (int64_t tc = 0; tc < g.k; ++tc, wp += BS) {
+#pragma GCC unroll 8
+        for (int r = 0; r < RY; ++r) {
+          const VT v = load(row + r * s * g.pw + tap_col[tc]);
+#pragma GCC unroll 8
+          for (int i = 0; i < BS; ++i) acc[r][i] += v * wp[i];
+        }
+      }
+    }
+  const int64_t lanes = std::min<int64_t>(L, cols - x0);
+  for (int r = 0; r < RY; ++r)
+    for (int i = 0; i < BS && ob * BS + i < outs; ++i) {
+      T* o = dst + (ob * BS + i) * ostride + (y + r) * cols + x0;
+      if (lanes == L) std::memcpy(o, &acc[r][i], sizeof(VT));
+      else for (int64_t v = 0; v < lanes; ++v) o[v] = acc[r][i][v];
+    }
+}
+
 // Register tiles of one task: `outs` output planes of rows x cols pixels at dst (plane i at dst + i*ostride), each
-// a sum over the `planes` padded planes in buf (see pad_planes) of k x k taps; tiles of L pixels x BS outputs,
-// weights packed (blocks, planes, K, K, BS) from wpk, zero past the last output.  DIR = +1 reads tap (a, c) of
-// output pixel (y, x) at padded (s*y + dil*a, s*x + dil*c) (the correlation, forward); DIR = -1 (stride 1 only)
-// at (y - dil*a + 2p, x - dil*c + 2p) (its transpose, input grad).
+// a sum over the `planes` padded planes in buf (see pad_planes) of k x k taps; tiles of RY rows x L pixels x BS
+// outputs (RY*BS accumulators: 8 to 12), weights packed (blocks, planes, K, K, BS) from wpk, zero past the last
+// output.  DIR = +1 reads tap (a, c) of output pixel (y, x) at padded (s*y + dil*a, s*x + dil*c) (the
+// correlation, forward); DIR = -1 (stride 1 only) at (y - dil*a + 2p, x - dil*c + 2p) (its transpose, input grad).
 template <typename T, int BS, int DIR>
 inline __attribute__((always_inline)) void tile_sums(const T* buf, int64_t planes, const T* wpk, int64_t outs,
                                                      int64_t rows, int64_t cols, T* dst, int64_t ostride,
                                                      const Geo& g) {
-  using VT = typename Vec<T>::type;
-  constexpr int64_t L = sizeof(VT) / sizeof(T);
+  constexpr int64_t L = 32 / sizeof(T);
+  constexpr int RY = BS >= 4 ? 2 : BS == 3 ? 3 : BS == 2 ? 4 : 6;
   const int64_t blocks = (outs + BS - 1) / BS;
-  const int64_t step = DIR * g.dil, origin = DIR > 0 ? 0 : 2 * g.p, s = DIR > 0 ? g.s : 1;
   std::vector<int64_t> tap_col = tap_columns(g);  // DIR = -1: stride 1, column offsets -dil*c instead
   if (DIR < 0)
     for (int64_t tc = 0; tc < g.k; ++tc) tap_col[tc] = -g.dil * tc;
-  for (int64_t y = 0; y < rows; ++y)
+  int64_t y = 0;
+  for (; y + RY <= rows; y += RY)
     for (int64_t x0 = 0; x0 < cols; x0 += L)
-      for (int64_t ob = 0; ob < blocks; ++ob) {
-        VT acc[BS] = {};
-        const T* wp = wpk + ob * planes * g.kk * BS;
-        for (int64_t j = 0; j < planes; ++j)
-          for (int64_t ta = 0; ta < g.k; ++ta) {
-            const T* row = buf + (j * s * g.ph + s * y + step * ta + origin) * g.pw + x0 + origin;
-            for (int64_t tc = 0; tc < g.k; ++tc, wp += BS) {
-              const VT v = load(row + tap_col[tc]);
-#pragma GCC unroll 8
-              for (int i = 0; i < BS; ++i) acc[i] += v * wp[i];
-            }
-          }
-        const int64_t lanes = std::min<int64_t>(L, cols - x0);
-        for (int i = 0; i < BS && ob * BS + i < outs; ++i) {
-          T* o = dst + (ob * BS + i) * ostride + y * cols + x0;
-          for (int64_t v = 0; v < lanes; ++v) o[v] = acc[i][v];
-        }
-      }
+      for (int64_t ob = 0; ob < blocks; ++ob)
+        tile<T, BS, DIR, RY>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
+                             tap_col.data(), g);
+  for (; y < rows; ++y)
+    for (int64_t x0 = 0; x0 < cols; x0 += L)
+      for (int64_t ob = 0; ob < blocks; ++ob)
+        tile<T, BS, DIR, 1>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
+                            tap_col.data(), g);
 }
 
 // out channels g*N .. g*N+N-1 of image bi from the M input planes of group gi; packed (D, NB, M, KK, BS)
