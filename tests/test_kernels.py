@@ -294,11 +294,13 @@ def test_benchmark_acmix_stride_reaches_both_scopes():
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64, torch.bfloat16])
 @pytest.mark.parametrize('size, window, channels', [((56, 56), (7, 7), 96), ((14, 21), (7, 7), 20),
-                                                    ((9, 11), (9, 11), 13), ((16, 8), (16, 8), 8)])
+                                                    ((21, 14), (7, 7), 16), ((9, 11), (9, 11), 13),
+                                                    ((16, 8), (16, 8), 8)])
 def test_layout_copies_are_window_reverse_and_partition(dtype, size, window, channels):
-    """The layout kernel (8 x 8 register transposes with scalar remainders for float32, scalar loops for float64,
-    torch's copy_ for other dtypes) copies window tokens to planes and back exactly, also between strided views
-    (tokens after a prefix token, planes as channels of a larger map: PVT's q)."""
+    """The layout kernel (runs of 64 pixels across rows and windows, 8 x 8 register transposes with scalar
+    remainders for float32, scalar loops for float64, torch's copy_ for other dtypes) copies window tokens to planes
+    and back exactly, also between strided views (tokens after a prefix token, planes as channels of a larger map:
+    PVT's q)."""
     from timm.models.swin_transformer import window_partition
     from acmix.kernels.layout import write_planes_to_tokens, write_tokens_to_planes
     (h, w), (wh, ww), c = size, window, channels

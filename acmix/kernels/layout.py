@@ -3,9 +3,10 @@
 Swin-ACmix's Stage I gives q | k | v as window tokens (B*nW, Wh*Ww, 3C) in ``window_partition`` order, and its conv
 path reads planar maps (B, 3C, H, W); its output goes back to tokens for the mix.  Both directions are transposes
 between a token's C channels (contiguous) and a plane's pixels (contiguous), which ``Tensor.copy_`` of a permuted
-6-D view runs element by element at a few GB/s.  The C++ kernel walks one map row per task: 8 tokens x 8 channels
-are loaded as 8 vectors, transposed in registers (AVX2, float32) and stored as 8 plane rows, and the reverse;
-remainders and float64 take a scalar loop.  Other dtypes, tensors that are not contiguous and a failed build take
+6-D view runs element by element at a few GB/s.  The C++ kernel takes 64 pixels per task, 8 at a time: the 8
+tokens' channels are loaded as vectors, transposed 8 x 8 in registers (AVX2, float32) and stored as runs of 8
+pixels of 8 planes, and the reverse (any map width: a run may span rows); remainders and float64 take a scalar
+loop.  Other dtypes, tensors that are not contiguous and a failed build take
 the ``copy_`` path, which gives the same values.
 
 ``tokens_to_planes`` / ``planes_to_tokens`` are each other's backward and return plain contiguous tensors, so that
@@ -21,36 +22,57 @@ __all__ = ['tokens_to_planes', 'planes_to_tokens', 'write_tokens_to_planes', 'wr
 
 _SOURCE = r"""
 #include <immintrin.h>
+#include <algorithm>
 #include <type_traits>
 
 namespace {
 
-// B maps of H x W pixels with C channels, as tokens and as planes.  Tokens: token (b, y, x) starts at
+// B maps of H x W pixels with C channels, as tokens and as planes.  Tokens: pixel p = y*W + x of image b starts at
 // tokens + b*tb + t*ts, channels contiguous, t its index in window_partition order for Wh x Ww windows
-// (row-major when the window is the whole map).  Planes: channel ch of pixel (b, y, x) at
-// planes + b*pb + ch*H*W + y*W + x.
+// (row-major when the window is the whole map).  Planes: channel ch of pixel p of image b at
+// planes + b*pb + ch*H*W + p.
 template <typename T> struct Layout {
   T* tokens;
   T* planes;
   int64_t b, c, h, w, wh, ww, tb, ts, pb;
-  T* token(int64_t bi, int64_t y, int64_t x) const {
-    const int64_t t = ((y / wh) * (w / ww) + x / ww) * wh * ww + (y % wh) * ww + x % ww;
-    return tokens + bi * tb + t * ts;
-  }
-  T* plane_row(int64_t bi, int64_t y) const { return planes + bi * pb + y * w; }
+  T* plane_pixel(int64_t bi, int64_t p) const { return planes + bi * pb + p; }
 };
 
-// Map row (bi, y), channels >= c0 of pixels < x0 and every channel of pixels >= x0 (the rest is done in
-// 8 x 8 blocks by row_avx2): TO_PLANES copies tokens to planes, else planes to tokens.  Any T, any CPU.
+// The token of pixel p, p + 1, ... of one image (see Layout): window row / column and position in the window are
+// stepped along, so that the run needs one division at its start, not four per pixel.
+template <typename T> struct TokenCursor {
+  const Layout<T>& g;
+  T* base;
+  int64_t wy, ry, wx, rx;  // window row, row in the window, window column, column in the window
+  TokenCursor(const Layout<T>& layout, int64_t bi, int64_t p) : g(layout), base(layout.tokens + bi * layout.tb) {
+    const int64_t y = p / g.w, x = p % g.w;
+    wy = y / g.wh; ry = y % g.wh; wx = x / g.ww; rx = x % g.ww;
+  }
+  T* get() const { return base + ((wy * (g.w / g.ww) + wx) * g.wh * g.ww + ry * g.ww + rx) * g.ts; }
+  void next() {
+    if (++rx < g.ww) return;
+    rx = 0;
+    if (++wx < g.w / g.ww) return;
+    wx = 0;
+    if (++ry < g.wh) return;
+    ry = 0;
+    ++wy;
+  }
+};
+
+// Pixels p0 .. p1-1 of image bi, channels >= c0 of the first `blocked` pixels and every channel of the others (the
+// rest is done in 8 x 8 blocks by run_avx2): TO_PLANES copies tokens to planes, else planes to tokens.  Any T and
+// CPU.
 template <typename T, bool TO_PLANES>
-void row_scalar(const Layout<T>& g, int64_t bi, int64_t y, int64_t c0, int64_t x0) {
+void run_scalar(const Layout<T>& g, int64_t bi, int64_t p0, int64_t p1, int64_t c0, int64_t blocked) {
   const int64_t hw = g.h * g.w;
-  T* prow = g.plane_row(bi, y);
-  for (int64_t x = 0; x < g.w; ++x) {
-    T* tok = g.token(bi, y, x);
-    for (int64_t ch = x < x0 ? c0 : 0; ch < g.c; ++ch) {
-      if constexpr (TO_PLANES) prow[ch * hw + x] = tok[ch];
-      else tok[ch] = prow[ch * hw + x];
+  TokenCursor<T> cursor(g, bi, p0);
+  for (int64_t p = p0; p < p1; ++p, cursor.next()) {
+    T* tok = cursor.get();
+    T* pix = g.plane_pixel(bi, p);
+    for (int64_t ch = p < p0 + blocked ? c0 : 0; ch < g.c; ++ch) {
+      if constexpr (TO_PLANES) pix[ch * hw] = tok[ch];
+      else tok[ch] = pix[ch * hw];
     }
   }
 }
@@ -76,28 +98,30 @@ ACMIX_AVX2 inline void transpose8(__m256* r) {
   }
 }
 
-// row_scalar's copy with 8 tokens x 8 channels per register transpose (float32, AVX2)
+// run_scalar's copy with 8 consecutive pixels (of a plane; any tokens) x 8 channels per register transpose
+// (float32, AVX2)
 template <bool TO_PLANES>
-ACMIX_AVX2 void row_avx2(const Layout<float>& g, int64_t bi, int64_t y) {
-  const int64_t hw = g.h * g.w, c0 = g.c / 8 * 8, x0 = g.w / 8 * 8;
-  float* prow = g.plane_row(bi, y);
+ACMIX_AVX2 void run_avx2(const Layout<float>& g, int64_t bi, int64_t p0, int64_t p1) {
+  const int64_t hw = g.h * g.w, c0 = g.c / 8 * 8, blocked = (p1 - p0) / 8 * 8;
   float* tok[8];
   __m256 r[8];
-  for (int64_t x = 0; x < x0; x += 8) {
-    for (int i = 0; i < 8; ++i) tok[i] = g.token(bi, y, x + i);
+  TokenCursor<float> cursor(g, bi, p0);
+  for (int64_t p = p0; p < p0 + blocked; p += 8) {
+    for (int i = 0; i < 8; ++i, cursor.next()) tok[i] = cursor.get();
+    float* pix = g.plane_pixel(bi, p);
     for (int64_t ch = 0; ch < c0; ch += 8) {
       if constexpr (TO_PLANES) {
         for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(tok[i] + ch);
         transpose8(r);
-        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(prow + (ch + i) * hw + x, r[i]);
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(pix + (ch + i) * hw, r[i]);
       } else {
-        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(prow + (ch + i) * hw + x);
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(pix + (ch + i) * hw);
         transpose8(r);
         for (int i = 0; i < 8; ++i) _mm256_storeu_ps(tok[i] + ch, r[i]);
       }
     }
   }
-  row_scalar<float, TO_PLANES>(g, bi, y, c0, x0);
+  run_scalar<float, TO_PLANES>(g, bi, p0, p1, c0, blocked);
 }
 
 bool has_avx2() {
@@ -120,14 +144,17 @@ void copy(const at::Tensor& tokens, const at::Tensor& planes, int64_t window_h, 
     const Layout<scalar_t> g{tokens.data_ptr<scalar_t>(), planes.data_ptr<scalar_t>(), planes.size(0),
                              planes.size(1), planes.size(2), planes.size(3), window_h, window_w, tokens.stride(0),
                              tokens.stride(1), planes.stride(0)};
-    at::parallel_for(0, g.b * g.h, 1, [&](int64_t begin, int64_t end) {
+    // tasks of 64 pixels of one image: 8 register blocks, and a remainder only at the end of an image
+    const int64_t hw = g.h * g.w, runs = (hw + 63) / 64;
+    at::parallel_for(0, g.b * runs, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
+        const int64_t bi = t / runs, p0 = t % runs * 64, p1 = std::min(p0 + 64, hw);
         if constexpr (std::is_same_v<scalar_t, float>)
           if (has_avx2()) {
-            row_avx2<TO_PLANES>(g, t / g.h, t % g.h);
+            run_avx2<TO_PLANES>(g, bi, p0, p1);
             continue;
           }
-        row_scalar<scalar_t, TO_PLANES>(g, t / g.h, t % g.h, 0, 0);
+        run_scalar<scalar_t, TO_PLANES>(g, bi, p0, p1, 0, 0);
       }
     });
   });
