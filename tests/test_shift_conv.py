@@ -138,6 +138,17 @@ def test_benchmark_models_tool_runs(capsys):
     assert 'fc folding on' in out
 
 
+def test_benchmark_models_ratio_is_the_median_of_paired_rounds():
+    """The throughput ratio pairs the two models' times round by round: a slow phase that hits both sides of one
+    round leaves that round's ratio alone."""
+    import tools.benchmark_models as bench
+    acmix = [1.0, 2.0, 1.1, 1.0, 3.0]   # rounds 2 and 5 slow for both
+    base = [0.9, 1.8, 1.0, 0.8, 2.7]
+    ratios = bench.paired_ratios(acmix, base)
+    assert ratios == sorted(b / a for a, b in zip(acmix, base))
+    assert bench.statistics.median(ratios) == 0.9   # the best rounds alone would give 0.8 / 1.0
+
+
 @pytest.mark.parametrize('name', ['acmix_san10', 'acmix_pvt_tiny', 'acmix_swin_tiny_patch4_window7_224'])
 def test_benchmark_models_parts_of_each_family(name, capsys):
     """--parts-only times the parts of one block of each mixer flavour, through the mixers' own part methods."""

@@ -10,8 +10,10 @@ Pairs: every ``acmix_*`` model matching ``--models`` and its baseline (``models.
 
 - inference throughput (``torch.inference_mode``, eval mode) and training throughput (train mode, forward,
   cross-entropy, backward, SGD-with-momentum step), images/s for each side and the ratio ACmix / baseline.  The
-  two models are timed alternately (A, B, A, B, ...) after one untimed warm-up step each, and each side keeps its
-  best of ``--iters``: machine noise hits both sides, and the best time is the least disturbed one.
+  two models are timed alternately (A, B, A, B, ...) for ``--iters`` rounds after one untimed warm-up step each.
+  Images/s is each side's best round.  The ratio is the median over rounds of the two sides' ratio within the
+  round (printed with its range): on a shared machine slow phases last longer than a step, so two steps timed
+  one after the other see the same phase, where the two best rounds may come from different ones.
 - peak training memory: each model runs in a fresh subprocess (``MALLOC_MMAP_THRESHOLD_=65536``, so glibc returns
   freed tensors to the system at once and the resident set follows the live tensors).  After one warm-up training
   step the peak resident set (VmHWM) is reset through ``/proc/self/clear_refs``; the reported number is the peak
@@ -33,6 +35,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import statistics
 import os
 import platform
 import subprocess
@@ -103,17 +106,29 @@ CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
 _clock = CLOCKS['wall']
 
 
-def best_alternating(steps: Sequence[Callable[[], None]], iters: int) -> List[float]:
-    """Best seconds per call of each step, the steps run in turn (A, B, A, B, ...) after one warm-up each."""
+def alternating_times(steps: Sequence[Callable[[], None]], iters: int) -> List[List[float]]:
+    """Seconds of each call of each step (``[step][round]``), the steps run in turn (A, B, A, B, ...) after one
+    warm-up each."""
     for step in steps:
         step()
-    best = [float('inf')] * len(steps)
+    times: List[List[float]] = [[] for _ in steps]
     for _ in range(iters):
         for i, step in enumerate(steps):
             t0 = _clock()
             step()
-            best[i] = min(best[i], _clock() - t0)
-    return best
+            times[i].append(_clock() - t0)
+    return times
+
+
+def best_alternating(steps: Sequence[Callable[[], None]], iters: int) -> List[float]:
+    """Best seconds per call of each step, the steps run in turn (A, B, A, B, ...) after one warm-up each."""
+    return [min(t) for t in alternating_times(steps, iters)]
+
+
+def paired_ratios(acmix_secs: Sequence[float], base_secs: Sequence[float]) -> List[float]:
+    """Throughput ratio ACmix / baseline of each round (baseline seconds / ACmix seconds, the two timed one after
+    the other), sorted."""
+    return sorted(b / a for a, b in zip(acmix_secs, base_secs))
 
 
 def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
@@ -180,8 +195,11 @@ def measure_pair(acmix_name: str, base_name: str, img: int, batch: int, iters: i
     row: Dict[str, float] = {}
     # training first: index tensors cached on a first call must not be created under inference mode
     for mode, make in (('train', training_step), ('infer', inference_step)):
-        secs = best_alternating([make(m, x) for m in nets], iters)
-        row[f'{mode}_acmix'], row[f'{mode}_base'] = batch / secs[0], batch / secs[1]
+        secs = alternating_times([make(m, x) for m in nets], iters)
+        row[f'{mode}_acmix'], row[f'{mode}_base'] = batch / min(secs[0]), batch / min(secs[1])
+        ratios = paired_ratios(*secs)
+        row[f'{mode}_ratio'] = statistics.median(ratios)
+        row[f'{mode}_ratio_min'], row[f'{mode}_ratio_max'] = ratios[0], ratios[-1]
     for side, m in zip(('acmix', 'base'), nets):
         row[f'saved_{side}'] = saved_bytes(m, x) / MiB
     del nets
@@ -352,10 +370,11 @@ def pair_table(rows: List[Dict[str, object]], memory: bool) -> str:
         header += ['peak train MiB (ACmix / base)', 'ratio']
     lines = ['| ' + ' | '.join(header) + ' |', '|' + '---|' * len(header)]
     for r in rows:
-        cells = [f"`{r['acmix']}` / `{r['base']}`",
-                 f"{r['infer_acmix']:.2f} / {r['infer_base']:.2f}", f"{r['infer_acmix'] / r['infer_base']:.2f}",
-                 f"{r['train_acmix']:.2f} / {r['train_base']:.2f}", f"{r['train_acmix'] / r['train_base']:.2f}",
-                 f"{r['saved_acmix']:.0f} / {r['saved_base']:.0f}", f"{r['saved_acmix'] / r['saved_base']:.2f}"]
+        cells = [f"`{r['acmix']}` / `{r['base']}`"]
+        for mode in ('infer', 'train'):
+            cells += [f"{r[f'{mode}_acmix']:.2f} / {r[f'{mode}_base']:.2f}",
+                      f"{r[f'{mode}_ratio']:.2f} ({r[f'{mode}_ratio_min']:.2f}-{r[f'{mode}_ratio_max']:.2f})"]
+        cells += [f"{r['saved_acmix']:.0f} / {r['saved_base']:.0f}", f"{r['saved_acmix'] / r['saved_base']:.2f}"]
         if memory:
             cells += [f"{r['mem_acmix']:.0f} / {r['mem_base']:.0f}", f"{r['mem_acmix'] / r['mem_base']:.2f}"]
         lines.append('| ' + ' | '.join(cells) + ' |')
@@ -369,7 +388,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help='acmix_* names, prefixes or fnmatch patterns (default: every pair of BASELINES)')
     p.add_argument('--img', type=int, default=224)
     p.add_argument('--batch', type=int, default=4)
-    p.add_argument('--iters', type=int, default=3, help='timed rounds per side and mode; the best is kept')
+    p.add_argument('--iters', type=int, default=3, help='timed rounds per side and mode')
     p.add_argument('--threads', type=int, default=torch.get_num_threads(), help='torch.set_num_threads')
     p.add_argument('--clock', choices=tuple(CLOCKS), default='wall',
                    help="'wall' (default) or 'cpu': process CPU time, steadier on a loaded machine; use with "
@@ -408,8 +427,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             print(f'  {acmix_name} / {base_name}: {time.perf_counter() - t0:.0f}s, '
                   f'{json.dumps({k: round(v, 2) for k, v in row.items() if isinstance(v, float)})}',
                   file=sys.stderr, flush=True)
-        print(f'\nBest of {args.iters}, models interleaved; ratio = ACmix / baseline (throughput: higher is '
-              f'better for ACmix; memory: lower is better).\n')
+        print(f'\n{args.iters} rounds, models interleaved; img/s: the best round of each side; throughput ratio: '
+              f'ACmix / baseline, the median (and range) over rounds of the two sides timed one after the other '
+              f'(higher is better for ACmix); memory ratio: ACmix / baseline (lower is better).\n')
         print(pair_table(rows, not args.no_memory), flush=True)
     if not args.no_parts:
         families: Dict[str, str] = {}
