@@ -168,6 +168,11 @@ def test_build_cpu_kernels_builds_all_at_once(monkeypatch):
     monkeypatch.setattr(cpu_ext, '_built', {})  # loads them again (from torch's cache when built before)
     assert build_cpu_kernels() == {'local-attention': True, 'shift-conv': True, 'layout': True}
     assert set(cpu_ext._built) == {'acmix_local_attention_cpu', 'acmix_shift_conv_cpu', 'acmix_layout_cpu'}
+    monkeypatch.setattr(cpu_ext, '_built', {})
+    assert build_cpu_kernels(('shift-conv',)) == {'shift-conv': True}   # the classification demo's choice
+    assert set(cpu_ext._built) == {'acmix_shift_conv_cpu'}
+    with pytest.raises(ValueError, match=r"unknown CPU kernels \['triton'\]"):
+        build_cpu_kernels(('triton',))
 
 
 def test_build_failure_falls_back_with_one_warning(monkeypatch):

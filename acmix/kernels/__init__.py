@@ -15,7 +15,7 @@ from .ops import BACKENDS, local_attention_fast, multihead_local_attention_fast
 from .reference import check_qkv, local_attention_reference
 
 __all__ = ['local_attention', 'local_attention_fast', 'local_attention_reference', 'multihead_local_attention',
-           'window_index', 'out_size', 'IMPLS', 'build_cpu_kernels']
+           'window_index', 'out_size', 'IMPLS', 'CPU_KERNELS', 'build_cpu_kernels']
 
 # 'auto' and 'fast' are the same: a fast path exists on every device (the PyTorch loop is the last resort).
 # 'cpp' | 'triton' | 'torch' force one fast backend (tests, benchmarks).
@@ -91,18 +91,27 @@ def multihead_local_attention(qkv: torch.Tensor, heads: int, kernel_size: int, d
     return multihead_local_attention_fast(qkv, heads, kernel_size, dilation, stride, scale, key_bias, backend)
 
 
-def build_cpu_kernels() -> dict[str, bool]:
-    """Build (or load from torch's extension cache) every C++ CPU kernel at once, one compiler each.
+CPU_KERNELS = ('local-attention', 'shift-conv', 'layout')
 
-    Models build each kernel on first use, one after the other; entry points that know they will need them
+
+def build_cpu_kernels(names: tuple[str, ...] = CPU_KERNELS) -> dict[str, bool]:
+    """Build (or load from torch's extension cache) C++ CPU kernels at once, one compiler each.
+
+    Models build each kernel on first use, one after the other; entry points that know which they will need
     (``tools/demo.py``) call this early, in the background, to cut the first run's wait.
 
+    Args:
+        names: some of ``CPU_KERNELS``: ``'local-attention'`` (ResNet/SAN local mode), ``'shift-conv'`` (every
+            conv path), ``'layout'`` (Swin's and PVT's token <-> planar copies).
+
     Returns:
-        ``{'local-attention': ok, 'shift-conv': ok, 'layout': ok}``; a kernel that failed to build warned and is
-        False.
+        ``{name: ok}``; a kernel that failed to build warned and is False.
     """
     loaders = {'local-attention': lambda: cpu_ext.load() is not None, 'shift-conv': shift_conv.available,
                'layout': layout.available}
-    with ThreadPoolExecutor(len(loaders)) as pool:
-        futures = {name: pool.submit(loader) for name, loader in loaders.items()}
+    unknown = set(names) - set(loaders)
+    if unknown:
+        raise ValueError(f'unknown CPU kernels {sorted(unknown)}; choose from {CPU_KERNELS}')
+    with ThreadPoolExecutor(len(names)) as pool:
+        futures = {name: pool.submit(loaders[name]) for name in names}
     return {name: future.result() for name, future in futures.items()}
