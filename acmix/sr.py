@@ -64,7 +64,7 @@ def _sr_conv_maps_backward(grad: torch.Tensor, height_r: int, width_r: int) -> t
         grad_kv_map = torch.ops.aten.upsample_nearest2d_backward(grad_kv_map.contiguous(), [h, w],
                                                                  [b, 2 * c, height_r, width_r], None, None)
     grad_kv = grad.new_empty(b, height_r * width_r, 2 * c)
-    write_planes_to_tokens(grad_kv, grad_kv_map.contiguous(), height_r, width_r)
+    write_planes_to_tokens(grad_kv, grad_kv_map, height_r, width_r)  # both branches give a fresh contiguous map
     return grad_q, grad_kv
 
 

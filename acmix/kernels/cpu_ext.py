@@ -432,12 +432,7 @@ ACMIX_INLINE void backward_images(const Map<T>& grad_out, const Map<T>& q, const
   }
 }
 
-// The loops are compiled twice, for AVX2+FMA and for baseline x86-64; a CPU check picks one at run time
-#define ACMIX_AVX2 __attribute__((target("avx2,fma")))
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
+// The loops are compiled twice, for AVX2+FMA and for baseline x86-64 (see the prelude's ACMIX_AVX2, has_avx2)
 
 // Calls f(std::integral_constant<int64_t, D>) for the common head dims and f(<0>) otherwise: with D a
 // compile-time constant the channel loops unroll.
@@ -589,7 +584,8 @@ def import_cpp_extension() -> ModuleType:
 
 
 # Every kernel source is compiled with this prelude: ATen's tensor and per-operator headers and torch's op
-# registration only.  torch/extension.h (pybind11 and the whole C++ frontend) made each build ~4x slower.
+# registration only, and the AVX2 target attribute and CPU check that all kernels use.  torch/extension.h
+# (pybind11 and the whole C++ frontend) made each build ~4x slower.
 _PRELUDE = r"""
 #define TORCH_ASSERT_ONLY_METHOD_OPERATORS
 #include <ATen/core/Tensor.h>
@@ -600,6 +596,14 @@ _PRELUDE = r"""
 #include <ATen/ops/zeros.h>
 #include <ATen/ops/zeros_like.h>
 #include <torch/library.h>
+
+// float32 loops are compiled twice, for AVX2+FMA (functions marked ACMIX_AVX2) and for baseline x86-64, and
+// has_avx2() picks one at run time
+#define ACMIX_AVX2 __attribute__((target("avx2,fma")))
+inline bool has_avx2() {
+  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
 """
 
 _locks: dict[str, threading.Lock] = {}  # one per extension, so that two kernels can build at the same time

@@ -6,8 +6,8 @@ between a token's C channels (contiguous) and a plane's pixels (contiguous), whi
 6-D view runs element by element at a few GB/s.  The C++ kernel takes 64 pixels per task, 8 at a time: the 8
 tokens' channels are loaded as vectors, transposed 8 x 8 in registers (AVX2, float32) and stored as runs of 8
 pixels of 8 planes, and the reverse (any map width: a run may span rows); remainders and float64 take a scalar
-loop.  Other dtypes, tensors that are not contiguous and a failed build take
-the ``copy_`` path, which gives the same values.
+loop.  Other dtypes, tensors that are not contiguous and a failed build take the ``copy_`` path, which gives the
+same values.
 
 ``tokens_to_planes`` / ``planes_to_tokens`` are each other's backward and return plain contiguous tensors, so that
 autograd can add another path's gradient of the same tensor into them in place.
@@ -77,7 +77,6 @@ void run_scalar(const Layout<T>& g, int64_t bi, int64_t p0, int64_t p1, int64_t 
   }
 }
 
-#define ACMIX_AVX2 __attribute__((target("avx2,fma")))
 
 // rows r[0..7] -> columns, in registers
 ACMIX_AVX2 inline void transpose8(__m256* r) {
@@ -122,11 +121,6 @@ ACMIX_AVX2 void run_avx2(const Layout<float>& g, int64_t bi, int64_t p0, int64_t
     }
   }
   run_scalar<float, TO_PLANES>(g, bi, p0, p1, c0, blocked);
-}
-
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
 }
 
 template <bool TO_PLANES>
@@ -191,17 +185,22 @@ def _grid(tokens: torch.Tensor, planes: torch.Tensor, window_h: int,
             planes.view(b, c, nh, window_h, nw, window_w))
 
 
-def _kernel_runs(tokens: torch.Tensor, planes: torch.Tensor) -> bool:
-    return (tokens.device.type == 'cpu' and tokens.dtype in (torch.float32, torch.float64) and tokens.stride(-1) == 1
+def _kernel(tokens: torch.Tensor, planes: torch.Tensor) -> SimpleNamespace | None:
+    """The extension when it can copy between these two tensors (CPU, float32/64, contiguous channels and planes),
+    else None."""
+    if (tokens.device.type == 'cpu' and tokens.dtype in (torch.float32, torch.float64) and tokens.stride(-1) == 1
             and planes.stride(-1) == 1 and planes.stride(-2) == planes.shape[-1]
-            and planes.stride(-3) == planes.shape[-1] * planes.shape[-2] and _load() is not None)
+            and planes.stride(-3) == planes.shape[-1] * planes.shape[-2]):
+        return _load()
+    return None
 
 
 def write_tokens_to_planes(planes: torch.Tensor, tokens: torch.Tensor, window_h: int, window_w: int) -> None:
     """Copy tokens (B, H*W, C) in ``window_partition`` order for Wh x Ww windows (row-major: the window is the
     map) into planes (B, C, H, W); both may be views (channels, and the H x W planes, contiguous for the kernel)."""
-    if _kernel_runs(tokens, planes):
-        _load().forward(tokens, planes, window_h, window_w)
+    ext = _kernel(tokens, planes)
+    if ext is not None:
+        ext.forward(tokens, planes, window_h, window_w)
     else:
         grid_tokens, grid_planes = _grid(tokens, planes, window_h, window_w)
         grid_planes.copy_(grid_tokens)
@@ -209,8 +208,9 @@ def write_tokens_to_planes(planes: torch.Tensor, tokens: torch.Tensor, window_h:
 
 def write_planes_to_tokens(tokens: torch.Tensor, planes: torch.Tensor, window_h: int, window_w: int) -> None:
     """The inverse copy of ``write_tokens_to_planes``: planes (B, C, H, W) into tokens (B, H*W, C)."""
-    if _kernel_runs(tokens, planes):
-        _load().backward(planes, tokens, window_h, window_w)
+    ext = _kernel(tokens, planes)
+    if ext is not None:
+        ext.backward(planes, tokens, window_h, window_w)
     else:
         grid_tokens, grid_planes = _grid(tokens, planes, window_h, window_w)
         grid_tokens.copy_(grid_planes)

@@ -266,7 +266,6 @@ inline __attribute__((always_inline)) void backward_weight_task(const T* grad, c
 
 // float32 loops compiled twice, for AVX2+FMA and for baseline x86-64, picked once by a CPU check; float64 (tests):
 // baseline only
-#define ACMIX_AVX2 __attribute__((target("avx2,fma")))
 ACMIX_AVX2 void fwd_avx2_1(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 1>(f, w, o, g, b, d, buf); }
 ACMIX_AVX2 void fwd_avx2_2(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 2>(f, w, o, g, b, d, buf); }
 ACMIX_AVX2 void fwd_avx2_3(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 3>(f, w, o, g, b, d, buf); }
@@ -278,11 +277,6 @@ ACMIX_AVX2 void bww_avx2_1(const float* gr, const float* f, float* dw, const Geo
 ACMIX_AVX2 void bww_avx2_2(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 2>(gr, f, dw, g, d, fb, gb); }
 ACMIX_AVX2 void bww_avx2_3(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 3>(gr, f, dw, g, d, fb, gb); }
 ACMIX_AVX2 void bww_avx2_4(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 4>(gr, f, dw, g, d, fb, gb); }
-
-bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-  return yes;
-}
 
 template <int BS> void fwd_one(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) {
   if (!has_avx2()) forward_task<float, BS>(f, w, o, g, b, d, buf);
