@@ -317,3 +317,10 @@ def test_layout_copies_are_window_reverse_and_partition(dtype, size, window, cha
     back = torch.full_like(tokens, float('nan'))
     write_planes_to_tokens(back[:, 1:], maps[:, 3:], wh, ww)
     assert torch.equal(back[:, 1:], tokens[:, 1:]) and back[:, 0].isnan().all()
+
+
+def test_layout_kernel_rejects_maps_that_are_not_window_multiples():
+    """The C++ copy checks its geometry and names what is wrong instead of reading past the tokens."""
+    from acmix.kernels.layout import tokens_to_planes
+    with pytest.raises(RuntimeError, match='H, W must be window multiples'):
+        tokens_to_planes(torch.randn(2, 30, 8), 2, 6, 5, 4, 5)   # 6 rows in windows of 4
