@@ -215,10 +215,18 @@ inline __attribute__((always_inline)) void backward_input_strided_task(const T* 
     }
 }
 
+// Images whose weight-gradient products one float32 accumulator sums before it is added to the float64 total:
+// about 512 products per lane (one image at 56x56 and up, every image of a batch of 4 at 14x14), so small maps do not
+// pay a horizontal float64 flush per image.
+inline int64_t images_per_flush(const Geo& g, int64_t lanes) {
+  const int64_t per_image = g.ho * ((g.wo + lanes - 1) / lanes);
+  return std::max<int64_t>(1, std::min<int64_t>(g.b, 512 / per_image));
+}
+
 // dweight rows g*N .. g*N+N-1: sum over images and pixels.  Register tiles of BS outputs x 3 tap columns (one
-// row of taps; columns past k are clamped and dropped) run over all pixels of an image, so each accumulator stays
-// in a register for the whole pass; their sums are added in float64 per image.  gbuf holds NB*BS grad planes
-// (Ho x Wr, zero past Wo and past the last output).
+// row of taps; columns past k are clamped and dropped) run over all pixels of `images_per_flush` images, so each
+// accumulator stays in a register for the whole pass; their sums are added in float64.  fbuf holds those images'
+// padded input planes, gbuf their NB*BS grad planes each (Ho x Wr, zero past Wo and past the last output).
 template <typename T, int BS>
 inline __attribute__((always_inline)) void backward_weight_task(const T* grad, const T* f, T* dw, const Geo& g,
                                                                 int64_t gi, T* fbuf, T* gbuf) {
@@ -227,12 +235,18 @@ inline __attribute__((always_inline)) void backward_weight_task(const T* grad, c
   constexpr int TC = 3;
   const int64_t taps = g.m * g.kk;  // weights per output channel
   const int64_t nb = (g.n + BS - 1) / BS, gplane = g.ho * g.wr;
+  const int64_t chunk = images_per_flush(g, L), fsize = g.m * g.s * g.ph * g.pw, gsize = nb * BS * gplane;
   std::vector<double> total(g.n * taps, 0.0);
   const std::vector<int64_t> tap_col = tap_columns(g);
-  std::fill(gbuf + g.n * gplane, gbuf + nb * BS * gplane, T(0));  // the planes past the last output stay zero
-  for (int64_t bi = 0; bi < g.b; ++bi) {
-    pad_planes(f + bi * g.sb + gi * g.sg, g.sm, g.m, g.h, g.w, g.p, g.s, g.ph, g.pw, fbuf);
-    pad_planes(grad + (bi * g.c + gi * g.n) * g.howo, g.howo, g.n, g.ho, g.wo, 0, 1, g.ho, g.wr, gbuf);
+  for (int64_t c = 0; c < chunk; ++c)  // the planes past the last output stay zero
+    std::fill(gbuf + c * gsize + g.n * gplane, gbuf + (c + 1) * gsize, T(0));
+  for (int64_t b0 = 0; b0 < g.b; b0 += chunk) {
+    const int64_t images = std::min(chunk, g.b - b0);
+    for (int64_t c = 0; c < images; ++c) {
+      pad_planes(f + (b0 + c) * g.sb + gi * g.sg, g.sm, g.m, g.h, g.w, g.p, g.s, g.ph, g.pw, fbuf + c * fsize);
+      pad_planes(grad + ((b0 + c) * g.c + gi * g.n) * g.howo, g.howo, g.n, g.ho, g.wo, 0, 1, g.ho, g.wr,
+                 gbuf + c * gsize);
+    }
     for (int64_t ob = 0; ob < nb; ++ob)
       for (int64_t j = 0; j < g.m; ++j)
         for (int64_t ta = 0; ta < g.k; ++ta)
@@ -240,19 +254,20 @@ inline __attribute__((always_inline)) void backward_weight_task(const T* grad, c
             int64_t col[TC];
             for (int u = 0; u < TC; ++u) col[u] = tap_col[std::min<int64_t>(t0 + u, g.k - 1)];
             VT acc[BS][TC] = {};
-            for (int64_t y = 0; y < g.ho; ++y) {
-              const T* frow = fbuf + (j * g.s * g.ph + g.s * y + g.dil * ta) * g.pw;
-              const T* grow = gbuf + ob * BS * gplane + y * g.wr;
-              for (int64_t x0 = 0; x0 < g.wo; x0 += L) {
-                VT fv[TC];
-                for (int u = 0; u < TC; ++u) fv[u] = load(frow + x0 + col[u]);
+            for (int64_t c = 0; c < images; ++c)
+              for (int64_t y = 0; y < g.ho; ++y) {
+                const T* frow = fbuf + c * fsize + (j * g.s * g.ph + g.s * y + g.dil * ta) * g.pw;
+                const T* grow = gbuf + c * gsize + ob * BS * gplane + y * g.wr;
+                for (int64_t x0 = 0; x0 < g.wo; x0 += L) {
+                  VT fv[TC];
+                  for (int u = 0; u < TC; ++u) fv[u] = load(frow + x0 + col[u]);
 #pragma GCC unroll 4
-                for (int i = 0; i < BS; ++i) {
-                  const VT gv = load(grow + i * gplane + x0);
-                  for (int u = 0; u < TC; ++u) acc[i][u] += gv * fv[u];
+                  for (int i = 0; i < BS; ++i) {
+                    const VT gv = load(grow + i * gplane + x0);
+                    for (int u = 0; u < TC; ++u) acc[i][u] += gv * fv[u];
+                  }
                 }
               }
-            }
             for (int i = 0; i < BS && ob * BS + i < g.n; ++i)
               for (int u = 0; u < TC && t0 + u < g.k; ++u) {
                 double sum = 0.0;
@@ -418,7 +433,8 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, co
     });
     at::parallel_for(0, g.d, 1, [&](int64_t begin, int64_t end) {
       const int wbs = block_size(g.n);  // outputs per weight-gradient tile
-      std::vector<scalar_t> fbuf(g.m * g.s * g.ph * g.pw), gbuf((g.n + wbs - 1) / wbs * wbs * g.ho * g.wr);
+      const int64_t chunk = images_per_flush(g, 32 / sizeof(scalar_t));
+      std::vector<scalar_t> fbuf(chunk * g.m * g.s * g.ph * g.pw), gbuf(chunk * ((g.n + wbs - 1) / wbs * wbs) * g.ho * g.wr);
       for (int64_t gi = begin; gi < end; ++gi) {
         if (wbs == 1) bww_one<1>(gp, fp, dwp, g, gi, fbuf.data(), gbuf.data());
         else if (wbs == 2) bww_one<2>(gp, fp, dwp, g, gi, fbuf.data(), gbuf.data());
