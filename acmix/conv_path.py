@@ -247,7 +247,8 @@ class ShiftGroupConv(ShiftPath, nn.Conv2d):
         if fc_bias is not None:
             bias_kernel = torch.einsum('ojab,j->oab', self.weight, fc_bias).unsqueeze(1)   # (C, 1, k, k)
             ones = maps.new_ones(1, 1, height, width)
-            out = out + F.conv2d(ones, bias_kernel, None, self.stride, self.padding, self.dilation)  # (1, C, Ho, Wo)
+            # in place: the kernel's output is fresh and its backward does not read it
+            out = out.add_(F.conv2d(ones, bias_kernel, None, self.stride, self.padding, self.dilation))  # (1, C, Ho, Wo)
         return out
 
 
