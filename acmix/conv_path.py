@@ -35,7 +35,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from .kernels import shift_conv as shift_conv_kernel
-from .kernels.layout import planes_to_tokens, tokens_to_planes
+from .kernels.layout import planes_to_tokens, tokens_fc_to_planes, tokens_to_planes
 
 __all__ = ['MIX_MODES', 'SHIFT_MODES', 'check_choice', 'check_odd_kernel', 'check_positive', 'split_heads',
            'build_conv_path', 'build_dep_conv', 'tokens_to_planes', 'planes_to_tokens',
@@ -112,6 +112,23 @@ class ShiftPath:
                            height: int, width: int) -> torch.Tensor:
         """``conv_path`` as written: ``fc``, the layout for the shift, the shift (TorchScript has no ``super()``)."""
         return self(shift_layout(F.conv2d(maps, fc_weight, fc_bias), height, width))
+
+    def tokens_conv_path(self, tokens: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor],
+                         batch: int, height: int, width: int, window_h: int, window_w: int, crop_h: int,
+                         crop_w: int) -> torch.Tensor:
+        """``conv_path`` of Stage I tokens (Swin): (B*nW, Wh*Ww, M*D) in ``window_partition`` order of a (B, height,
+        width) map, channel ``m*D + d`` -> the conv path of the map's top-left crop_h x crop_w part,
+        (B, C, ceil(crop_h/stride), ceil(crop_w/stride))."""
+        return self.planar_conv_path(tokens, fc_weight, fc_bias, batch, height, width, window_h, window_w, crop_h,
+                                     crop_w)
+
+    def planar_conv_path(self, tokens: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor],
+                         batch: int, height: int, width: int, window_h: int, window_w: int, crop_h: int,
+                         crop_w: int) -> torch.Tensor:
+        """``tokens_conv_path`` through the (B, M*D, H, W) maps: ``tokens_to_planes``, the crop, ``conv_path``."""
+        planes = tokens_to_planes(tokens, batch, height, width, window_h, window_w)[:, :, :crop_h, :crop_w]
+        maps = planes.reshape(batch, fc_weight.shape[1], -1, crop_h * crop_w)
+        return self.conv_path(maps, fc_weight, fc_bias, crop_h, crop_w)
 
 
 class ShiftConv(ShiftPath, nn.Module):
@@ -251,6 +268,24 @@ class ShiftGroupConv(ShiftPath, nn.Conv2d):
             out = out.add_(F.conv2d(ones, bias_kernel, None, self.stride, self.padding, self.dilation))  # (1, C, Ho, Wo)
         return out
 
+
+    def tokens_conv_path(self, tokens: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor],
+                         batch: int, height: int, width: int, window_h: int, window_w: int, crop_h: int,
+                         crop_w: int) -> torch.Tensor:
+        """``ShiftPath.tokens_conv_path``; unfolded on the C++ kernel (and uncropped), ``fc`` reads the tokens.
+
+        ``acmix.kernels.layout.tokens_fc_to_planes`` computes ``fc`` per token and writes the (B, D, k^2, H, W) planes
+        the kernel reads, so neither the (B, M*D, H, W) maps nor ``fc``'s own output layout are ever built; its
+        backward writes the token gradient in token order.  Otherwise (fc folded, a crop, no kernel) the planar path.
+        """
+        m = fc_weight.shape[1]
+        if crop_h != height or crop_w != width or not self._kernel_runs(tokens) or self.folds_fc(m):
+            return self.planar_conv_path(tokens, fc_weight, fc_bias, batch, height, width, window_h, window_w, crop_h,
+                                         crop_w)
+        taps = fc_weight.shape[0]
+        bias = fc_weight.new_zeros(taps) if fc_bias is None else fc_bias
+        f = tokens_fc_to_planes(tokens, fc_weight.view(taps, m), bias, batch, height, width, window_h, window_w)
+        return torch.ops.acmix.shift_conv_fwd(f, self.weight, self.dilation[0], self.stride[0])
 
 def build_dep_conv(shift: str, head_dim: int, out_planes: int, kernel_size: int, stride: int = 1,
                    dilation: int = 1) -> nn.Module:

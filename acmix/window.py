@@ -35,7 +35,7 @@ from timm.layers import register_notrace_module, resize_rel_pos_bias_table, to_2
 from timm.models.swin_transformer import get_relative_position_index, window_partition, window_reverse
 
 from .conv_path import (MIX_MODES, SHIFT_MODES, TokenRateMixer, check_choice, check_odd_kernel, check_positive,
-                        planes_to_tokens, reset_dep_conv, split_heads, tokens_to_planes)
+                        planes_to_tokens, reset_dep_conv, split_heads)
 
 __all__ = ['ACmixWindowAttention', 'shifted_window_mask']
 
@@ -151,14 +151,14 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         wh, ww = self.window_size
         return self.qkv(window_partition(x, self.window_size).view(-1, wh * ww, x.shape[-1]))
 
-    def _conv_path(self, planes: torch.Tensor) -> torch.Tensor:
-        """q | k | v maps (B, 3C, H, W) -> the conv path (B, H, W, C)."""
-        b, _, h, w = planes.shape
-        # (B, 3*heads, head_dim, H*W), channel order (q|k|v, head, d) as in the Linear
-        f = planes.reshape(b, 3 * self.num_heads, self.head_dim, h * w)
-        out = self.dep_conv.conv_path(f, *self._fc_params(), h, w)                 # (B, C, H, W)
+    def _conv_path(self, qkv: torch.Tensor, batch: int, height: int, width: int, window_h: int, window_w: int,
+                   crop_h: int, crop_w: int) -> torch.Tensor:
+        """q | k | v tokens (B*nW, Wh*Ww, 3C) of a (B, height, width) map in ``window_partition`` order (channel order
+        (q|k|v, head, d) as in the Linear) -> the conv path of its top-left crop_h x crop_w part (B, crop_h, crop_w, C)."""
+        out = self.dep_conv.tokens_conv_path(qkv, *self._fc_params(), batch, height, width, window_h, window_w, crop_h,
+                                             crop_w)                               # (B, C, crop_h, crop_w)
         # contiguous tokens, so that the mix adds two maps of one layout and hands back a plain gradient
-        return planes_to_tokens(out, h, w).view(b, h, w, self.dim)
+        return planes_to_tokens(out, crop_h, crop_w).view(batch, crop_h, crop_w, self.dim)
 
     def _window_attention(self, qkv: torch.Tensor, hp: int, wp: int, shift_size: tuple[int, int],
                           attn_mask: torch.Tensor | None) -> torch.Tensor:
@@ -210,19 +210,16 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         hr, wr = (h + pad_h, w + pad_w) if self.pad_first else (h, w)
 
         out_att = None
-        planes = None  # q | k | v of the (hr, wr) map as (B, 3C, hr, wr), the conv path's input
+        out_conv = None
         if self.has_attn:
             hp, wp = x.shape[1], x.shape[2]
             qkv = self._stage1(x)                                                  # (B*nW, Wh*Ww, 3C)
             out_att = self._window_attention(qkv, hp, wp, (sh, sw), attn_mask)[:, :hr, :wr]  # (B, hr, wr, C)
             if self.has_conv:
-                planes = tokens_to_planes(qkv, b, hp, wp, wh, ww)[:, :, :hr, :wr]
-        else:
-            planes = self.qkv(x).permute(0, 3, 1, 2)                                # a view of (B, hr, wr, 3C)
-        out_conv = None
-        if self.has_conv:
-            assert planes is not None  # (Optional for TorchScript)
-            out_conv = self._conv_path(planes)                                     # (B, hr, wr, C)
+                out_conv = self._conv_path(qkv, b, hp, wp, wh, ww, hr, wr)        # (B, hr, wr, C)
+        else:  # conv_only: the (B, hr, wr) map's tokens, row-major (one window)
+            qkv = self.qkv(x).reshape(b, hr * wr, -1)
+            out_conv = self._conv_path(qkv, b, hr, wr, hr, wr, hr, wr)
 
         x = self.proj_drop(self._mix(out_att, out_conv))
         if sh or sw:

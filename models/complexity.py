@@ -14,6 +14,8 @@ The counter knows nothing about a few kernels that do real multiply-accumulate w
   reads, are not counted.
 * ``acmix::shift_conv_fwd`` (the C++ kernel of ``dep_conv``, ``acmix.kernels.shift_conv``): the grouped conv it
   computes, ``B * C_out * (M input planes per group) * k^2 * H * W`` MACs (M = k^2 for ``dep_conv``).
+* ``acmix::tokens_fc_to_planes`` (Swin's unfolded ``fc``, read from the Stage I tokens,
+  ``acmix.kernels.layout``): ``fc`` as the 1x1 conv it is, ``(B * D * k^2 * H * W outputs) * M`` MACs.
 * ``aten._scaled_dot_product_flash_attention_for_cpu`` (the CPU SDPA kernel of the ``'global'`` and PVT
   attentions): same formula as the CUDA SDPA kernels, ``2 * B*h*L*S*d`` MACs.
 * ``aten.addcmul`` / ``aten.addcmul_``: one MAC per output element.  SAN's patchwise aggregation (``acmix.patchwise``
@@ -46,6 +48,13 @@ def _shift_conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
     return 2 * b * c_out * taps * k * k * h * w  # FLOPs = 2 * MACs
 
 
+def _tokens_fc_flops(tokens_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    numel = 1
+    for size in out_shape:
+        numel *= size
+    return 2 * numel * w_shape[1]  # FLOPs = 2 * MACs
+
+
 def _sdpa_cpu_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
     return sdpa_flop_count(q_shape, k_shape, v_shape)
 
@@ -69,6 +78,7 @@ def mac_formulas() -> Dict[Any, Any]:
     if hasattr(torch.ops.acmix, 'local_attention_fwd'):
         table[torch.ops.acmix.local_attention_fwd] = _local_attention_flops
     table[torch.ops.acmix.shift_conv_fwd] = _shift_conv_flops
+    table[torch.ops.acmix.tokens_fc_to_planes] = _tokens_fc_flops
     return table
 
 

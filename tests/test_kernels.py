@@ -324,3 +324,68 @@ def test_layout_kernel_rejects_maps_that_are_not_window_multiples():
     from acmix.kernels.layout import tokens_to_planes
     with pytest.raises(RuntimeError, match='H, W must be window multiples'):
         tokens_to_planes(torch.randn(2, 30, 8), 2, 6, 5, 4, 5)   # 6 rows in windows of 4
+
+
+def _fc_reference(tokens, weight, bias, b, h, w, wh, ww):
+    """``tokens_fc_to_planes`` spelled out: planar maps, then fc as an einsum, as (B, D, J, H, W)."""
+    from acmix.kernels.layout import tokens_to_planes
+    taps, maps = weight.shape
+    planes = tokens_to_planes(tokens, b, h, w, wh, ww).view(b, maps, -1, h * w)
+    return (torch.einsum('jm,bmdp->bdjp', weight, planes) + bias.view(1, 1, taps, 1)).reshape(b, -1, taps, h, w)
+
+
+# (B, H, W, Wh, Ww, M maps, D channels, J taps): Swin's stage-3 shape (14 x 14: a 4-pixel last run), one window as
+# the map (7 x 7, PVT-like row-major), 25 taps (k = 5: three register blocks), D = 5 (no 8-channel vectors: the
+# scalar loops), D = 16 with 4 taps (padded block)
+FC_CASES = [(2, 14, 14, 7, 7, 36, 32, 9), (2, 7, 7, 7, 7, 12, 16, 25), (1, 8, 12, 4, 3, 6, 5, 9),
+            (1, 9, 9, 3, 3, 4, 16, 4)]
+
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+@pytest.mark.parametrize('case', FC_CASES)
+def test_tokens_fc_to_planes_is_fc_of_the_planar_maps(dtype, case):
+    """The fused fc (C++: per-token register blocks, masked last runs, float64 weight-gradient sums) equals
+    tokens_to_planes + fc, output and the gradients of tokens, weight and bias."""
+    from acmix.kernels.layout import tokens_fc_to_planes
+    b, h, w, wh, ww, m, d, j = case
+    gen = torch.Generator().manual_seed(0)
+    tokens = torch.randn(b * (h // wh) * (w // ww), wh * ww, m * d, generator=gen, dtype=dtype).requires_grad_()
+    weight = torch.randn(j, m, generator=gen, dtype=dtype).requires_grad_()
+    bias = torch.randn(j, generator=gen, dtype=dtype).requires_grad_()
+    out = tokens_fc_to_planes(tokens, weight, bias, b, h, w, wh, ww)
+    ref = _fc_reference(tokens, weight, bias, b, h, w, wh, ww)
+    assert out.shape == (b, d, j, h, w) and out.is_contiguous()
+    grad = torch.randn(ref.shape, generator=gen, dtype=dtype)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(out, ref, **tol)
+    for g, g_ref in zip(torch.autograd.grad(out, (tokens, weight, bias), grad),
+                        torch.autograd.grad(ref, (tokens, weight, bias), grad)):
+        # weight and bias gradients sum B*H*W*D products: float32 rounding grows with the sum
+        torch.testing.assert_close(g, g_ref, **dict(tol, atol=tol['atol'] * max(1.0, g_ref.abs().max().item())))
+
+
+def test_tokens_fc_to_planes_gradcheck_and_torch_path(monkeypatch):
+    """float64 gradcheck of the C++ op; without the extension the op's torch path gives the same values."""
+    from acmix.kernels import layout
+    b, h, w, wh, ww, m, d, j = 1, 6, 6, 3, 3, 4, 8, 9
+    gen = torch.Generator().manual_seed(1)
+    tokens = torch.randn(b * 4, wh * ww, m * d, generator=gen, dtype=torch.float64).requires_grad_()
+    weight = torch.randn(j, m, generator=gen, dtype=torch.float64).requires_grad_()
+    bias = torch.randn(j, generator=gen, dtype=torch.float64).requires_grad_()
+
+    def fc(*args):
+        return layout.tokens_fc_to_planes(*args, b, h, w, wh, ww)
+    assert torch.autograd.gradcheck(fc, (tokens, weight, bias))
+    out = fc(tokens, weight, bias)
+    grads = torch.autograd.grad(out, (tokens, weight, bias), torch.ones_like(out))
+    monkeypatch.setattr(layout, '_fc_kernel', lambda *tensors: None)
+    out_torch = fc(tokens, weight, bias)
+    torch.testing.assert_close(out_torch, out)
+    for g, g_torch in zip(grads, torch.autograd.grad(out_torch, (tokens, weight, bias), torch.ones_like(out))):
+        torch.testing.assert_close(g_torch, g)
+
+
+def test_tokens_fc_to_planes_rejects_bad_shapes():
+    from acmix.kernels.layout import tokens_fc_to_planes
+    with pytest.raises(RuntimeError, match='fc weight must be'):
+        tokens_fc_to_planes(torch.randn(4, 9, 30), torch.randn(9, 4), torch.randn(9), 1, 6, 6, 3, 3)  # 4 !| 30

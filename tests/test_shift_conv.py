@@ -94,7 +94,7 @@ def test_shift_group_conv_is_the_authors_conv(stride):
 def test_modules_with_kernel_match_grouped_conv(module, heads, fused, monkeypatch):
     """Whole ACmix (stride 1 and 2) / Swin-ACmix / PVT-ACmix modules: output and every gradient equal with the kernel
     on and off, with ``fc`` folded into the kernel (``fused``: no more MACs, M*(N-1) <= N*k^2 with M = 3 * heads)
-    and without."""
+    and without (Swin: ``fc`` then reads the window tokens, ``tokens_fc_to_planes``)."""
     torch.manual_seed(0)
     if module.startswith('acmix'):
         m = ACmix(8 * heads, 8 * heads, head=heads, stride=2 if module.endswith('stride2') else 1).double()
@@ -122,6 +122,8 @@ def test_modules_with_kernel_match_grouped_conv(module, heads, fused, monkeypatc
         with monkeypatch.context() as patch:
             if use_kernel and fused:  # the folded path never lays out fc's output for the shift
                 patch.setattr(conv_path, 'shift_layout', lambda *a: pytest.fail('fc was not folded'))
+            if use_kernel and module == 'window' and not fused:  # fc reads the tokens: no planar q|k|v maps
+                patch.setattr(conv_path, 'tokens_to_planes', lambda *a: pytest.fail('the planar maps were built'))
             m.zero_grad()
             xi = x.clone().requires_grad_()
             out = run(xi)

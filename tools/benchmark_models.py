@@ -236,7 +236,6 @@ def _acmix_parts(m: nn.Module, x: torch.Tensor) -> List[Part]:
 
 def _window_parts(m: nn.Module, x: torch.Tensor, shift: Tuple[int, int], mask: Optional[torch.Tensor]) -> List[Part]:
     """``acmix.ACmixWindowAttention`` (Swin): the parts of its forward (on the map zero-padded to window multiples)."""
-    from acmix.conv_path import tokens_to_planes
     wh, ww = m.window_size
     x = nn.functional.pad(x, (0, 0, 0, -x.shape[2] % ww, 0, -x.shape[1] % wh))
     b, h, w, c = x.shape
@@ -244,17 +243,15 @@ def _window_parts(m: nn.Module, x: torch.Tensor, shift: Tuple[int, int], mask: O
         xr = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if any(shift) else x
         qkv = m._stage1(xr)
         att = m._window_attention(qkv, h, w, shift, mask)
-        planes = tokens_to_planes(qkv, b, h, w, wh, ww)
-        conv = m._conv_path(planes)
+        conv = m._conv_path(qkv, b, h, w, wh, ww, h, w)
     att, conv = _leaf(att), _leaf(conv)
     roll = (lambda t: torch.roll(t, shifts=(-shift[0], -shift[1]), dims=(1, 2))) if any(shift) else (lambda t: t * 1)
     return [
         ('stage I (window partition, qkv Linear)', m._stage1, [_leaf(xr)]),
         ('attention path (softmax attention, proj, window reverse)',
          lambda t: m._window_attention(t, h, w, shift, mask), [_leaf(qkv)]),
-        ('layout: q|k|v windows to planar maps (tokens_to_planes)',
-         lambda t: tokens_to_planes(t, b, h, w, wh, ww), [_leaf(qkv)]),
-        ('conv path (fc + dep_conv or fc folded in, planes to tokens)', m._conv_path, [_leaf(planes)]),
+        ('conv path (windows to planar maps, fc + dep_conv or fc folded in, planes to tokens)',
+         lambda t: m._conv_path(t, b, h, w, wh, ww, h, w), [_leaf(qkv)]),
         ('mix', m._mix, [att, conv]),
         ('layout: roll in (and the same again out)', roll, [_leaf(x)]),
     ]

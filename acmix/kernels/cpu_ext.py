@@ -629,11 +629,12 @@ def _write_source(name: str, text: str) -> str:
     return path
 
 
-def build_extension(name: str, source: str, what: str) -> SimpleNamespace | None:
-    """Build (first call on a machine) or load a cached C++ extension with ``forward``/``backward`` functions.
+def build_extension(name: str, source: str, what: str,
+                    functions: tuple[str, ...] = ('forward', 'backward')) -> SimpleNamespace | None:
+    """Build (first call on a machine) or load a cached C++ extension of free functions over tensors.
 
-    ``source`` defines ``forward`` and ``backward`` (free functions over ``at::Tensor``); they are registered as
-    the torch ops ``torch.ops.<name>_<hash>.forward`` / ``.backward`` and compiled by
+    ``source`` defines ``functions`` (free functions over ``at::Tensor``; by default ``forward`` and ``backward``);
+    they are registered as the torch ops ``torch.ops.<name>_<hash>.<function>`` and compiled by
     ``torch.utils.cpp_extension.load`` (OpenMP, C++20) into torch's extension cache, once per machine and source
     (about 10-20 s each on one core).  ``<hash>`` is a digest of the source, so processes running different
     versions of a kernel (a benchmark of the previous commit, a long-lived process) never rebuild or load each
@@ -642,19 +643,19 @@ def build_extension(name: str, source: str, what: str) -> SimpleNamespace | None
     error, and returns None so the caller takes its PyTorch path (slower, same results).
 
     Returns:
-        a namespace with the ``forward`` and ``backward`` ops, or None.
+        a namespace with one op per name of ``functions``, or None.
     """
     with _locks.setdefault(name, threading.Lock()):  # setdefault is atomic under the GIL
         if name not in _built:
             build = f'{name}_{hashlib.sha1(source.encode()).hexdigest()[:12]}'
-            text = (f'{_PRELUDE}\n{source}\n'
-                    f'TORCH_LIBRARY({build}, m) {{\n  m.def("forward", &forward);\n  m.def("backward", &backward);\n}}\n')
+            defs = ''.join(f'  m.def("{f}", &{f});\n' for f in functions)
+            text = f'{_PRELUDE}\n{source}\nTORCH_LIBRARY({build}, m) {{\n{defs}}}\n'
             try:
                 import_cpp_extension().load(
                     name=build, sources=[_write_source(build, text)], is_python_module=False,
                     extra_cflags=['-O3', '-std=c++20', '-fopenmp'], extra_ldflags=['-fopenmp'])
                 ops = getattr(torch.ops, build)
-                _built[name] = SimpleNamespace(forward=ops.forward, backward=ops.backward)
+                _built[name] = SimpleNamespace(**{f: getattr(ops, f) for f in functions})
             except Exception as exc:  # noqa: BLE001  (any build failure means: use the PyTorch path)
                 warnings.warn(f'acmix: building the C++ {what} kernel failed, falling back to the PyTorch path '
                               f'(slower, same results): {exc}', RuntimeWarning, stacklevel=3)

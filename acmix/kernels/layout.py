@@ -11,6 +11,13 @@ same values.
 
 ``tokens_to_planes`` / ``planes_to_tokens`` are each other's backward and return plain contiguous tensors, so that
 autograd can add another path's gradient of the same tensor into them in place.
+
+``tokens_fc_to_planes`` is the conv path's ``fc`` (3N maps -> k^2, shared over each map's ``head_dim`` channels) read
+straight from the tokens, for Swin's stages where ``fc`` is not folded into the shift kernel: per 8 tokens the
+k^2 x head_dim outputs accumulate in registers over the 3N maps and are stored as runs of 8 pixels of the
+(B, head_dim, k^2, H, W) planes the shift kernel reads.  This replaces ``tokens_to_planes`` of all 3C channels plus
+a batched GEMM whose output was laid out again (the (B, 3C, H, W) maps, which the GEMM also kept for its backward,
+are never built); the backward writes the token gradient in token order and sums the weight gradient in float64.
 """
 from types import SimpleNamespace
 
@@ -18,12 +25,15 @@ import torch
 
 from .cpu_ext import build_extension
 
-__all__ = ['tokens_to_planes', 'planes_to_tokens', 'write_tokens_to_planes', 'write_planes_to_tokens', 'available']
+__all__ = ['tokens_to_planes', 'planes_to_tokens', 'tokens_fc_to_planes', 'write_tokens_to_planes',
+           'write_planes_to_tokens', 'available']
 
 _SOURCE = r"""
 #include <immintrin.h>
 #include <algorithm>
+#include <mutex>
 #include <type_traits>
+#include <vector>
 
 namespace {
 
@@ -154,6 +164,208 @@ void copy(const at::Tensor& tokens, const at::Tensor& planes, int64_t window_h, 
   });
 }
 
+// ---- The conv path's fc read from the tokens: f[b, d, j, p] = bias[j] + sum_m weight[j, m] * token(b, p)[m*D + d]
+// (each Stage I token holds M maps of D channels, channel m*D + d), written as planes (B, D, J, H, W): Layout's
+// planes with c = D*J, channel d*J + j.  Weights are handed over padded to JP (a multiple of JB) taps with zeros.
+
+constexpr int JB = 9;  // taps per register block (k = 3); more taps take several blocks
+
+// fc of pixels p0 .. p1-1 of image bi; weight (J, M), any T
+template <typename T>
+void fc_scalar(const Layout<T>& g, const T* weight, const T* bias, int64_t J, int64_t M, int64_t D, int64_t bi,
+               int64_t p0, int64_t p1) {
+  const int64_t hw = g.h * g.w;
+  TokenCursor<T> cursor(g, bi, p0);
+  for (int64_t p = p0; p < p1; ++p, cursor.next()) {
+    const T* tok = cursor.get();
+    T* pix = g.plane_pixel(bi, p);
+    for (int64_t d = 0; d < D; ++d)
+      for (int64_t j = 0; j < J; ++j) {
+        T sum = bias[j];
+        for (int64_t m = 0; m < M; ++m) sum += weight[j * M + m] * tok[m * D + d];
+        pix[(d * J + j) * hw] = sum;
+      }
+  }
+}
+
+// fc_scalar for float32, D a multiple of 8: per 8 pixels and 8 channels, JB taps accumulate in registers over the M
+// maps (one token vector, JB weight broadcasts per map); the 8 pixels' results are transposed 8 x 8 and stored as
+// runs of 8 pixels (masked in a run's last 1-7 pixels).  wt: weights transposed and padded, (M, JP); bias padded.
+// The first n of 8 lanes
+ACMIX_AVX2 inline __m256i first_lanes(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+ACMIX_AVX2 void fc_avx2(const Layout<float>& g, const float* wt, const float* bias, int64_t JP, int64_t J, int64_t M,
+                        int64_t D, int64_t bi, int64_t p0, int64_t p1) {
+  const int64_t hw = g.h * g.w;
+  const float* tok[8];
+  __m256 res[JB][8];
+  TokenCursor<float> cursor(g, bi, p0);
+  for (int64_t p = p0; p < p1; p += 8) {
+    const int64_t n = std::min<int64_t>(8, p1 - p);  // pixels of this run; the lanes past n are computed, not stored
+    for (int i = 0; i < n; ++i, cursor.next()) tok[i] = cursor.get();
+    for (int64_t i = n; i < 8; ++i) tok[i] = tok[0];
+    const __m256i mask = first_lanes(n);
+    float* pix = g.plane_pixel(bi, p);
+    for (int64_t d0 = 0; d0 < D; d0 += 8)
+      for (int64_t j0 = 0; j0 < JP; j0 += JB) {
+        for (int i = 0; i < 8; ++i) {
+          __m256 acc[JB];
+          for (int u = 0; u < JB; ++u) acc[u] = _mm256_set1_ps(bias[j0 + u]);
+          for (int64_t m = 0; m < M; ++m) {
+            const __m256 t = _mm256_loadu_ps(tok[i] + m * D + d0);
+            const float* w = wt + m * JP + j0;
+            for (int u = 0; u < JB; ++u) acc[u] = _mm256_fmadd_ps(_mm256_set1_ps(w[u]), t, acc[u]);
+          }
+          for (int u = 0; u < JB; ++u) res[u][i] = acc[u];
+        }
+        for (int u = 0; u < JB && j0 + u < J; ++u) {
+          transpose8(res[u]);  // res[u][c]: channel d0 + c of the 8 pixels
+          for (int c = 0; c < 8; ++c) {
+            float* out = pix + ((d0 + c) * J + j0 + u) * hw;
+            if (n == 8) _mm256_storeu_ps(out, res[u][c]);
+            else _mm256_maskstore_ps(out, mask, res[u][c]);
+          }
+        }
+      }
+  }
+}
+
+// Backward of fc_scalar for pixels p0 .. p1-1 of image bi: the token gradient (g.tokens, written; tokens read at
+// the same offsets from `tokens`) and the weight and bias gradients added to dw (J, M) and db (J) in float64.
+// g.planes: the gradient of f.
+template <typename T>
+void fc_backward_scalar(const Layout<T>& g, const T* tokens, const T* weight, int64_t J, int64_t M, int64_t D,
+                        int64_t bi, int64_t p0, int64_t p1, double* dw, double* db) {
+  const int64_t hw = g.h * g.w;
+  TokenCursor<T> cursor(g, bi, p0);
+  for (int64_t p = p0; p < p1; ++p, cursor.next()) {
+    T* dtok = cursor.get();
+    const T* tok = tokens + (dtok - g.tokens);
+    const T* pix = g.plane_pixel(bi, p);
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t d = 0; d < D; ++d) {
+        T sum = 0;
+        for (int64_t j = 0; j < J; ++j) sum += weight[j * M + m] * pix[(d * J + j) * hw];
+        dtok[m * D + d] = sum;
+      }
+    for (int64_t j = 0; j < J; ++j)
+      for (int64_t d = 0; d < D; ++d) {
+        const T gv = pix[(d * J + j) * hw];
+        db[j] += gv;
+        for (int64_t m = 0; m < M; ++m) dw[j * M + m] += static_cast<double>(gv) * tok[m * D + d];
+      }
+  }
+}
+
+// fc_backward_scalar for float32, D a multiple of 8: per 8 pixels and 8 channels the J tap gradients are loaded
+// as runs of 8 pixels and transposed to per-pixel vectors (gr); the token gradient of each map is a JP-term sum,
+// and the weight gradient of tap j, map m sums the 8 pixels in a register before adding it to the vector partials
+// in dwv ((JP*M + JP) x 8 floats, bias partials last), which are added to dw and db (float64) at the end of the run.
+// wp: the weight padded to (JP, M); gr: JP*64 floats.
+ACMIX_AVX2 void fc_backward_avx2(const Layout<float>& g, const float* tokens, const float* wp, int64_t J, int64_t JP,
+                                 int64_t M, int64_t D, int64_t bi, int64_t p0, int64_t p1, double* dw, double* db,
+                                 float* dwv, float* gr) {
+  const int64_t hw = g.h * g.w;
+  float* dtok[8];
+  const float* tok[8];
+  std::fill(dwv, dwv + (JP * M + JP) * 8, 0.0f);  // weight partials (JP*M vectors), then the bias partials (JP)
+  float* dbv = dwv + JP * M * 8;
+  std::fill(gr + J * 64, gr + JP * 64, 0.0f);  // gr (JP, 8 pixels, 8 channels): the padded taps stay zero
+  TokenCursor<float> cursor(g, bi, p0);
+  for (int64_t p = p0; p < p1; p += 8) {
+    // the lanes past the run's n pixels load zero gradients (so add nothing to dw, db) and store no token gradient
+    const int64_t n = std::min<int64_t>(8, p1 - p);
+    for (int i = 0; i < n; ++i, cursor.next()) {
+      dtok[i] = cursor.get();
+      tok[i] = tokens + (dtok[i] - g.tokens);
+    }
+    for (int64_t i = n; i < 8; ++i) tok[i] = tok[0];
+    const __m256i mask = first_lanes(n);
+    const float* pix = g.plane_pixel(bi, p);
+    for (int64_t d0 = 0; d0 < D; d0 += 8) {
+      for (int64_t j = 0; j < J; ++j) {
+        __m256 r[8];
+        for (int c = 0; c < 8; ++c) {
+          const float* in = pix + ((d0 + c) * J + j) * hw;
+          r[c] = n == 8 ? _mm256_loadu_ps(in) : _mm256_maskload_ps(in, mask);
+        }
+        transpose8(r);  // r[i]: pixel i, channels d0 .. d0+7
+        __m256 sum = _mm256_loadu_ps(dbv + j * 8);
+        for (int i = 0; i < 8; ++i) {
+          _mm256_storeu_ps(gr + (j * 8 + i) * 8, r[i]);
+          sum = _mm256_add_ps(sum, r[i]);
+        }
+        _mm256_storeu_ps(dbv + j * 8, sum);
+      }
+      for (int64_t m = 0; m < M; ++m) {
+        for (int64_t j0 = 0; j0 < JP; j0 += JB) {  // token gradient: the JB weights of a block broadcast once
+          __m256 w[JB];
+          for (int u = 0; u < JB; ++u) w[u] = _mm256_set1_ps(wp[(j0 + u) * M + m]);
+          for (int i = 0; i < n; ++i) {
+            float* out = dtok[i] + m * D + d0;
+            __m256 acc = j0 ? _mm256_loadu_ps(out) : _mm256_setzero_ps();
+            for (int u = 0; u < JB; ++u) acc = _mm256_fmadd_ps(w[u], _mm256_loadu_ps(gr + ((j0 + u) * 8 + i) * 8), acc);
+            _mm256_storeu_ps(out, acc);
+          }
+        }
+        __m256 t[8];
+        for (int i = 0; i < 8; ++i) t[i] = _mm256_loadu_ps(tok[i] + m * D + d0);
+        for (int64_t j = 0; j < J; ++j) {
+          const float* gj = gr + j * 64;
+          __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(gj), t[0]);
+          for (int i = 1; i < 8; ++i) acc = _mm256_fmadd_ps(_mm256_loadu_ps(gj + i * 8), t[i], acc);
+          float* part = dwv + (j * M + m) * 8;
+          _mm256_storeu_ps(part, _mm256_add_ps(_mm256_loadu_ps(part), acc));
+        }
+      }
+    }
+  }
+  for (int64_t j = 0; j < J; ++j) {
+    for (int v = 0; v < 8; ++v) db[j] += dbv[j * 8 + v];
+    for (int64_t m = 0; m < M; ++m)
+      for (int v = 0; v < 8; ++v) dw[j * M + m] += dwv[(j * M + m) * 8 + v];
+  }
+}
+
+void check_fc(const at::Tensor& tokens, const at::Tensor& weight, const at::Tensor& bias, int64_t height,
+              int64_t width, int64_t window_h, int64_t window_w) {
+  TORCH_CHECK(tokens.device().is_cpu() && tokens.dim() == 3 && tokens.stride(2) == 1 &&
+              tokens.size(1) == height * width, "tokens must be a CPU (B, H*W, M*D) tensor with contiguous channels");
+  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && bias.dim() == 1 && bias.is_contiguous() &&
+              bias.size(0) == weight.size(0) && weight.scalar_type() == tokens.scalar_type() &&
+              bias.scalar_type() == tokens.scalar_type() && tokens.size(2) % weight.size(1) == 0,
+              "fc weight must be (J, M) and bias (J,), contiguous, of the tokens' dtype, M dividing the channels");
+  TORCH_CHECK(height % window_h == 0 && width % window_w == 0, "H, W must be window multiples");
+}
+
+// one task: 64 pixels of one image
+inline int64_t fc_runs(int64_t hw) { return (hw + 63) / 64; }
+
+// The AVX2 loops where they apply (float32, D a multiple of 8, the CPU has AVX2); false: take the scalar loop
+template <typename T>
+bool fc_fast(const Layout<T>&, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t) {
+  return false;
+}
+bool fc_fast(const Layout<float>& g, const float* wt, const float* bias, int64_t JP, int64_t J, int64_t M, int64_t D,
+             int64_t bi, int64_t p0, int64_t p1) {
+  if (!has_avx2() || D % 8) return false;
+  fc_avx2(g, wt, bias, JP, J, M, D, bi, p0, p1);
+  return true;
+}
+template <typename T>
+bool fc_backward_fast(const Layout<T>&, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
+                      int64_t, double*, double*, float*, float*) {
+  return false;
+}
+bool fc_backward_fast(const Layout<float>& g, const float* tokens, const float* wp, int64_t J, int64_t JP, int64_t M,
+                      int64_t D, int64_t bi, int64_t p0, int64_t p1, double* dw, double* db, float* dwv, float* gr) {
+  if (!has_avx2() || D % 8) return false;
+  fc_backward_avx2(g, tokens, wp, J, JP, M, D, bi, p0, p1, dw, db, dwv, gr);
+  return true;
+}
+
 }  // namespace
 
 // Writes tokens (B, H*W, C) into planes (B, C, H, W) (see Layout) and returns planes.  Called only by the Python
@@ -168,12 +380,83 @@ at::Tensor backward(const at::Tensor& planes, const at::Tensor& tokens, int64_t 
   copy<false>(tokens, planes, window_h, window_w);
   return tokens;
 }
+
+// fc of the tokens (B, H*W, M*D) (window_partition order) with weight (J, M) and bias (J,) -> f (B, D, J, H, W)
+at::Tensor fc_forward(const at::Tensor& tokens, const at::Tensor& weight, const at::Tensor& bias, int64_t height,
+                      int64_t width, int64_t window_h, int64_t window_w) {
+  check_fc(tokens, weight, bias, height, width, window_h, window_w);
+  const int64_t J = weight.size(0), M = weight.size(1), D = tokens.size(2) / M, B = tokens.size(0);
+  auto f = at::empty({B, D, J, height, width}, tokens.options());
+  const int64_t JP = (J + JB - 1) / JB * JB;
+  auto wt = at::zeros({M, JP}, weight.options());
+  wt.narrow(1, 0, J).copy_(weight.t());
+  auto bias_p = at::zeros({JP}, bias.options());
+  bias_p.narrow(0, 0, J).copy_(bias);
+  AT_DISPATCH_FLOATING_TYPES(tokens.scalar_type(), "acmix_fc_forward", [&] {
+    const Layout<scalar_t> g{const_cast<scalar_t*>(tokens.data_ptr<scalar_t>()), f.data_ptr<scalar_t>(), B, D * J,
+                             height, width, window_h, window_w, tokens.stride(0), tokens.stride(1), D * J * height * width};
+    const int64_t runs = fc_runs(height * width);
+    at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t bi = t / runs, p0 = t % runs * 64, p1 = std::min(p0 + 64, height * width);
+        if (!fc_fast(g, wt.data_ptr<scalar_t>(), bias_p.data_ptr<scalar_t>(), JP, J, M, D, bi, p0, p1))
+          fc_scalar<scalar_t>(g, weight.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), J, M, D, bi, p0, p1);
+      }
+    });
+  });
+  return f;
+}
+
+// grad f (B, D, J, H, W), tokens (B, H*W, M*D), weight (J, M) -> [d tokens (B, H*W, M*D), d weight, d bias]
+std::vector<at::Tensor> fc_backward(const at::Tensor& grad, const at::Tensor& tokens, const at::Tensor& weight,
+                                    int64_t height, int64_t width, int64_t window_h, int64_t window_w) {
+  const int64_t J = weight.size(0), M = weight.size(1);
+  check_fc(tokens, weight, at::empty({J}, weight.options()), height, width, window_h, window_w);
+  const int64_t D = tokens.size(2) / M, B = tokens.size(0);
+  TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == tokens.scalar_type() && grad.dim() == 5 &&
+              grad.size(0) == B && grad.size(1) == D && grad.size(2) == J && grad.size(3) == height &&
+              grad.size(4) == width, "grad must be a contiguous (B, D, J, H, W) tensor for the tokens and weight");
+  auto dtok = at::empty({B, height * width, M * D}, tokens.options());
+  const int64_t JP = (J + JB - 1) / JB * JB;
+  auto wp = at::zeros({JP, M}, weight.options());
+  wp.narrow(0, 0, J).copy_(weight);
+  std::vector<double> dw(J * M, 0.0), db(J, 0.0);
+  std::mutex lock;
+  AT_DISPATCH_FLOATING_TYPES(tokens.scalar_type(), "acmix_fc_backward", [&] {
+    const Layout<scalar_t> g{dtok.data_ptr<scalar_t>(), const_cast<scalar_t*>(grad.data_ptr<scalar_t>()), B, D * J,
+                             height, width, window_h, window_w, dtok.stride(0), dtok.stride(1), D * J * height * width};
+    // tokens and dtok must have the same strides: the kernel reads tokens at dtok's offsets
+    const at::Tensor tok = tokens.is_contiguous() ? tokens : tokens.contiguous();
+    const int64_t runs = fc_runs(height * width);
+    at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
+      std::vector<double> dw_t(J * M, 0.0), db_t(J, 0.0);
+      std::vector<float> dwv((JP * M + JP) * 8), gr(JP * 64);
+      for (int64_t t = begin; t < end; ++t) {
+        const int64_t bi = t / runs, p0 = t % runs * 64, p1 = std::min(p0 + 64, height * width);
+        if (!fc_backward_fast(g, tok.data_ptr<scalar_t>(), wp.data_ptr<scalar_t>(), J, JP, M, D, bi, p0, p1,
+                              dw_t.data(), db_t.data(), dwv.data(), gr.data()))
+          fc_backward_scalar<scalar_t>(g, tok.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), J, M, D, bi, p0, p1,
+                                     dw_t.data(), db_t.data());
+      }
+      const std::lock_guard<std::mutex> guard(lock);
+      for (int64_t i = 0; i < J * M; ++i) dw[i] += dw_t[i];
+      for (int64_t i = 0; i < J; ++i) db[i] += db_t[i];
+    });
+  });
+  auto dweight = at::empty_like(weight), dbias = at::empty({J}, weight.options());
+  AT_DISPATCH_FLOATING_TYPES(weight.scalar_type(), "acmix_fc_backward_sums", [&] {
+    for (int64_t i = 0; i < J * M; ++i) dweight.data_ptr<scalar_t>()[i] = static_cast<scalar_t>(dw[i]);
+    for (int64_t i = 0; i < J; ++i) dbias.data_ptr<scalar_t>()[i] = static_cast<scalar_t>(db[i]);
+  });
+  return {dtok, dweight, dbias};
+}
 """
 
 
 def _load() -> SimpleNamespace | None:
     """The layout extension (built on the first call on a machine), or None if it cannot be built."""
-    return build_extension('acmix_layout_cpu', _SOURCE, 'layout')
+    return build_extension('acmix_layout_cpu', _SOURCE, 'layout',
+                           ('forward', 'backward', 'fc_forward', 'fc_backward'))
 
 
 def _grid(tokens: torch.Tensor, planes: torch.Tensor, window_h: int,
@@ -278,6 +561,89 @@ def planes_to_tokens(planes: torch.Tensor, window_h: int, window_w: int) -> torc
     Wh, Ww = H, W (the conv path's output as tokens, for the mix with the attention's).  Backward:
     ``tokens_to_planes``."""
     return torch.ops.acmix.planes_to_tokens(planes, window_h, window_w)
+
+
+def _fc_kernel(tokens: torch.Tensor, *tensors: torch.Tensor) -> SimpleNamespace | None:
+    """The extension when it can run the fc of these tensors (CPU, float32/64, all of one dtype), else None."""
+    if tokens.device.type == 'cpu' and tokens.dtype in (torch.float32, torch.float64) and all(
+            t.dtype == tokens.dtype for t in tensors):
+        return _load()
+    return None
+
+
+@torch.library.custom_op('acmix::tokens_fc_to_planes', mutates_args=())
+def _tokens_fc_to_planes(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, batch: int, height: int,
+                         width: int, window_h: int, window_w: int) -> torch.Tensor:
+    taps, maps = weight.shape
+    flat = tokens.reshape(batch, height * width, -1)
+    ext = _fc_kernel(flat, weight, bias)
+    if ext is not None and flat.stride(-1) == 1:
+        return ext.fc_forward(flat, weight.contiguous(), bias.contiguous(), height, width, window_h, window_w)
+    planes = _tokens_to_planes(tokens, batch, height, width, window_h, window_w).view(batch, maps, -1, height * width)
+    f = torch.einsum('jm,bmdp->bdjp', weight, planes) + bias.view(1, 1, taps, 1)
+    return f.reshape(batch, -1, taps, height, width).contiguous()
+
+
+@_tokens_fc_to_planes.register_fake
+def _tokens_fc_to_planes_fake(tokens, weight, bias, batch, height, width, window_h, window_w):
+    return tokens.new_empty(batch, tokens.shape[-1] // weight.shape[1], weight.shape[0], height, width)
+
+
+@torch.library.custom_op('acmix::tokens_fc_to_planes_backward', mutates_args=())
+def _tokens_fc_to_planes_backward(grad: torch.Tensor, tokens: torch.Tensor, weight: torch.Tensor, window_h: int,
+                                  window_w: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    b, dim, taps, h, w = grad.shape
+    flat = tokens.reshape(b, h * w, -1)
+    ext = _fc_kernel(flat, weight, grad)
+    if ext is not None:
+        dtokens, dweight, dbias = ext.fc_backward(grad.contiguous(), flat.contiguous(), weight.contiguous(), h, w,
+                                                  window_h, window_w)
+        return dtokens.view(tokens.shape), dweight, dbias
+    maps = weight.shape[1]
+    planes = _tokens_to_planes(tokens, b, h, w, window_h, window_w).view(b, maps, dim, h * w)
+    g = grad.reshape(b, dim, taps, h * w)
+    dplanes = torch.einsum('jm,bdjp->bmdp', weight, g).reshape(b, maps * dim, h, w)
+    dtokens = _planes_to_tokens(dplanes, window_h, window_w).view(tokens.shape)
+    return dtokens, torch.einsum('bdjp,bmdp->jm', g, planes), g.sum((0, 1, 3))
+
+
+@_tokens_fc_to_planes_backward.register_fake
+def _tokens_fc_to_planes_backward_fake(grad, tokens, weight, window_h, window_w):
+    return torch.empty_like(tokens), torch.empty_like(weight), weight.new_empty(weight.shape[0])
+
+
+def _setup_tokens_fc_to_planes(ctx, inputs, output) -> None:
+    tokens, weight, _, _, _, _, window_h, window_w = inputs
+    ctx.save_for_backward(tokens, weight)
+    ctx.window = (window_h, window_w)
+
+
+def _tokens_fc_to_planes_grads(ctx, grad):
+    tokens, weight = ctx.saved_tensors
+    dtokens, dweight, dbias = _tokens_fc_to_planes_backward(grad, tokens, weight, *ctx.window)
+    return dtokens, dweight, dbias, None, None, None, None, None
+
+
+_tokens_fc_to_planes.register_autograd(_tokens_fc_to_planes_grads, setup_context=_setup_tokens_fc_to_planes)
+
+
+def tokens_fc_to_planes(tokens: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, batch: int, height: int,
+                        width: int, window_h: int, window_w: int) -> torch.Tensor:
+    """The conv path's ``fc`` read straight from Stage I tokens, as the shift kernel's planes.
+
+    Args:
+        tokens: (B*nW, Wh*Ww, M*D) in ``window_partition`` order (or (B, H*W, M*D) row-major, Wh, Ww = H, W); each
+            token holds M maps of D channels (channel ``m*D + d``: q, k, v heads of ``head_dim`` channels).
+        weight: (J, M), ``fc``'s 1x1 weight (J = k^2 taps); bias: (J,).
+        batch, height, width: B, H, W of the map; window_h, window_w: the window.
+
+    Returns:
+        (B, D, J, H, W) contiguous: ``f[b, d, j] = bias[j] + sum_m weight[j, m] * map m, channel d``, the input of
+        ``dep_conv``'s group d.  What ``tokens_to_planes`` then a (B, J, D*H*W) ``baddbmm`` give, without the
+        (B, M*D, H, W) planes: the C++ kernel computes each token's J x D outputs in registers and stores them
+        through 8 x 8 transposes; its backward writes the token gradient in token order.
+    """
+    return torch.ops.acmix.tokens_fc_to_planes(tokens, weight, bias, batch, height, width, window_h, window_w)
 
 
 def available() -> bool:
