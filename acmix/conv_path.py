@@ -268,7 +268,6 @@ class ShiftGroupConv(ShiftPath, nn.Conv2d):
             out = out.add_(F.conv2d(ones, bias_kernel, None, self.stride, self.padding, self.dilation))  # (1, C, Ho, Wo)
         return out
 
-
     def tokens_conv_path(self, tokens: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor],
                          batch: int, height: int, width: int, window_h: int, window_w: int, crop_h: int,
                          crop_w: int) -> torch.Tensor:
@@ -286,6 +285,7 @@ class ShiftGroupConv(ShiftPath, nn.Conv2d):
         bias = fc_weight.new_zeros(taps) if fc_bias is None else fc_bias
         f = tokens_fc_to_planes(tokens, fc_weight.view(taps, m), bias, batch, height, width, window_h, window_w)
         return torch.ops.acmix.shift_conv_fwd(f, self.weight, self.dilation[0], self.stride[0])
+
 
 def build_dep_conv(shift: str, head_dim: int, out_planes: int, kernel_size: int, stride: int = 1,
                    dilation: int = 1) -> nn.Module:
