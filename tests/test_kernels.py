@@ -387,5 +387,5 @@ def test_tokens_fc_to_planes_gradcheck_and_torch_path(monkeypatch):
 
 def test_tokens_fc_to_planes_rejects_bad_shapes():
     from acmix.kernels.layout import tokens_fc_to_planes
-    with pytest.raises(RuntimeError, match='fc weight must be'):
+    with pytest.raises(RuntimeError, match='fc weight must be a contiguous'):
         tokens_fc_to_planes(torch.randn(4, 9, 30), torch.randn(9, 4), torch.randn(9), 1, 6, 6, 3, 3)  # 4 !| 30

@@ -329,14 +329,13 @@ ACMIX_AVX2 void fc_backward_avx2(const Layout<float>& g, const float* tokens, co
   }
 }
 
-void check_fc(const at::Tensor& tokens, const at::Tensor& weight, const at::Tensor& bias, int64_t height,
-              int64_t width, int64_t window_h, int64_t window_w) {
+void check_fc(const at::Tensor& tokens, const at::Tensor& weight, int64_t height, int64_t width, int64_t window_h,
+              int64_t window_w) {
   TORCH_CHECK(tokens.device().is_cpu() && tokens.dim() == 3 && tokens.stride(2) == 1 &&
               tokens.size(1) == height * width, "tokens must be a CPU (B, H*W, M*D) tensor with contiguous channels");
-  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && bias.dim() == 1 && bias.is_contiguous() &&
-              bias.size(0) == weight.size(0) && weight.scalar_type() == tokens.scalar_type() &&
-              bias.scalar_type() == tokens.scalar_type() && tokens.size(2) % weight.size(1) == 0,
-              "fc weight must be (J, M) and bias (J,), contiguous, of the tokens' dtype, M dividing the channels");
+  TORCH_CHECK(weight.dim() == 2 && weight.is_contiguous() && weight.scalar_type() == tokens.scalar_type() &&
+              tokens.size(2) % weight.size(1) == 0,
+              "fc weight must be a contiguous (J, M) tensor of the tokens' dtype, M dividing the channels");
   TORCH_CHECK(height % window_h == 0 && width % window_w == 0, "H, W must be window multiples");
 }
 
@@ -384,7 +383,9 @@ at::Tensor backward(const at::Tensor& planes, const at::Tensor& tokens, int64_t 
 // fc of the tokens (B, H*W, M*D) (window_partition order) with weight (J, M) and bias (J,) -> f (B, D, J, H, W)
 at::Tensor fc_forward(const at::Tensor& tokens, const at::Tensor& weight, const at::Tensor& bias, int64_t height,
                       int64_t width, int64_t window_h, int64_t window_w) {
-  check_fc(tokens, weight, bias, height, width, window_h, window_w);
+  check_fc(tokens, weight, height, width, window_h, window_w);
+  TORCH_CHECK(bias.dim() == 1 && bias.is_contiguous() && bias.size(0) == weight.size(0) &&
+              bias.scalar_type() == tokens.scalar_type(), "fc bias must be a contiguous (J,) tensor like the weight");
   const int64_t J = weight.size(0), M = weight.size(1), D = tokens.size(2) / M, B = tokens.size(0);
   auto f = at::empty({B, D, J, height, width}, tokens.options());
   const int64_t JP = (J + JB - 1) / JB * JB;
@@ -411,7 +412,7 @@ at::Tensor fc_forward(const at::Tensor& tokens, const at::Tensor& weight, const 
 std::vector<at::Tensor> fc_backward(const at::Tensor& grad, const at::Tensor& tokens, const at::Tensor& weight,
                                     int64_t height, int64_t width, int64_t window_h, int64_t window_w) {
   const int64_t J = weight.size(0), M = weight.size(1);
-  check_fc(tokens, weight, at::empty({J}, weight.options()), height, width, window_h, window_w);
+  check_fc(tokens, weight, height, width, window_h, window_w);
   const int64_t D = tokens.size(2) / M, B = tokens.size(0);
   TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == tokens.scalar_type() && grad.dim() == 5 &&
               grad.size(0) == B && grad.size(1) == D && grad.size(2) == J && grad.size(3) == height &&
