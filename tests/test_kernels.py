@@ -389,3 +389,5 @@ def test_tokens_fc_to_planes_rejects_bad_shapes():
     from acmix.kernels.layout import tokens_fc_to_planes
     with pytest.raises(RuntimeError, match='fc weight must be a contiguous'):
         tokens_fc_to_planes(torch.randn(4, 9, 30), torch.randn(9, 4), torch.randn(9), 1, 6, 6, 3, 3)  # 4 !| 30
+    with pytest.raises(RuntimeError, match='fc bias must be'):
+        tokens_fc_to_planes(torch.randn(4, 9, 32), torch.randn(9, 4), torch.randn(8), 1, 6, 6, 3, 3)  # 8 taps of 9

@@ -636,7 +636,8 @@ def build_extension(name: str, source: str, what: str,
     ``source`` defines ``functions`` (free functions over ``at::Tensor``; by default ``forward`` and ``backward``);
     they are registered as the torch ops ``torch.ops.<name>_<hash>.<function>`` and compiled by
     ``torch.utils.cpp_extension.load`` (OpenMP, C++20) into torch's extension cache, once per machine and source
-    (about 10-20 s each on one core).  ``<hash>`` is a digest of the source, so processes running different
+    (about 10-20 s each on one core).  ``<hash>`` is a digest of all that is compiled (the shared prelude, the
+    source and the registered functions), so processes running different
     versions of a kernel (a benchmark of the previous commit, a long-lived process) never rebuild or load each
     other's build.  A failed
     build (no compiler, headers or OpenMP) must not break the model: it warns once, naming ``what`` and the
@@ -647,8 +648,8 @@ def build_extension(name: str, source: str, what: str,
     """
     with _locks.setdefault(name, threading.Lock()):  # setdefault is atomic under the GIL
         if name not in _built:
-            build = f'{name}_{hashlib.sha1(source.encode()).hexdigest()[:12]}'
             defs = ''.join(f'  m.def("{f}", &{f});\n' for f in functions)
+            build = f'{name}_{hashlib.sha1(f"{_PRELUDE}{source}{defs}".encode()).hexdigest()[:12]}'
             text = f'{_PRELUDE}\n{source}\nTORCH_LIBRARY({build}, m) {{\n{defs}}}\n'
             try:
                 import_cpp_extension().load(

@@ -87,7 +87,6 @@ void run_scalar(const Layout<T>& g, int64_t bi, int64_t p0, int64_t p1, int64_t 
   }
 }
 
-
 // rows r[0..7] -> columns, in registers
 ACMIX_AVX2 inline void transpose8(__m256* r) {
   __m256 t[8], s[8];
@@ -166,7 +165,8 @@ void copy(const at::Tensor& tokens, const at::Tensor& planes, int64_t window_h, 
 
 // ---- The conv path's fc read from the tokens: f[b, d, j, p] = bias[j] + sum_m weight[j, m] * token(b, p)[m*D + d]
 // (each Stage I token holds M maps of D channels, channel m*D + d), written as planes (B, D, J, H, W): Layout's
-// planes with c = D*J, channel d*J + j.  Weights are handed over padded to JP (a multiple of JB) taps with zeros.
+// planes with c = D*J, channel d*J + j.  The AVX2 loops take the weights transposed to (M, JP), padded with zero
+// taps to JP, a multiple of JB (taps_by_map).
 
 constexpr int JB = 9;  // taps per register block (k = 3); more taps take several blocks
 
@@ -188,14 +188,14 @@ void fc_scalar(const Layout<T>& g, const T* weight, const T* bias, int64_t J, in
   }
 }
 
-// fc_scalar for float32, D a multiple of 8: per 8 pixels and 8 channels, JB taps accumulate in registers over the M
-// maps (one token vector, JB weight broadcasts per map); the 8 pixels' results are transposed 8 x 8 and stored as
-// runs of 8 pixels (masked in a run's last 1-7 pixels).  wt: weights transposed and padded, (M, JP); bias padded.
 // The first n of 8 lanes
 ACMIX_AVX2 inline __m256i first_lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+// fc_scalar for float32, D a multiple of 8: per 8 pixels and 8 channels, JB taps accumulate in registers over the M
+// maps (one token vector, JB weight broadcasts per map); the 8 pixels' results are transposed 8 x 8 and stored as
+// runs of 8 pixels (masked in a run's last 1-7 pixels).  wt: (M, JP) (taps_by_map); bias padded to JP.
 ACMIX_AVX2 void fc_avx2(const Layout<float>& g, const float* wt, const float* bias, int64_t JP, int64_t J, int64_t M,
                         int64_t D, int64_t bi, int64_t p0, int64_t p1) {
   const int64_t hw = g.h * g.w;
@@ -263,8 +263,8 @@ void fc_backward_scalar(const Layout<T>& g, const T* tokens, const T* weight, in
 // as runs of 8 pixels and transposed to per-pixel vectors (gr); the token gradient of each map is a JP-term sum,
 // and the weight gradient of tap j, map m sums the 8 pixels in a register before adding it to the vector partials
 // in dwv ((JP*M + JP) x 8 floats, bias partials last), which are added to dw and db (float64) at the end of the run.
-// wp: the weight padded to (JP, M); gr: JP*64 floats.
-ACMIX_AVX2 void fc_backward_avx2(const Layout<float>& g, const float* tokens, const float* wp, int64_t J, int64_t JP,
+// wt: (M, JP) (taps_by_map); gr: JP*64 floats.
+ACMIX_AVX2 void fc_backward_avx2(const Layout<float>& g, const float* tokens, const float* wt, int64_t J, int64_t JP,
                                  int64_t M, int64_t D, int64_t bi, int64_t p0, int64_t p1, double* dw, double* db,
                                  float* dwv, float* gr) {
   const int64_t hw = g.h * g.w;
@@ -302,7 +302,7 @@ ACMIX_AVX2 void fc_backward_avx2(const Layout<float>& g, const float* tokens, co
       for (int64_t m = 0; m < M; ++m) {
         for (int64_t j0 = 0; j0 < JP; j0 += JB) {  // token gradient: the JB weights of a block broadcast once
           __m256 w[JB];
-          for (int u = 0; u < JB; ++u) w[u] = _mm256_set1_ps(wp[(j0 + u) * M + m]);
+          for (int u = 0; u < JB; ++u) w[u] = _mm256_set1_ps(wt[m * JP + j0 + u]);
           for (int i = 0; i < n; ++i) {
             float* out = dtok[i] + m * D + d0;
             __m256 acc = j0 ? _mm256_loadu_ps(out) : _mm256_setzero_ps();
@@ -342,6 +342,14 @@ void check_fc(const at::Tensor& tokens, const at::Tensor& weight, int64_t height
 // one task: 64 pixels of one image
 inline int64_t fc_runs(int64_t hw) { return (hw + 63) / 64; }
 
+// weight (J, M) -> (M, JP), JP = J rounded up to a multiple of JB, zero past J: the JB taps of one map side by side
+at::Tensor taps_by_map(const at::Tensor& weight) {
+  const int64_t J = weight.size(0), JP = (J + JB - 1) / JB * JB;
+  auto wt = at::zeros({weight.size(1), JP}, weight.options());
+  wt.narrow(1, 0, J).copy_(weight.t());
+  return wt;
+}
+
 // The AVX2 loops where they apply (float32, D a multiple of 8, the CPU has AVX2); false: take the scalar loop
 template <typename T>
 bool fc_fast(const Layout<T>&, const T*, const T*, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t) {
@@ -358,10 +366,10 @@ bool fc_backward_fast(const Layout<T>&, const T*, const T*, int64_t, int64_t, in
                       int64_t, double*, double*, float*, float*) {
   return false;
 }
-bool fc_backward_fast(const Layout<float>& g, const float* tokens, const float* wp, int64_t J, int64_t JP, int64_t M,
+bool fc_backward_fast(const Layout<float>& g, const float* tokens, const float* wt, int64_t J, int64_t JP, int64_t M,
                       int64_t D, int64_t bi, int64_t p0, int64_t p1, double* dw, double* db, float* dwv, float* gr) {
   if (!has_avx2() || D % 8) return false;
-  fc_backward_avx2(g, tokens, wp, J, JP, M, D, bi, p0, p1, dw, db, dwv, gr);
+  fc_backward_avx2(g, tokens, wt, J, JP, M, D, bi, p0, p1, dw, db, dwv, gr);
   return true;
 }
 
@@ -388,9 +396,8 @@ at::Tensor fc_forward(const at::Tensor& tokens, const at::Tensor& weight, const 
               bias.scalar_type() == tokens.scalar_type(), "fc bias must be a contiguous (J,) tensor like the weight");
   const int64_t J = weight.size(0), M = weight.size(1), D = tokens.size(2) / M, B = tokens.size(0);
   auto f = at::empty({B, D, J, height, width}, tokens.options());
-  const int64_t JP = (J + JB - 1) / JB * JB;
-  auto wt = at::zeros({M, JP}, weight.options());
-  wt.narrow(1, 0, J).copy_(weight.t());
+  const auto wt = taps_by_map(weight);
+  const int64_t JP = wt.size(1);
   auto bias_p = at::zeros({JP}, bias.options());
   bias_p.narrow(0, 0, J).copy_(bias);
   AT_DISPATCH_FLOATING_TYPES(tokens.scalar_type(), "acmix_fc_forward", [&] {
@@ -418,23 +425,22 @@ std::vector<at::Tensor> fc_backward(const at::Tensor& grad, const at::Tensor& to
               grad.size(0) == B && grad.size(1) == D && grad.size(2) == J && grad.size(3) == height &&
               grad.size(4) == width, "grad must be a contiguous (B, D, J, H, W) tensor for the tokens and weight");
   auto dtok = at::empty({B, height * width, M * D}, tokens.options());
-  const int64_t JP = (J + JB - 1) / JB * JB;
-  auto wp = at::zeros({JP, M}, weight.options());
-  wp.narrow(0, 0, J).copy_(weight);
+  const auto wt = taps_by_map(weight);
+  const int64_t JP = wt.size(1);
   std::vector<double> dw(J * M, 0.0), db(J, 0.0);
   std::mutex lock;
   AT_DISPATCH_FLOATING_TYPES(tokens.scalar_type(), "acmix_fc_backward", [&] {
     const Layout<scalar_t> g{dtok.data_ptr<scalar_t>(), const_cast<scalar_t*>(grad.data_ptr<scalar_t>()), B, D * J,
                              height, width, window_h, window_w, dtok.stride(0), dtok.stride(1), D * J * height * width};
     // tokens and dtok must have the same strides: the kernel reads tokens at dtok's offsets
-    const at::Tensor tok = tokens.is_contiguous() ? tokens : tokens.contiguous();
+    const at::Tensor tok = tokens.contiguous();
     const int64_t runs = fc_runs(height * width);
     at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
       std::vector<double> dw_t(J * M, 0.0), db_t(J, 0.0);
       std::vector<float> dwv((JP * M + JP) * 8), gr(JP * 64);
       for (int64_t t = begin; t < end; ++t) {
         const int64_t bi = t / runs, p0 = t % runs * 64, p1 = std::min(p0 + 64, height * width);
-        if (!fc_backward_fast(g, tok.data_ptr<scalar_t>(), wp.data_ptr<scalar_t>(), J, JP, M, D, bi, p0, p1,
+        if (!fc_backward_fast(g, tok.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), J, JP, M, D, bi, p0, p1,
                               dw_t.data(), db_t.data(), dwv.data(), gr.data()))
           fc_backward_scalar<scalar_t>(g, tok.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), J, M, D, bi, p0, p1,
                                      dw_t.data(), db_t.data());
