@@ -26,6 +26,7 @@ Counts are of the model as defined, with ``fc`` and ``dep_conv`` counted separat
 Counts are for the default implementation (``impl='auto'``).  ``impl='reference'`` paths do their window sums with
 elementwise multiply + sum, which no counter sees: count with the default path.
 """
+import math
 from typing import Any, Dict, Optional, Tuple
 
 import torch
@@ -49,10 +50,7 @@ def _shift_conv_flops(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
 
 
 def _tokens_fc_flops(tokens_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
-    numel = 1
-    for size in out_shape:
-        numel *= size
-    return 2 * numel * w_shape[1]  # FLOPs = 2 * MACs
+    return 2 * math.prod(out_shape) * w_shape[1]  # FLOPs = 2 * MACs
 
 
 def _sdpa_cpu_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) -> int:
@@ -60,10 +58,7 @@ def _sdpa_cpu_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) 
 
 
 def _addcmul_flops(self_shape, *args, out_shape=None, **kwargs) -> int:
-    numel = 1
-    for s in self_shape:
-        numel *= s
-    return 2 * numel
+    return 2 * math.prod(self_shape)
 
 
 def mac_formulas() -> Dict[Any, Any]:
