@@ -372,8 +372,8 @@ class RateMixer:
 
     def _mix(self, out_att: torch.Tensor | None, out_conv: torch.Tensor | None) -> torch.Tensor:
         """``rate1 * out_att + out_conv`` (``out_conv`` carries ``rate2``: the conv path ran on ``_fc_params``), or
-        the one path the module has (None for the other).  ``rate1`` stays a multiply: folding it into the
-        attention's last layer (Swin's and PVT's ``proj``) would bypass that module's forward and its hooks."""
+        the one path the module has (None for the other).  The token flavours, whose attention ends in ``proj``,
+        mix inside ``proj``'s GEMM (``TokenRateMixer._project_mix``) where both paths cover the same tokens."""
         if not self.has_conv:
             assert out_att is not None
             return out_att
@@ -389,6 +389,30 @@ class TokenRateMixer(RateMixer):
     """``RateMixer`` for the token flavours (Swin windows, PVT spatial reduction), which share their Stage II layers:
     the attention path ends in ``attn_drop`` (its probabilities) and the ``proj`` Linear, the convolution path mixes
     the 3 * heads q / k / v maps, and ``proj_drop`` follows the mix."""
+
+    def _project_mix(self, attn: torch.Tensor, out_conv: Optional[torch.Tensor]) -> torch.Tensor:
+        """``rate1 * proj(attn) + out_conv`` as one GEMM, or ``proj(attn)`` when ``out_conv`` is None.
+
+        ``rate1`` scales ``proj``'s (C, C) weight and bias instead of its (..., C) output, and the conv path's
+        output is the GEMM's accumulator (``torch.addmm``): no full-size multiply or add in forward, none in
+        backward (``out_conv``'s gradient is the output's, ``rate1``'s comes from the small weight), and the
+        attention output is not kept for ``rate1``'s gradient.  ``proj``'s parameters are used directly, so its
+        own forward (and any hook on it) does not run on this path.
+
+        Args:
+            attn: (..., C) attention output before ``proj`` (heads concatenated).
+            out_conv: (..., C) conv path output (carrying ``rate2``) in the same token order, or None.
+        """
+        if self.has_conv:  # a TorchScript constant: attn_only modules have no rate1
+            if out_conv is not None:
+                c = attn.shape[-1]
+                rate = self.rate1.to(self.proj.weight.dtype)
+                out = torch.addmm(out_conv.reshape(-1, c), attn.reshape(-1, c), (self.proj.weight * rate).t())
+                bias = self.proj.bias
+                if bias is not None:
+                    out = out.add_(bias * rate)  # in place: addmm's backward does not read its output
+                return out.view(attn.shape)
+        return self.proj(attn)
 
     def _init_stage2(self, dim: int, num_heads: int, attn_drop: float, proj_drop: float) -> None:
         """``attn_drop``, ``proj`` (with attention), ``fc`` (3N -> k_c^2, with bias, as in the authors' Swin),

@@ -161,12 +161,12 @@ class ACmixSRAttention(TokenRateMixer, nn.Module):
         return q, self.kv(x), H, W
 
     def _attention_path(self, q: torch.Tensor, kv: torch.Tensor) -> torch.Tensor:
-        """q (B, N, C), k | v (B, N', 2C) -> proj(attention) (B, N, C)."""
+        """q (B, N, C), k | v (B, N', 2C) -> the attention output before ``proj`` (B, N, C), heads concatenated."""
         b, n, c = q.shape
         k, v = kv.reshape(b, -1, 2, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
         q_h = q.reshape(b, n, self.num_heads, self.head_dim).transpose(1, 2)      # (B, heads, N, head_dim)
         out = F.scaled_dot_product_attention(q_h, k, v, dropout_p=self.attn_drop.p if self.training else 0.)
-        return self.proj(out.transpose(1, 2).reshape(b, n, c))
+        return out.transpose(1, 2).reshape(b, n, c)
 
     def _conv_path(self, q: torch.Tensor, kv: torch.Tensor, H: int, W: int, h_r: int, w_r: int) -> torch.Tensor:
         """Stage I's q (B, N, C) and k | v (B, N', 2C) -> the conv path of the H x W spatial tokens (B, H*W, C)."""
@@ -186,13 +186,17 @@ class ACmixSRAttention(TokenRateMixer, nn.Module):
         if n != p + H * W:
             raise ValueError(f'token count {n} does not match num_prefix_tokens + H*W = {p} + {H}*{W} = {p + H * W}')
         q, kv, h_r, w_r = self._stage1(x, H, W)
-        out_att = self._attention_path(q, kv) if self.has_attn else None
+        # the attention first: its Stage I gradients then arrive last, added in place into the conv path's
+        attn = self._attention_path(q, kv) if self.has_attn else None
         out_conv = None
         if self.has_conv:
             out_conv = self._conv_path(q, kv, H, W, h_r, w_r)                      # (B, H*W, C)
             if p:
                 out_conv = F.pad(out_conv, (0, 0, p, 0))                          # prefix tokens: no conv term
-        return self.proj_drop(self._mix(out_att, out_conv))
+        if attn is not None:  # proj's GEMM mixes in the conv path
+            return self.proj_drop(self._project_mix(attn, out_conv))
+        assert out_conv is not None
+        return self.proj_drop(out_conv)
 
     def extra_repr(self) -> str:
         return (f'dim={self.dim}, num_heads={self.num_heads}, sr_ratio={self.sr_ratio}, '

@@ -152,18 +152,19 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         return self.qkv(window_partition(x, self.window_size).view(-1, wh * ww, x.shape[-1]))
 
     def _conv_path(self, qkv: torch.Tensor, batch: int, height: int, width: int, window_h: int, window_w: int,
-                   crop_h: int, crop_w: int) -> torch.Tensor:
+                   crop_h: int, crop_w: int, out_window_h: int, out_window_w: int) -> torch.Tensor:
         """q | k | v tokens (B*nW, Wh*Ww, 3C) of a (B, height, width) map in ``window_partition`` order (channel order
-        (q|k|v, head, d) as in the Linear) -> the conv path of its top-left crop_h x crop_w part (B, crop_h, crop_w, C)."""
+        (q|k|v, head, d) as in the Linear) -> the conv path of its top-left crop_h x crop_w part as contiguous tokens
+        in ``window_partition`` order for out_window_h x out_window_w windows, (B*nW', out_window_h*out_window_w, C):
+        the attention's windows, or the whole crop as one window (row-major (B, crop_h*crop_w, C))."""
         out = self.dep_conv.tokens_conv_path(qkv, *self._fc_params(), batch, height, width, window_h, window_w, crop_h,
                                              crop_w)                               # (B, C, crop_h, crop_w)
-        # contiguous tokens, so that the mix adds two maps of one layout and hands back a plain gradient
-        return planes_to_tokens(out, crop_h, crop_w).view(batch, crop_h, crop_w, self.dim)
+        return planes_to_tokens(out, out_window_h, out_window_w)
 
     def _window_attention(self, qkv: torch.Tensor, hp: int, wp: int, shift_size: tuple[int, int],
                           attn_mask: torch.Tensor | None) -> torch.Tensor:
         """q | k | v of the windows of a (B, Hp, Wp) map, (B*nW, Wh*Ww, 3C), Hp and Wp window multiples ->
-        proj(attention) (B, Hp, Wp, C)."""
+        the attention output before ``proj`` (B*nW, Wh*Ww, C), heads concatenated."""
         wh, ww = self.window_size
         n = wh * ww
         q, k, v = qkv.view(-1, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
@@ -179,8 +180,7 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
             attn = attn.view(-1, n_win, self.num_heads, n, n) + attn_mask.to(q.dtype)[None, :, None]
             attn = attn.view(-1, self.num_heads, n, n)
         out = self.attn_drop(attn.softmax(dim=-1)) @ v                            # (B*nW, heads, N, head_dim)
-        out = self.proj(out.transpose(1, 2).reshape(-1, n, self.dim))            # (B*nW, N, C)
-        return window_reverse(out.view(-1, wh, ww, self.dim), self.window_size, hp, wp)
+        return out.transpose(1, 2).reshape(-1, n, self.dim)
 
     def forward(self, x: torch.Tensor, shift_size: int | tuple[int, int] = (0, 0),
                 attn_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -209,19 +209,25 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         # the map the roll acted on, which the conv path and the mix cover: padded (pad_first) or real
         hr, wr = (h + pad_h, w + pad_w) if self.pad_first else (h, w)
 
-        out_att = None
-        out_conv = None
         if self.has_attn:
             hp, wp = x.shape[1], x.shape[2]
             qkv = self._stage1(x)                                                  # (B*nW, Wh*Ww, 3C)
-            out_att = self._window_attention(qkv, hp, wp, (sh, sw), attn_mask)[:, :hr, :wr]  # (B, hr, wr, C)
-            if self.has_conv:
-                out_conv = self._conv_path(qkv, b, hp, wp, wh, ww, hr, wr)        # (B, hr, wr, C)
+            attn = self._window_attention(qkv, hp, wp, (sh, sw), attn_mask)        # (B*nW, Wh*Ww, C)
+            if self.has_conv and hr == hp and wr == wp:
+                # the conv path in the attention's windows is the accumulator of proj's GEMM
+                out_conv = self._conv_path(qkv, b, hp, wp, wh, ww, hp, wp, wh, ww)  # (B*nW, Wh*Ww, C)
+                x = window_reverse(self._project_mix(attn, out_conv).view(-1, wh, ww, c), self.window_size, hp, wp)
+            else:  # attn_only, or a conv path on the real part of a padded map (pad_first=False)
+                x = window_reverse(self._project_mix(attn, None).view(-1, wh, ww, c), self.window_size, hp, wp)
+                x = x[:, :hr, :wr]
+                if self.has_conv:
+                    out_conv = self._conv_path(qkv, b, hp, wp, wh, ww, hr, wr, hr, wr).view(b, hr, wr, c)
+                    x = self._mix(x, out_conv)
         else:  # conv_only: the (B, hr, wr) map's tokens, row-major (one window)
             qkv = self.qkv(x).reshape(b, hr * wr, -1)
-            out_conv = self._conv_path(qkv, b, hr, wr, hr, wr, hr, wr)
+            x = self._conv_path(qkv, b, hr, wr, hr, wr, hr, wr, hr, wr).view(b, hr, wr, c)
 
-        x = self.proj_drop(self._mix(out_att, out_conv))
+        x = self.proj_drop(x)
         if sh or sw:
             x = torch.roll(x, shifts=(sh, sw), dims=(1, 2))
         if self.pad_first and padded:

@@ -236,6 +236,29 @@ def test_fixed_mix_is_unit_rates() -> None:
     assert 'rate1' not in dict(fixed.named_parameters()) and fixed.rate1.item() == 1.0
 
 
+@pytest.mark.parametrize('kind', ['window', 'sr'])
+def test_project_mix_is_rate1_times_proj_plus_conv(kind: str) -> None:
+    """The token flavours' one-GEMM mix equals ``rate1 * proj(attn) + conv`` in value and in every gradient (the
+    attention output, the conv path output, ``rate1`` and ``proj``'s weight and bias)."""
+    torch.manual_seed(0)
+    m = _build(kind).double()
+    with torch.no_grad():
+        m.rate1.fill_(0.7)
+        m.proj.bias.normal_()
+    attn = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    conv = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(3, 5, 16, dtype=torch.float64)
+    leaves = [attn, conv, m.rate1, m.proj.weight, m.proj.bias]
+    fused = m._project_mix(attn, conv)
+    fused_grads = torch.autograd.grad(fused, leaves, grad)
+    explicit = m.rate1 * m.proj(attn) + conv
+    explicit_grads = torch.autograd.grad(explicit, leaves, grad)
+    torch.testing.assert_close(fused, explicit)
+    for name, a, b in zip(('attn', 'conv', 'rate1', 'proj.weight', 'proj.bias'), fused_grads, explicit_grads):
+        torch.testing.assert_close(a, b, msg=lambda text: f'{name}: {text}')
+    torch.testing.assert_close(m._project_mix(attn, None), m.proj(attn))
+
+
 def test_reset_parameters_restores_shift_init() -> None:
     m = ACmix(8, 8, head=2, kernel_conv=5)
     with torch.no_grad():

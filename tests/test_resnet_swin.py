@@ -155,8 +155,12 @@ def _analytic_macs(model: nn.Module, x: torch.Tensor) -> int:
     def conv_hook(m, inp, out):
         total[0] += out.numel() * (m.in_channels // m.groups) * m.kernel_size[0] * m.kernel_size[1]
 
+    # proj runs as its parameters inside the mix's GEMM where both paths cover the map: window_hook counts it
+    window_projs = {id(mod.proj) for mod in model.modules() if isinstance(mod, ACmixWindowAttention) and mod.has_attn}
+
     def linear_hook(m, inp, out):
-        total[0] += out.numel() * m.in_features
+        if id(m) not in window_projs:
+            total[0] += out.numel() * m.in_features
 
     def fc_macs(m, b, h, w):  # fc runs as F.conv2d on its weight (no module call): M -> k^2 for every channel
         return b * h * w * m.fc.in_channels * m.fc.out_channels * m.dep_conv.groups
@@ -168,12 +172,12 @@ def _analytic_macs(model: nn.Module, x: torch.Tensor) -> int:
         # local attention: logits q.k and the weighted sum, K*K taps each
         total[0] += 2 * out.numel() * m.kernel_att ** 2
 
-    def window_hook(m, inp, out):  # per window: q@k^T and attn@v, N*N*C each, on the padded map
+    def window_hook(m, inp, out):  # per window: q@k^T and attn@v, N*N*C each, and proj, on the padded map
         b, h, w, c = inp[0].shape
         wh, ww = m.window_size
         hp, wp = math.ceil(h / wh) * wh, math.ceil(w / ww) * ww
         hr, wr = (hp, wp) if m.pad_first else (h, w)  # the map the conv path sees
-        total[0] += 2 * b * hp * wp * (wh * ww) * c + fc_macs(m, b, hr, wr)
+        total[0] += (2 * b * hp * wp * (wh * ww) * c + b * hp * wp * c * c) * m.has_attn + fc_macs(m, b, hr, wr) * m.has_conv
 
     hooks = []
     for mod in model.modules():

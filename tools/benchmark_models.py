@@ -50,6 +50,7 @@ if ROOT not in sys.path:
 import timm  # noqa: E402
 import torch  # noqa: E402
 import torch.nn as nn  # noqa: E402
+from timm.models.swin_transformer import window_reverse  # noqa: E402
 
 import models  # noqa: E402,F401  (registers the acmix_* models and their baselines)
 from models.paper import BASELINES, baseline_of  # noqa: E402
@@ -243,16 +244,16 @@ def _window_parts(m: nn.Module, x: torch.Tensor, shift: Tuple[int, int], mask: O
         xr = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2)) if any(shift) else x
         qkv = m._stage1(xr)
         att = m._window_attention(qkv, h, w, shift, mask)
-        conv = m._conv_path(qkv, b, h, w, wh, ww, h, w)
+        conv = m._conv_path(qkv, b, h, w, wh, ww, h, w, wh, ww)
     att, conv = _leaf(att), _leaf(conv)
     roll = (lambda t: torch.roll(t, shifts=(-shift[0], -shift[1]), dims=(1, 2))) if any(shift) else (lambda t: t * 1)
     return [
         ('stage I (window partition, qkv Linear)', m._stage1, [_leaf(xr)]),
-        ('attention path (softmax attention, proj, window reverse)',
-         lambda t: m._window_attention(t, h, w, shift, mask), [_leaf(qkv)]),
-        ('conv path (windows to planar maps, fc + dep_conv or fc folded in, planes to tokens)',
-         lambda t: m._conv_path(t, b, h, w, wh, ww, h, w), [_leaf(qkv)]),
-        ('mix', m._mix, [att, conv]),
+        ('attention path (softmax attention)', lambda t: m._window_attention(t, h, w, shift, mask), [_leaf(qkv)]),
+        ('conv path (windows to planar maps, fc + dep_conv or fc folded in, planes to window tokens)',
+         lambda t: m._conv_path(t, b, h, w, wh, ww, h, w, wh, ww), [_leaf(qkv)]),
+        ('proj + mix (one GEMM, the conv path its accumulator)', m._project_mix, [att, conv]),
+        ('layout: window reverse', lambda t: window_reverse(t.view(-1, wh, ww, c), (wh, ww), h, w), [att]),
         ('layout: roll in (and the same again out)', roll, [_leaf(x)]),
     ]
 
@@ -265,10 +266,10 @@ def _sr_parts(m: nn.Module, x: torch.Tensor, h: int, w: int) -> List[Part]:
         conv = m._conv_path(q, kv, h, w, h_r, w_r)
     return [
         ('stage I (q, sr + norm, kv)', lambda t: torch.cat([o.flatten() for o in m._stage1(t, h, w)[:2]]), [_leaf(x)]),
-        ('attention path (SDPA, proj)', m._attention_path, [_leaf(q), _leaf(kv)]),
+        ('attention path (SDPA)', m._attention_path, [_leaf(q), _leaf(kv)]),
         ('conv path (layout, k|v upsampling, fc + dep_conv or fc folded in)',
          lambda a, b: m._conv_path(a, b, h, w, h_r, w_r), [_leaf(q), _leaf(kv)]),
-        ('mix', m._mix, [_leaf(att), _leaf(conv)]),
+        ('proj + mix (one GEMM, the conv path its accumulator)', m._project_mix, [_leaf(att), _leaf(conv)]),
     ]
 
 
