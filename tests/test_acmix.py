@@ -178,15 +178,19 @@ def test_train_step(kind: str, mix: str, shift: str) -> None:
 _STAGE1_SHAPES = {'local': [(2, 48, 6, 7)], 'window': [(8, 16, 48)], 'sr': [(2, 42, 16), (2, 9, 32)]}
 
 
-@pytest.mark.parametrize('kind', ['local', 'window', 'sr'])
-def test_backward_adds_the_paths_stage1_gradients_in_place(kind: str) -> None:
+@pytest.mark.parametrize('kind, fold_fc', [('local', True), ('window', True), ('window', False), ('sr', True)])
+def test_backward_adds_the_paths_stage1_gradients_in_place(kind: str, fold_fc: bool) -> None:
     """Backward adds one path's gradient of a Stage I output into the other's in place (``add_``), not into a
     fresh full-size tensor (``add``: ~10 MB of newly touched memory per block at stage 1 of a ResNet or Swin).
-    This needs both gradients to reach Stage I as plain tensors (the local-attention op, ``tokens_to_planes`` and
-    ``sr_conv_maps`` return them so, not as views) and, in ``ACmix``, the attention path's to arrive first."""
+    This needs both gradients to reach Stage I as plain tensors (the local-attention op, ``tokens_to_planes``,
+    ``tokens_fc_to_planes`` (Swin's unfolded fc, ``fold_fc`` off) and ``sr_conv_maps`` return them so, not as
+    views) and, in ``ACmix``, the attention path's to arrive first."""
     torch.manual_seed(0)
     m = _build(kind)
-    out = _run(kind, m, _input(kind))
+    m.dep_conv.fold_fc = fold_fc
+    # unfolded, Swin's fc reads the tokens only on a map of window multiples (here 8 x 8, the padded map's size)
+    x = _input(kind) if fold_fc else torch.randn(2, 8, 8, 16)
+    out = _run(kind, m, x)
     # the profiler, not a Python dispatch mode: a mode holds references to the gradients, which alone makes
     # autograd add out of place
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], record_shapes=True) as prof:

@@ -415,23 +415,30 @@ at::Tensor fc_forward(const at::Tensor& tokens, const at::Tensor& weight, const 
   return f;
 }
 
-// grad f (B, D, J, H, W), tokens (B, H*W, M*D), weight (J, M) -> [d tokens (B, H*W, M*D), d weight, d bias]
+// grad f (B, D, J, H, W), tokens (B, H*W, M*D), weight (J, M) -> [d tokens, d weight, d bias]; d tokens is a
+// plain tensor of dtok_sizes (the caller's token shape, B*H*W*M*D elements), not a view, so that autograd can add
+// another path's gradient into it in place
 std::vector<at::Tensor> fc_backward(const at::Tensor& grad, const at::Tensor& tokens, const at::Tensor& weight,
-                                    int64_t height, int64_t width, int64_t window_h, int64_t window_w) {
+                                    int64_t height, int64_t width, int64_t window_h, int64_t window_w,
+                                    at::IntArrayRef dtok_sizes) {
   const int64_t J = weight.size(0), M = weight.size(1);
   check_fc(tokens, weight, height, width, window_h, window_w);
   const int64_t D = tokens.size(2) / M, B = tokens.size(0);
   TORCH_CHECK(grad.is_contiguous() && grad.scalar_type() == tokens.scalar_type() && grad.dim() == 5 &&
               grad.size(0) == B && grad.size(1) == D && grad.size(2) == J && grad.size(3) == height &&
               grad.size(4) == width, "grad must be a contiguous (B, D, J, H, W) tensor for the tokens and weight");
-  auto dtok = at::empty({B, height * width, M * D}, tokens.options());
+  TORCH_CHECK(c10::multiply_integers(dtok_sizes) == B * height * width * M * D,
+              "fc_backward: dtok_sizes must hold the tokens' B*H*W*M*D elements");
+  auto dtok = at::empty(dtok_sizes, tokens.options());
+  const at::Tensor dtok_flat = dtok.view({B, height * width, M * D});
   const auto wt = taps_by_map(weight);
   const int64_t JP = wt.size(1);
   std::vector<double> dw(J * M, 0.0), db(J, 0.0);
   std::mutex lock;
   AT_DISPATCH_FLOATING_TYPES(tokens.scalar_type(), "acmix_fc_backward", [&] {
-    const Layout<scalar_t> g{dtok.data_ptr<scalar_t>(), const_cast<scalar_t*>(grad.data_ptr<scalar_t>()), B, D * J,
-                             height, width, window_h, window_w, dtok.stride(0), dtok.stride(1), D * J * height * width};
+    const Layout<scalar_t> g{dtok_flat.data_ptr<scalar_t>(), const_cast<scalar_t*>(grad.data_ptr<scalar_t>()), B,
+                             D * J, height, width, window_h, window_w, dtok_flat.stride(0), dtok_flat.stride(1),
+                             D * J * height * width};
     // tokens and dtok must have the same strides: the kernel reads tokens at dtok's offsets
     const at::Tensor tok = tokens.contiguous();
     const int64_t runs = fc_runs(height * width);
@@ -603,9 +610,10 @@ def _tokens_fc_to_planes_backward(grad: torch.Tensor, tokens: torch.Tensor, weig
     flat = tokens.reshape(b, h * w, -1)
     ext = _fc_kernel(flat, weight, grad)
     if ext is not None:
-        dtokens, dweight, dbias = ext.fc_backward(grad.contiguous(), flat.contiguous(), weight.contiguous(), h, w,
-                                                  window_h, window_w)
-        return dtokens.view(tokens.shape), dweight, dbias
+        # d tokens comes back in the tokens' shape as a plain tensor (no view): autograd adds the attention's
+        # gradient of the same tokens into it in place
+        return tuple(ext.fc_backward(grad.contiguous(), flat.contiguous(), weight.contiguous(), h, w, window_h,
+                                     window_w, list(tokens.shape)))
     maps = weight.shape[1]
     planes = _tokens_to_planes(tokens, b, h, w, window_h, window_w).view(b, maps, dim, h * w)
     g = grad.reshape(b, dim, taps, h * w)
