@@ -213,16 +213,17 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
             hp, wp = x.shape[1], x.shape[2]
             qkv = self._stage1(x)                                                  # (B*nW, Wh*Ww, 3C)
             attn = self._window_attention(qkv, hp, wp, (sh, sw), attn_mask)        # (B*nW, Wh*Ww, C)
-            if self.has_conv and hr == hp and wr == wp:
-                # the conv path in the attention's windows is the accumulator of proj's GEMM
+            # where the conv path covers the whole (padded) map, its tokens in the attention's windows are the
+            # accumulator of proj's GEMM; on the real part of a padded map (pad_first=False) it is mixed after
+            # the crop
+            in_proj = self.has_conv and hr == hp and wr == wp
+            out_conv: torch.Tensor | None = None
+            if in_proj:
                 out_conv = self._conv_path(qkv, b, hp, wp, wh, ww, hp, wp, wh, ww)  # (B*nW, Wh*Ww, C)
-                x = window_reverse(self._project_mix(attn, out_conv).view(-1, wh, ww, c), self.window_size, hp, wp)
-            else:  # attn_only, or a conv path on the real part of a padded map (pad_first=False)
-                x = window_reverse(self._project_mix(attn, None).view(-1, wh, ww, c), self.window_size, hp, wp)
-                x = x[:, :hr, :wr]
-                if self.has_conv:
-                    out_conv = self._conv_path(qkv, b, hp, wp, wh, ww, hr, wr, hr, wr).view(b, hr, wr, c)
-                    x = self._mix(x, out_conv)
+            x = window_reverse(self._project_mix(attn, out_conv).view(-1, wh, ww, c), self.window_size, hp, wp)
+            x = x[:, :hr, :wr]
+            if self.has_conv and not in_proj:
+                x = self._mix(x, self._conv_path(qkv, b, hp, wp, wh, ww, hr, wr, hr, wr).view(b, hr, wr, c))
         else:  # conv_only: the (B, hr, wr) map's tokens, row-major (one window)
             qkv = self.qkv(x).reshape(b, hr * wr, -1)
             x = self._conv_path(qkv, b, hr, wr, hr, wr, hr, wr, hr, wr).view(b, hr, wr, c)

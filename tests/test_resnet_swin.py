@@ -177,7 +177,8 @@ def _analytic_macs(model: nn.Module, x: torch.Tensor) -> int:
         wh, ww = m.window_size
         hp, wp = math.ceil(h / wh) * wh, math.ceil(w / ww) * ww
         hr, wr = (hp, wp) if m.pad_first else (h, w)  # the map the conv path sees
-        total[0] += (2 * b * hp * wp * (wh * ww) * c + b * hp * wp * c * c) * m.has_attn + fc_macs(m, b, hr, wr) * m.has_conv
+        attention = 2 * b * hp * wp * (wh * ww) * c + b * hp * wp * c * c
+        total[0] += attention * m.has_attn + fc_macs(m, b, hr, wr) * m.has_conv
 
     hooks = []
     for mod in model.modules():
