@@ -283,7 +283,10 @@ class ShiftGroupConv(ShiftPath, nn.Conv2d):
                                          crop_w)
         taps = fc_weight.shape[0]
         bias = fc_weight.new_zeros(taps) if fc_bias is None else fc_bias
-        f = tokens_fc_to_planes(tokens, fc_weight.view(taps, m), bias, batch, height, width, window_h, window_w)
+        # in the tokens' dtype, as autocast runs fc (a custom op is not autocast): under bf16/fp16 autocast the
+        # planes and their gradient stay in one dtype
+        weight, bias = fc_weight.view(taps, m).to(tokens.dtype), bias.to(tokens.dtype)
+        f = tokens_fc_to_planes(tokens, weight, bias, batch, height, width, window_h, window_w)
         return torch.ops.acmix.shift_conv_fwd(f, self.weight, self.dilation[0], self.stride[0])
 
 

@@ -4,6 +4,7 @@
     python tools/benchmark_models.py --models 'acmix_resnet*' --threads 1 --iters 5
     python tools/benchmark_models.py --parts-only                 # only the per-part profile of one block per family
     python tools/benchmark_models.py --models acmix_resnet26 --img 32 --batch 1 --iters 1   # smoke run
+    python tools/benchmark_models.py --device cuda --amp bf16 --batch 64 --iters 20           # GPU, bf16 autocast
 
 Pairs: every ``acmix_*`` model matching ``--models`` and its baseline (``models.paper``: ``BASELINES`` /
 ``baseline_of``).  For each pair it reports
@@ -14,7 +15,9 @@ Pairs: every ``acmix_*`` model matching ``--models`` and its baseline (``models.
   Images/s is each side's best round.  The ratio is the median over rounds of the two sides' ratio within the
   round (printed with its range): on a shared machine slow phases last longer than a step, so two steps timed
   one after the other see the same phase, where the two best rounds may come from different ones.
-- peak training memory: each model runs in a fresh subprocess (``MALLOC_MMAP_THRESHOLD_=65536``, so glibc returns
+- peak training memory: on CUDA, ``torch.cuda.max_memory_allocated`` during the second training step minus the
+  allocation before the model was built (parameters, gradients, optimizer state, activations, workspace).  On
+  CPU each model runs in a fresh subprocess (``MALLOC_MMAP_THRESHOLD_=65536``, so glibc returns
   freed tensors to the system at once and the resident set follows the live tensors).  After one warm-up training
   step the peak resident set (VmHWM) is reset through ``/proc/self/clear_refs``; the reported number is the peak
   during the next training step minus the resident set measured after ``import torch`` and the model package,
@@ -27,12 +30,17 @@ the model at ``--img`` (forward, and forward + backward with a random output gra
 Stage I projections, the attention path, the convolution path (``fc`` + shift/``dep_conv``), the mix, and the
 layout changes between them.  See ``block_parts``.
 
-The header states batch, image size, threads, torch version, CPU model, cores and the load average before and
-after the run.  Numbers from a shared machine are only comparable within one run: compare the ratios.
+``--device cuda`` runs everything on the GPU (the Triton local-attention kernel, cuDNN's grouped ``dep_conv``),
+synchronising before each clock read; ``--amp bf16|fp16`` wraps every forward in ``torch.autocast`` (fp16
+training steps go through a ``GradScaler``).
+
+The header states batch, image size, threads, torch version, CPU model (and GPU), cores and the load average
+before and after the run.  Numbers from a shared machine are only comparable within one run: compare the ratios.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fnmatch
 import json
 import statistics
@@ -66,6 +74,17 @@ MiB = 2 ** 20
 _shift_kernel = True
 # --no-fold-fc: the conv path never folds fc into the kernel (ShiftGroupConv.fold_fc = False), for before/after runs
 _fold_fc = True
+# --device / --amp: where the models run and the autocast dtype of their forwards (None: full precision)
+_device = torch.device('cpu')
+_amp: Optional[torch.dtype] = None
+AMP_DTYPES = {'none': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def autocast() -> contextlib.AbstractContextManager:
+    """``torch.autocast`` to ``--amp`` on ``--device``, or a no-op."""
+    if _amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(_device.type, dtype=_amp)
 
 
 def create(name: str, img: int) -> nn.Module:
@@ -76,27 +95,32 @@ def create(name: str, img: int) -> nn.Module:
     for m in model.modules():
         if isinstance(m, ShiftGroupConv):
             m.use_kernel, m.fold_fc = _shift_kernel, _fold_fc
-    return model
+    return model.to(_device)
 
 
 def training_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
-    """Forward, cross-entropy, backward and an SGD (momentum 0.9) step, in train mode."""
+    """Forward (under ``--amp``'s autocast), cross-entropy, backward and an SGD (momentum 0.9) step, in train mode;
+    fp16 goes through a ``GradScaler``."""
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=1e-6, momentum=0.9)
     target = torch.randint(0, 1000, (x.shape[0],), device=x.device)
     loss_fn = nn.CrossEntropyLoss()
+    scaler = torch.amp.GradScaler(x.device.type, enabled=_amp == torch.float16)
 
     def step() -> None:
         opt.zero_grad(set_to_none=True)
-        loss_fn(model(x), target).backward()
-        opt.step()
+        with autocast():
+            loss = loss_fn(model(x), target)
+        scaler.scale(loss).backward()
+        scaler.step(opt)
+        scaler.update()
     return step
 
 
 def inference_step(model: nn.Module, x: torch.Tensor) -> Callable[[], None]:
     def step() -> None:
         model.eval()
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast():
             model(x)
     return step
 
@@ -107,6 +131,13 @@ CLOCKS = {'wall': time.perf_counter, 'cpu': time.process_time}
 _clock = CLOCKS['wall']
 
 
+def now() -> float:
+    """``_clock()`` once the GPU has finished the work queued so far (CUDA runs asynchronously)."""
+    if _device.type == 'cuda':
+        torch.cuda.synchronize(_device)
+    return _clock()
+
+
 def alternating_times(steps: Sequence[Callable[[], None]], iters: int) -> List[List[float]]:
     """Seconds of each call of each step (``[step][round]``), the steps run in turn (A, B, A, B, ...) after one
     warm-up each."""
@@ -115,9 +146,9 @@ def alternating_times(steps: Sequence[Callable[[], None]], iters: int) -> List[L
     times: List[List[float]] = [[] for _ in steps]
     for _ in range(iters):
         for i, step in enumerate(steps):
-            t0 = _clock()
+            t0 = now()
             step()
-            times[i].append(_clock() - t0)
+            times[i].append(now() - t0)
     return times
 
 
@@ -135,7 +166,8 @@ def paired_ratios(acmix_secs: Sequence[float], base_secs: Sequence[float]) -> Li
 def saved_bytes(model: nn.Module, x: torch.Tensor) -> int:
     """Bytes of distinct storages autograd saves during one training-mode forward."""
     model.train()
-    storages, _ = saved_storages(lambda: model(x))
+    with autocast():
+        storages, _ = saved_storages(lambda: model(x))
     return sum(storages.values())
 
 
@@ -158,7 +190,25 @@ def peak_training_bytes_here(name: str, img: int, batch: int) -> int:
     return (read_status_kb('VmHWM') - base_kb) * 1024
 
 
+def peak_training_bytes_cuda(name: str, img: int, batch: int) -> int:
+    """In this process, on the GPU: peak allocation during the second training step minus the allocation before
+    the model was built."""
+    torch.cuda.synchronize(_device)
+    base = torch.cuda.memory_allocated(_device)
+    torch.manual_seed(0)
+    model = create(name, img)
+    step = training_step(model, torch.randn(batch, 3, img, img, device=_device))
+    step()
+    torch.cuda.synchronize(_device)
+    torch.cuda.reset_peak_memory_stats(_device)
+    step()
+    torch.cuda.synchronize(_device)
+    return torch.cuda.max_memory_allocated(_device) - base
+
+
 def peak_training_bytes(name: str, img: int, batch: int, threads: int) -> int:
+    if _device.type == 'cuda':
+        return peak_training_bytes_cuda(name, img, batch)
     env = dict(os.environ, MALLOC_MMAP_THRESHOLD_='65536', OMP_NUM_THREADS=str(threads))
     cmd = [sys.executable, os.path.abspath(__file__), '--threads', str(threads), '--img', str(img),
            '--batch', str(batch), '--_peak-child', name]
@@ -192,7 +242,7 @@ def measure_pair(acmix_name: str, base_name: str, img: int, batch: int, iters: i
                  memory: bool) -> Dict[str, float]:
     torch.manual_seed(0)
     nets = [create(n, img) for n in (acmix_name, base_name)]
-    x = torch.randn(batch, 3, img, img)
+    x = torch.randn(batch, 3, img, img, device=_device)
     row: Dict[str, float] = {}
     # training first: index tensors cached on a first call must not be created under inference mode
     for mode, make in (('train', training_step), ('infer', inference_step)):
@@ -286,8 +336,8 @@ def block_parts(name: str, img: int, batch: int) -> Tuple[str, List[Part], Calla
 
     handles = [mod.register_forward_pre_hook(hook, with_kwargs=True) for mod in model.modules()
                if isinstance(mod, (ACmix, ACmixWindowAttention, ACmixSRAttention))]
-    with torch.no_grad():
-        model(torch.randn(batch, 3, img, img))
+    with torch.no_grad(), autocast():
+        model(torch.randn(batch, 3, img, img, device=_device))
     for h in handles:
         h.remove()
     if 'mod' not in captured:
@@ -297,33 +347,40 @@ def block_parts(name: str, img: int, batch: int) -> Tuple[str, List[Part], Calla
     if isinstance(mod, ACmixWindowAttention):
         shift = tuple(kwargs.get('shift_size', args[1] if len(args) > 1 else (0, 0)))
         mask = kwargs.get('attn_mask', args[2] if len(args) > 2 else None)
-        parts = _window_parts(mod, x, shift, mask)
+        with autocast():  # the parts' inputs as the model makes them
+            parts = _window_parts(mod, x, shift, mask)
         whole_in = _leaf(x)
         return (f'{type(mod).__name__} dim {mod.dim}, heads {mod.num_heads}, map {tuple(x.shape[1:3])}', parts,
                 lambda: mod(whole_in, shift_size=shift, attn_mask=mask), whole_in)
     if isinstance(mod, ACmixSRAttention):
         h, w = [kwargs.get(k, a) for k, a in zip(('H', 'W'), args[1:3])]
         whole_in = _leaf(x)
+        with autocast():
+            parts = _sr_parts(mod, x, h, w)
         return (f'{type(mod).__name__} dim {mod.dim}, heads {mod.num_heads}, sr {mod.sr_ratio}, map {(h, w)}',
-                _sr_parts(mod, x, h, w), lambda: mod(whole_in, h, w), whole_in)
-    parts = _acmix_parts(mod, x)
+                parts, lambda: mod(whole_in, h, w), whole_in)
+    with autocast():
+        parts = _acmix_parts(mod, x)
     whole_in = _leaf(x)
     return (f'ACmix({mod.attn_mode}) {mod.in_planes}->{mod.out_planes}, heads {mod.head}, map {tuple(x.shape[2:])}',
             parts, lambda: mod(whole_in), whole_in)
 
 
 def time_part(fn: Callable[..., torch.Tensor], inputs: List[torch.Tensor], iters: int) -> Tuple[float, float]:
-    """Best forward and forward+backward milliseconds of ``fn(*inputs)``."""
-    grad = torch.randn_like(fn(*inputs))
+    """Best forward and forward+backward milliseconds of ``fn(*inputs)`` (under ``--amp``'s autocast)."""
+    with autocast():
+        grad = torch.randn_like(fn(*inputs))
 
     def fwd() -> None:
-        with torch.no_grad():
+        with torch.no_grad(), autocast():
             fn(*inputs)
 
     def fwd_bwd() -> None:
         for t in inputs:
             t.grad = None
-        fn(*inputs).backward(grad)
+        with autocast():
+            out = fn(*inputs)
+        out.backward(grad)
 
     f, fb = best_alternating([fwd, fwd_bwd], iters)
     return f * 1e3, fb * 1e3
@@ -355,9 +412,13 @@ def machine_line(threads: int, batch: int, img: int, clock: str) -> str:
     except (OSError, StopIteration):
         pass
     load = ' / '.join(f'{v:.2f}' for v in os.getloadavg())
-    return (f'batch {batch} at {img}x{img}, {threads} torch thread(s), {clock} clock, dep_conv C++ kernel '
-            f'{"on" if _shift_kernel else "off"} (fc folding {"on" if _fold_fc else "off"}), '
-            f'torch {torch.__version__}, {cpu}, '
+    gpu = ''
+    if _device.type == 'cuda':
+        gpu = (f'on {torch.cuda.get_device_name(_device)} (CUDA {torch.version.cuda}, cuDNN '
+               f'{torch.backends.cudnn.version()}), autocast {_amp or "off"}, ')
+    return (f'batch {batch} at {img}x{img}, {gpu}{threads} torch thread(s), {clock} clock, dep_conv C++ kernel '
+            f'{"on" if _shift_kernel else "off"} (fc folding {"on" if _fold_fc else "off"}; CPU only), '
+            f'torch {torch.__version__}, timm {timm.__version__}, {cpu}, '
             f'{os.cpu_count()} cores, load average (1/5/15 min) {load}')
 
 
@@ -395,7 +456,10 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="run dep_conv as the plain grouped conv (ShiftGroupConv.use_kernel = False): the 'before'")
     p.add_argument('--no-fold-fc', action='store_true',
                    help="never fold fc into the kernel (ShiftGroupConv.fold_fc = False): the 'before' of folding")
-    p.add_argument('--no-memory', action='store_true', help='skip the peak-memory subprocesses')
+    p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda' ('cuda:N')")
+    p.add_argument('--amp', choices=tuple(AMP_DTYPES), default='none',
+                   help='autocast dtype of every forward (default none: full precision)')
+    p.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
     p.add_argument('--no-parts', action='store_true', help='skip the per-part profile')
     p.add_argument('--parts-only', action='store_true', help='only the per-part profile')
     p.add_argument('--_peak-child', dest='peak_child', help=argparse.SUPPRESS)  # internal: memory subprocess
@@ -405,8 +469,16 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    global _clock, _shift_kernel, _fold_fc
+    global _clock, _shift_kernel, _fold_fc, _device, _amp
     _clock = CLOCKS[args.clock]
+    _device, _amp = torch.device(args.device), AMP_DTYPES[args.amp]
+    if _device.type == 'cuda':
+        if not torch.cuda.is_available():
+            raise SystemExit(f'--device {args.device}: torch sees no CUDA device')
+        if args.clock != 'wall':
+            raise SystemExit('--clock cpu measures this process only, not the GPU: use --clock wall with --device cuda')
+        _device = torch.device('cuda', torch.cuda.current_device() if _device.index is None else _device.index)
+        torch.backends.cudnn.benchmark = True  # as timm's train.py: cuDNN picks the fastest algorithm per shape
     _shift_kernel = not args.no_shift_kernel
     _fold_fc = not args.no_fold_fc
     if args.peak_child:

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# What a GPU session runs, in one call: the CUDA tests, then the whole-model benchmark of every ACmix/baseline pair
+# on the GPU under bf16 autocast (per family, so one failure does not hide the others), then a small-batch run.
+#
+#   bash tools/run_cuda_checks.sh [LOG_DIR]     # LOG_DIR defaults to $OUT (the device tool's) or ./cuda_logs
+#
+# Uses the machine's python3 (its torch, triton and timm); a timm wheel in .whl/ is installed first when present.
+set -u
+cd "$(dirname "$0")/.."
+LOG=${1:-${OUT:-cuda_logs}}
+mkdir -p "$LOG"
+export PYTHONUNBUFFERED=1
+if ls .whl/*.whl >/dev/null 2>&1; then
+  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH=/tmp/site
+fi
+start=$(date +%s)
+stamp() { echo "[cuda-checks $(( $(date +%s) - start ))s] $*"; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$LOG/gpu.txt"
+python3 -c 'import torch, timm, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "timm", timm.__version__, "triton", triton.__version__)' | tee -a "$LOG/gpu.txt"
+# the CPU side of test_model_cuda_matches_cpu needs the C++ kernels: build them while the GPU works
+nice -n 19 python3 -c 'from acmix.kernels import build_cpu_kernels; print(build_cpu_kernels())' > /tmp/cpu_build.txt 2>&1 &
+
+stamp 'CUDA tests (GPU only)'
+python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_acmix.py::test_half_on_cuda \
+  -k 'not matches_cpu' 2>&1 | tee "$LOG/pytest_gpu.txt" | tail -15
+
+for family in 'acmix_resnet*' 'acmix_san*' 'acmix_pvt*' 'acmix_swin*'; do
+  stamp "benchmark $family, batch 64, bf16"
+  python3 tools/benchmark_models.py --device cuda --amp bf16 --batch 64 --iters 10 --models "$family" \
+    > "$LOG/bench_${family//[^a-z]/}_b64.txt" 2>&1
+  grep -E '^\| `|^Machine at start|Error' "$LOG/bench_${family//[^a-z]/}_b64.txt"
+done
+
+wait
+stamp 'CUDA tests (GPU against CPU)'
+{ cat /tmp/cpu_build.txt; python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py -k matches_cpu 2>&1; } \
+  | tee "$LOG/pytest_cpu_gpu.txt" | tail -8
+
+stamp 'benchmark, batch 4, bf16'
+python3 tools/benchmark_models.py --device cuda --amp bf16 --batch 4 --iters 10 --no-parts --no-memory \
+  > "$LOG/bench_all_b4.txt" 2>&1
+grep -E '^\| `|Error' "$LOG/bench_all_b4.txt"
+stamp done
