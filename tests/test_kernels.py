@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 
 from acmix.kernels import build_cpu_kernels, cpu_ext, local_attention, ops, window_index
-from acmix.kernels.indexing import padded_index, reflect_index
+from acmix.kernels.indexing import padded_index, reflect_index, window_sources
 from acmix.kernels.reference import _gather_windows
 
 FAST_CPU = ['cpp', 'torch']
@@ -206,6 +206,19 @@ def test_build_failure_falls_back_with_one_warning(monkeypatch):
     assert torch.equal(planes_to_tokens(planes, 4, 6), planes.flatten(2).transpose(1, 2))
 
 
+@pytest.mark.parametrize('n, kernel, dilation, stride', [(5, 3, 1, 1), (56, 7, 1, 1), (9, 7, 1, 2), (2, 7, 1, 1),
+                                                          (1, 7, 1, 1), (11, 5, 2, 2), (6, 1, 1, 3)])
+def test_window_sources_inverts_window_index(n, kernel, dilation, stride):
+    """Each input position lists every (output position, tap) that reads it, once per tap, -1 padded."""
+    rows = window_index(n, kernel, dilation, stride)
+    readers = window_sources(n, kernel, dilation, stride)
+    assert readers.shape[0] == n and readers.shape[1] == max(int((rows == p).sum()) for p in range(n))
+    for p in range(n):
+        expected = sorted(i for i in range(rows.shape[0]) for a in range(kernel) if rows[i, a] == p)
+        listed = readers[p]
+        assert sorted(listed[listed >= 0].tolist()) == expected and (listed[len(expected):] == -1).all()
+
+
 def test_triton_interpreter():
     pytest.importorskip('triton')
     # TRITON_INTERPRET must be set before triton itself is imported (its own library functions are jit-decorated
@@ -213,7 +226,8 @@ def test_triton_interpreter():
     code = (
         'import torch\n'
         'from acmix.kernels import local_attention\n'
-        'for n, d, h, w, kernel, dil, stride in [(2, 3, 5, 4, 3, 2, 2), (1, 2, 2, 3, 5, 1, 1)]:\n'
+        'for n, d, h, w, kernel, dil, stride in [(2, 3, 5, 4, 3, 2, 2), (1, 2, 2, 3, 5, 1, 1), (2, 4, 9, 11, 7, 1, 2),\n'
+        '                                        (3, 2, 1, 1, 7, 1, 1), (1, 5, 11, 9, 5, 2, 2)]:\n'
         '    qkv = [torch.randn(n, d, h, w, dtype=torch.float64, requires_grad=True) for _ in range(3)]\n'
         '    outs = [local_attention(*qkv, kernel, dil, stride, impl=i) for i in ("triton", "reference")]\n'
         '    torch.testing.assert_close(outs[0], outs[1])\n'

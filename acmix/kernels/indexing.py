@@ -14,7 +14,7 @@ import functools
 
 import torch
 
-__all__ = ['check_window_args', 'out_size', 'padded_index', 'reflect_index', 'window_index']
+__all__ = ['check_window_args', 'out_size', 'padded_index', 'reflect_index', 'window_index', 'window_sources']
 
 
 def check_window_args(kernel_size: int, dilation: int, stride: int) -> None:
@@ -73,6 +73,31 @@ def window_index(n: int, kernel_size: int, dilation: int, stride: int,
         tap ``a`` of output position ``i``.  Treat it as read-only: it is shared between calls.
     """
     return _window_index_on(n, kernel_size, dilation, stride, torch.device(device))
+
+
+@functools.lru_cache(maxsize=256)
+@torch.inference_mode(False)
+def _window_sources_on(n: int, kernel_size: int, dilation: int, stride: int, device: torch.device) -> torch.Tensor:
+    rows = _window_index_cpu(n, kernel_size, dilation, stride)                 # (No, K)
+    readers: list[list[int]] = [[] for _ in range(n)]
+    for i, taps in enumerate(rows.tolist()):
+        for src in taps:
+            readers[src].append(i)
+    width = max(len(r) for r in readers)
+    return torch.tensor([r + [-1] * (width - len(r)) for r in readers], dtype=torch.int64, device=device)
+
+
+def window_sources(n: int, kernel_size: int, dilation: int, stride: int,
+                   device: torch.device | str = 'cpu') -> torch.Tensor:
+    """The inverse of ``window_index``: which output positions read each input position, cached per (size,
+    window, device).
+
+    Returns:
+        ``(n, L)`` int64 tensor: row ``p`` lists every output position ``i`` once per tap ``a`` with
+        ``window_index(...)[i, a] == p`` (a position read by two taps of one window is listed twice), padded
+        with -1 to the longest list ``L``.  Read-only, shared between calls.
+    """
+    return _window_sources_on(n, kernel_size, dilation, stride, torch.device(device))
 
 
 @functools.lru_cache(maxsize=256)

@@ -32,7 +32,7 @@ import warnings
 import torch
 
 from . import cpu_ext, torch_loop
-from .indexing import out_size, padded_index, window_index
+from .indexing import out_size, padded_index, window_index, window_sources
 
 __all__ = ['BACKENDS', 'local_attention_fast', 'multihead_local_attention_fast', 'resolve_backend']
 
@@ -161,8 +161,11 @@ def _bwd_op(grad_out: torch.Tensor, qkv: torch.Tensor, key_bias: torch.Tensor | 
     chosen = resolve_backend(backend, q.device)
     grads = None
     if chosen == 'triton':
+        h, w = q.shape[-2:]
         grads = _call_triton('backward', backend == 'auto', grad_out.flatten(0, 1), *_as_images(q, k, v, key_bias, scale),
-                             lse.flatten(0, 1), *_triton_windows(q, kernel_size, dilation, stride))
+                             lse.flatten(0, 1), *_triton_windows(q, kernel_size, dilation, stride),
+                             window_sources(h, kernel_size, dilation, stride, q.device),
+                             window_sources(w, kernel_size, dilation, stride, q.device))
     if grads is None:
         gc, qc, kc, vc, lc = _upcast(grad_out, q, k, v, lse)
         biasc = None if key_bias is None else _upcast(key_bias)[0].contiguous()

@@ -1,4 +1,4 @@
-"""Fast CPU kernel for the shift module ``dep_conv`` of ACmix's convolution path, as a PyTorch custom op.
+"""Fast CPU (and CUDA) kernel for the shift module ``dep_conv`` of ACmix's convolution path, as a PyTorch custom op.
 
 ``dep_conv`` is ``Conv2d(head_dim*k^2 -> C, k, groups=head_dim)`` (``C = head * head_dim``): output channel
 ``o = g * head + h`` reads the ``k^2`` input channels ``g*k^2 .. g*k^2 + k^2 - 1``.  oneDNN runs such a grouped conv
@@ -17,12 +17,13 @@ contiguous vector), and every output row is computed in register tiles of 8 pixe
 each loaded input vector feeds several FMAs.  The input gradient is the transposed conv as such a tile loop at
 stride 1 and a scatter onto the padded input otherwise.  The weight gradient runs one group per task with vector
 partial sums flushed to float64 per image.  The float32 loops are compiled for AVX2+FMA and for baseline x86-64
-and picked by a CPU check at run time; float64 (tests) uses the baseline loops.  ``ShiftGroupConv``
-(``acmix.conv_path``) keeps the grouped conv off CPU.
+and picked by a CPU check at run time; float64 (tests) uses the baseline loops.  On CUDA the same op runs the
+Triton kernels of ``acmix.kernels.shift_conv_triton``.
 
 ``shift_conv(x, weight, dilation, stride)`` is the entry point; ``shift_conv_reference`` is the same computation with
 ``F.conv2d``, and the tests check that they agree (outputs and gradients, float64 ``gradcheck``).
 """
+import functools
 from types import SimpleNamespace
 
 import torch
@@ -30,7 +31,7 @@ import torch.nn.functional as F
 
 from .cpu_ext import build_extension
 
-__all__ = ['shift_conv', 'shift_conv_reference', 'available']
+__all__ = ['shift_conv', 'shift_conv_reference', 'available', 'triton_available']
 
 _SOURCE = r"""
 #include <algorithm>
@@ -501,8 +502,27 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.dtype in _COMPUTE_DTYPES else torch.float32
 
 
+@functools.cache
+def _triton_module():
+    """The Triton kernels (``shift_conv_triton``), or None when Triton is not importable."""
+    try:
+        from . import shift_conv_triton
+    except ImportError:
+        return None
+    return shift_conv_triton
+
+
+@torch.jit.ignore
+@torch.compiler.assume_constant_result
+def triton_available() -> bool:
+    """True when Triton is importable, so that the op runs on CUDA tensors."""
+    return _triton_module() is not None
+
+
 @torch.library.custom_op('acmix::shift_conv_fwd', mutates_args=())
 def _fwd_op(x: torch.Tensor, weight: torch.Tensor, dilation: int, stride: int) -> torch.Tensor:
+    if x.device.type != 'cpu':  # Triton reads half precision as it is and computes in float32
+        return _triton_module().forward(x, weight, dilation, stride)
     dt = _compute_dtype(x)
     return _load().forward(_compute_planes(x, dt), _compute(weight, dt), dilation, stride).to(x.dtype)
 
@@ -515,6 +535,8 @@ def _fwd_fake(x, weight, dilation, stride):
 @torch.library.custom_op('acmix::shift_conv_bwd', mutates_args=())
 def _bwd_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, dilation: int,
             stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    if x.device.type != 'cpu':
+        return _triton_module().backward(grad, x, weight, dilation, stride)
     dt = _compute_dtype(x)
     dx, dw = _load().backward(_compute(grad, dt), _compute_planes(x, dt), _compute(weight, dt), dilation, stride)
     return dx.to(x.dtype), dw.to(weight.dtype)
