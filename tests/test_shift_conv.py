@@ -70,6 +70,16 @@ def test_shift_conv_half_precision_computes_in_float32():
     torch.testing.assert_close(out.float(), ref, rtol=2e-2, atol=2e-2)
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+def test_grouped_conv_backward_fallback(stride):
+    """What the op returns on CUDA when Triton cannot run: the grouped conv's gradients, dx in x's shape."""
+    from acmix.kernels.shift_conv import _grouped_conv_backward
+    leaf, x, weight, grad, dil = _inputs(CASES[0], torch.float64, maps_layout=True, stride=stride)
+    want = torch.autograd.grad(shift_conv_reference(x, weight, dil, stride), (x, weight), grad)
+    for got, ref in zip(_grouped_conv_backward(grad, x.detach(), weight.detach(), dil, stride), want):
+        torch.testing.assert_close(got, ref)
+
+
 def test_triton_kernels_in_the_interpreter():
     """The CUDA kernels (``shift_conv_triton``), run by Triton's CPU interpreter: output, input gradient (with the
     strides of a transposed input) and weight gradient equal the grouped conv's, at stride 1 and 2."""

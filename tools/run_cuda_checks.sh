@@ -17,21 +17,28 @@ fi
 start=$(date +%s)
 stamp() { echo "[cuda-checks $(( $(date +%s) - start ))s] $*"; }
 
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv | tee "$LOG/gpu.txt"
-python3 -c 'import torch, timm, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "timm", timm.__version__, "triton", triton.__version__)' | tee -a "$LOG/gpu.txt"
+{ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv
+  python3 -c 'import torch, timm, triton; print("torch", torch.__version__, "cuda", torch.version.cuda, "timm", timm.__version__, "triton", triton.__version__)'
+} > "$LOG/pytest_gpu.txt" 2>&1
+cat "$LOG/pytest_gpu.txt"
 # the CPU side of test_model_cuda_matches_cpu needs the C++ kernels: build them while the GPU works
 nice -n 19 python3 -c 'from acmix.kernels import build_cpu_kernels; print(build_cpu_kernels())' > /tmp/cpu_build.txt 2>&1 &
 
 stamp 'CUDA tests (GPU only)'
 python3 -m pytest -q -p no:cacheprovider tests/test_cuda.py tests/test_acmix.py::test_half_on_cuda \
-  -k 'not matches_cpu' 2>&1 | tee "$LOG/pytest_gpu.txt" | tail -15
+  -k 'not matches_cpu' 2>&1 | tee -a "$LOG/pytest_gpu.txt" | tail -15
 
-for family in 'acmix_resnet*' 'acmix_san*' 'acmix_pvt*' 'acmix_swin*'; do
+for family in 'acmix_resnet*' 'acmix_pvt*' 'acmix_swin*' 'acmix_san*'; do
   stamp "benchmark $family, batch 64, bf16"
   python3 tools/benchmark_models.py --device cuda --amp bf16 --batch 64 --iters 10 --models "$family" \
     > "$LOG/bench_${family//[^a-z]/}_b64.txt" 2>&1
   grep -E '^\| `|^Machine at start|Error' "$LOG/bench_${family//[^a-z]/}_b64.txt"
 done
+
+stamp "the same with cuDNN's grouped conv as dep_conv (--no-shift-kernel), side by side"
+python3 tools/benchmark_models.py --device cuda --amp bf16 --batch 64 --iters 6 --no-memory --no-shift-kernel \
+  --models acmix_resnet26 acmix_pvt_tiny acmix_swin_tiny_patch4_window7_224 > "$LOG/bench_cudnn_b64.txt" 2>&1
+grep -E '^\| `|Error' "$LOG/bench_cudnn_b64.txt"
 
 wait
 stamp 'CUDA tests (GPU against CPU)'

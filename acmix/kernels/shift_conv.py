@@ -24,6 +24,7 @@ Triton kernels of ``acmix.kernels.shift_conv_triton``.
 ``F.conv2d``, and the tests check that they agree (outputs and gradients, float64 ``gradcheck``).
 """
 import functools
+import warnings
 from types import SimpleNamespace
 
 import torch
@@ -519,10 +520,46 @@ def triton_available() -> bool:
     return _triton_module() is not None
 
 
+# until a Triton launch has worked, a failure (no usable compiler or driver) is reported once and the grouped conv
+# takes over for the rest of the process
+_triton_health = {'verified': False, 'failed': False}
+
+
+def _on_triton(name: str, *args):
+    """``shift_conv_triton.<name>(*args)``, or None (after one warning) if Triton is missing or its first launch
+    fails."""
+    if _triton_health['failed'] or _triton_module() is None:
+        return None
+    kernel = getattr(_triton_module(), name)
+    if _triton_health['verified']:
+        return kernel(*args)
+    try:
+        result = kernel(*args)
+    except Exception as exc:  # noqa: BLE001  (compile/launch problems must not break the model)
+        warnings.warn(f'acmix: the Triton shift-conv kernel failed, falling back to the grouped conv (slower, same '
+                      f'results): {exc!r}', RuntimeWarning, stacklevel=3)
+        _triton_health['failed'] = True
+        return None
+    _triton_health['verified'] = True
+    return result
+
+
+def _grouped_conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, dilation: int,
+                           stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gradients of ``shift_conv_reference`` (x (B, D, M, H, W), weight (D*N, M, k, k)) through the grouped conv."""
+    b, d, m, h, w = x.shape
+    k = weight.shape[-1]
+    conv = dict(stride=stride, padding=dilation * (k - 1) // 2, dilation=dilation, groups=d)
+    dx = torch.nn.grad.conv2d_input((b, d * m, h, w), weight.to(grad.dtype), grad, **conv)
+    dw = torch.nn.grad.conv2d_weight(x.reshape(b, d * m, h, w).to(grad.dtype), weight.shape, grad, **conv)
+    return dx.view(x.shape).to(x.dtype), dw.to(weight.dtype)
+
+
 @torch.library.custom_op('acmix::shift_conv_fwd', mutates_args=())
 def _fwd_op(x: torch.Tensor, weight: torch.Tensor, dilation: int, stride: int) -> torch.Tensor:
     if x.device.type != 'cpu':  # Triton reads half precision as it is and computes in float32
-        return _triton_module().forward(x, weight, dilation, stride)
+        out = _on_triton('forward', x, weight, dilation, stride)
+        return out if out is not None else shift_conv_reference(x, weight.to(x.dtype), dilation, stride)
     dt = _compute_dtype(x)
     return _load().forward(_compute_planes(x, dt), _compute(weight, dt), dilation, stride).to(x.dtype)
 
@@ -536,7 +573,8 @@ def _fwd_fake(x, weight, dilation, stride):
 def _bwd_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, dilation: int,
             stride: int) -> tuple[torch.Tensor, torch.Tensor]:
     if x.device.type != 'cpu':
-        return _triton_module().backward(grad, x, weight, dilation, stride)
+        grads = _on_triton('backward', grad, x, weight, dilation, stride)
+        return grads if grads is not None else _grouped_conv_backward(grad, x, weight, dilation, stride)
     dt = _compute_dtype(x)
     dx, dw = _load().backward(_compute(grad, dt), _compute_planes(x, dt), _compute(weight, dt), dilation, stride)
     return dx.to(x.dtype), dw.to(weight.dtype)

@@ -33,7 +33,7 @@ def _compute(dtype: torch.dtype):
 
 @triton.jit
 def _forward_kernel(x_ptr, w_ptr, out_ptr, D, H, W, Ho, Wo, sxb, sxg, sxm, sxh, sxw,
-                    M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, DIL: tl.constexpr, STRIDE: tl.constexpr,
+                    M, N, K: tl.constexpr, DIL: tl.constexpr, STRIDE: tl.constexpr,
                     BLOCK_P: tl.constexpr, BLOCK_G: tl.constexpr, COMPUTE: tl.constexpr):
     b = tl.program_id(2).to(tl.int64)
     pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -61,7 +61,7 @@ def _forward_kernel(x_ptr, w_ptr, out_ptr, D, H, W, Ho, Wo, sxb, sxg, sxm, sxh, 
 
 @triton.jit
 def _input_grad_kernel(grad_ptr, w_ptr, dx_ptr, D, H, W, Ho, Wo, sdb, sdg, sdm, sdh, sdw,
-                       M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, DIL: tl.constexpr, STRIDE: tl.constexpr,
+                       M, N, K: tl.constexpr, DIL: tl.constexpr, STRIDE: tl.constexpr,
                        BLOCK_P: tl.constexpr, BLOCK_G: tl.constexpr, COMPUTE: tl.constexpr):
     b = tl.program_id(2).to(tl.int64)
     pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
@@ -94,7 +94,7 @@ def _input_grad_kernel(grad_ptr, w_ptr, dx_ptr, D, H, W, Ho, Wo, sdb, sdg, sdm, 
 
 @triton.jit
 def _weight_grad_kernel(grad_ptr, x_ptr, dw_ptr, D, H, W, Ho, Wo, sxb, sxg, sxm, sxh, sxw,
-                        M: tl.constexpr, N: tl.constexpr, K: tl.constexpr, DIL: tl.constexpr, STRIDE: tl.constexpr,
+                        M, N, K: tl.constexpr, DIL: tl.constexpr, STRIDE: tl.constexpr,
                         ITERS: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_G: tl.constexpr, COMPUTE: tl.constexpr):
     b = tl.program_id(2).to(tl.int64)
     g = tl.program_id(1) * BLOCK_G + tl.arange(0, BLOCK_G)
@@ -122,11 +122,11 @@ def _weight_grad_kernel(grad_ptr, x_ptr, dw_ptr, D, H, W, Ho, Wo, sxb, sxg, sxm,
 
 
 def _tiles(groups: int) -> list[dict]:
-    """Candidate (BLOCK_P, BLOCK_G, num_warps) tiles; the first is the default."""
+    """Candidate (BLOCK_P, BLOCK_G, num_warps) tiles; the first is the default.  Few: each is compiled once per
+    kernel and constant set on the first launch."""
     block_g = min(32, triton.next_power_of_2(groups))
-    shapes = [(2048 // block_g, block_g, 4), (1024 // block_g, block_g, 4), (1024 // block_g, block_g, 2),
-              (4096 // block_g, block_g, 8), (128, min(16, block_g), 4)]
-    return [dict(BLOCK_P=p, BLOCK_G=gb, num_warps=w) for p, gb, w in dict.fromkeys(shapes)]
+    return [dict(BLOCK_P=2048 // block_g, BLOCK_G=block_g, num_warps=4),
+            dict(BLOCK_P=4096 // block_g, BLOCK_G=block_g, num_warps=8)]
 
 
 def _constants(x: torch.Tensor, weight: torch.Tensor, dilation: int, stride: int) -> dict:

@@ -108,7 +108,7 @@ def _backward_query_kernel(grad_out_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, rows_ptr,
 @triton.jit
 def _backward_key_kernel(grad_out_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, row_readers_ptr, col_readers_ptr,
                          grad_k_ptr, grad_v_ptr, D, H, W, Wo, stride,
-                         LR: tl.constexpr, LC: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
+                         LR, LC, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
                          COMPUTE: tl.constexpr):
     """Per input pixel s, a gather over the output pixels o whose windows read it (``window_sources``: LR rows
     times LC columns, -1 padded): ``dk_s = sum_o dL_os q_o`` and ``dv_s = sum_o p_os dO_o``, with the
@@ -149,10 +149,10 @@ def _backward_key_kernel(grad_out_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, 
 
 
 def _tiles(block_d: int) -> list[dict]:
-    """Candidate tiles of a kernel whose tiles are (BLOCK_P, block_d); the first is the default."""
-    shapes = [(max(16, min(128, _TILE // block_d)), 4), (max(16, _TILE // 2 // block_d), 2),
-              (max(16, _TILE // 2 // block_d), 4), (max(16, _TILE * 2 // block_d), 8)]
-    return [dict(BLOCK_P=p, num_warps=w) for p, w in dict.fromkeys(shapes)]
+    """Candidate tiles of a kernel whose tiles are (BLOCK_P, block_d); the first is the default.  Few: each is
+    compiled once per kernel and constant set on the first launch."""
+    block_p = max(16, min(128, _TILE // block_d))
+    return [dict(BLOCK_P=block_p, num_warps=4), dict(BLOCK_P=2 * block_p, num_warps=8)]
 
 
 def _launch(kernel, pixels: int, images: int, args: tuple, meta: dict) -> None:
