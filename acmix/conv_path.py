@@ -15,8 +15,7 @@ Shift variants (the paper's ablation, Fig. 3; the names are the ``shift=`` value
 * ``'group_conv'`` -- the authors' released module: a learnable ``Conv2d(head_dim*k_c^2 -> C, k_c,
   groups=head_dim)`` whose kernels start as one-hot shifts.  Each of the ``head_dim`` groups owns ``C/head_dim``
   (= number of heads) output channels, i.e. several kernel sets per group: Fig. 3 (c) "learnable kernels and
-  multiple convolution groups".  ``ShiftGroupConv`` runs it with a C++ kernel on CPU and Triton on CUDA (same
-  parameters).
+  multiple convolution groups".  ``ShiftGroupConv`` runs it with a C++ kernel on CPU (same parameters).
 * ``'shift_init'`` -- learnable kernels initialised as shifts, but one kernel set per group:
   ``Conv2d(head_dim*k_c^2 -> head_dim, k_c, groups=head_dim)``, each output channel repeated for the heads.  This
   is Fig. 3 (c) without the "multiple groups" step.
@@ -197,11 +196,10 @@ class TensorShift(ShiftPath, nn.Module):
 class ShiftGroupConv(ShiftPath, nn.Conv2d):
     """``dep_conv`` for ``shift='group_conv'``: the authors' ``Conv2d(head_dim*k^2 -> C, k, groups=head_dim)``.
 
-    Same parameters, state-dict keys and result as that ``nn.Conv2d`` (their checkpoints load strictly).  It runs
-    the op ``acmix.kernels.shift_conv``, strided blocks included: the C++ kernel on CPU (several times faster than
-    oneDNN's grouped conv in forward and backward, equal to float rounding), Triton kernels on CUDA (cuDNN's
-    grouped conv is slow at these shapes too).  On other devices, without Triton, or with ``use_kernel = False`` it
-    is the plain grouped conv, the reference the tests compare the kernels with.
+    Same parameters, state-dict keys and result as that ``nn.Conv2d`` (their checkpoints load strictly).  On CPU it
+    runs the C++ kernel ``acmix.kernels.shift_conv`` (several times faster than oneDNN's grouped conv in forward
+    and backward, equal to float rounding), strided blocks included; off CPU, or with ``use_kernel = False``, it
+    is the plain grouped conv, the reference the tests compare the kernel with.
     """
 
     def __init__(self, *args, **kwargs) -> None:
@@ -210,11 +208,8 @@ class ShiftGroupConv(ShiftPath, nn.Conv2d):
         self.fold_fc = True  # let conv_path fold fc into the kernel (folds_fc); MAC counts switch it off
 
     def _kernel_runs(self, x: torch.Tensor) -> bool:
-        if not self.use_kernel or self.stride[0] != self.stride[1]:
-            return False
-        if x.device.type == 'cpu':
-            return shift_conv_kernel.available()
-        return x.device.type == 'cuda' and shift_conv_kernel.triton_available()
+        return (self.use_kernel and x.device.type == 'cpu' and self.stride[0] == self.stride[1]
+                and shift_conv_kernel.available())
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self._kernel_runs(x):
@@ -233,11 +228,11 @@ class ShiftGroupConv(ShiftPath, nn.Conv2d):
 
     def conv_path(self, maps: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor], height: int,
                   width: int) -> torch.Tensor:
-        """``ShiftPath.conv_path`` on the kernel (C++ or Triton), with ``fc`` folded in when that takes no more MACs.
+        """``ShiftPath.conv_path`` on the C++ kernel, with ``fc`` folded into it when that takes no more MACs.
 
         ``fc`` and the shift conv are both linear, so together they are one grouped k x k conv over the M Stage I
-        maps of each group, weight ``W[o, m] = sum_j dep_conv.weight[o, j] * fc.weight[j, m]``; the kernel reads
-        the maps in place.  Per output pixel that is ``C*M*k^2`` MACs instead of ``D*M*k^2 + C*k^4`` (N = C/D
+        maps of each group, weight ``W[o, m] = sum_j dep_conv.weight[o, j] * fc.weight[j, m]``; the C++ kernel
+        reads the maps in place.  Per output pixel that is ``C*M*k^2`` MACs instead of ``D*M*k^2 + C*k^4`` (N = C/D
         outputs per group); ``folds_fc`` decides (PVT's and Swin's first stages, ResNet's 4 heads).
         ``fc``'s bias, zero-padded by the shift like the rest of ``fc``'s output, becomes a fixed (C, H, W) map.
         Not folded, ``fc`` is a batched GEMM whose output the kernel reads in place (no layout copy).
@@ -276,15 +271,14 @@ class ShiftGroupConv(ShiftPath, nn.Conv2d):
     def tokens_conv_path(self, tokens: torch.Tensor, fc_weight: torch.Tensor, fc_bias: Optional[torch.Tensor],
                          batch: int, height: int, width: int, window_h: int, window_w: int, crop_h: int,
                          crop_w: int) -> torch.Tensor:
-        """``ShiftPath.tokens_conv_path``; unfolded on the C++ kernel (CPU, uncropped), ``fc`` reads the tokens.
+        """``ShiftPath.tokens_conv_path``; unfolded on the C++ kernel (and uncropped), ``fc`` reads the tokens.
 
         ``acmix.kernels.layout.tokens_fc_to_planes`` computes ``fc`` per token and writes the (B, D, k^2, H, W) planes
         the kernel reads, so neither the (B, M*D, H, W) maps nor ``fc``'s own output layout are ever built; its
         backward writes the token gradient in token order.  Otherwise (fc folded, a crop, no kernel) the planar path.
         """
         m = fc_weight.shape[1]
-        if (crop_h != height or crop_w != width or tokens.device.type != 'cpu' or not self._kernel_runs(tokens)
-                or self.folds_fc(m)):
+        if crop_h != height or crop_w != width or not self._kernel_runs(tokens) or self.folds_fc(m):
             return self.planar_conv_path(tokens, fc_weight, fc_bias, batch, height, width, window_h, window_w, crop_h,
                                          crop_w)
         taps = fc_weight.shape[0]

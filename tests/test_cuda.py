@@ -8,9 +8,7 @@ import timm
 import torch
 
 import models  # noqa: F401  (registers the acmix_* models)
-from acmix.conv_path import ShiftGroupConv
 from acmix.kernels import local_attention, multihead_local_attention, ops
-from acmix.kernels.shift_conv import shift_conv, shift_conv_reference
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason='needs CUDA')
 
@@ -75,38 +73,6 @@ def test_multihead_auto_uses_triton():
     assert ops.resolve_backend('auto', qkv.device) == 'triton' and ops._triton_health['verified']
     ref = multihead_local_attention(qkv.double(), 4, 7, scale=8 ** -0.5, key_bias=bias.double(), impl='reference')
     assert _rel(out, ref) < 1e-5
-
-
-# (B, D groups, M planes, N outputs per group, H, W, k, dilation, stride, transposed input): Swin's and PVT's
-# first stages folded, dep_conv's own layout, a strided ResNet block, dilation
-SHIFT_CASES = [(4, 32, 9, 3, 56, 56, 3, 1, 1, True), (2, 64, 3, 1, 28, 28, 3, 1, 1, True),
-               (2, 16, 9, 4, 15, 13, 3, 1, 2, False), (2, 8, 9, 2, 12, 11, 3, 2, 1, False)]
-
-
-@pytest.mark.parametrize('dtype, tol', [(torch.float32, 1e-5), (torch.bfloat16, 2e-2)], ids=str)
-@pytest.mark.parametrize('case', SHIFT_CASES, ids=str)
-def test_shift_conv_triton_matches_grouped_conv(case, dtype, tol):
-    b, d, m, n, h, w, k, dil, stride, transposed = case
-    gen = torch.Generator(device='cuda').manual_seed(sum(case))
-    shape = (b, m, d, h, w) if transposed else (b, d, m, h, w)
-    leaf = torch.randn(shape, device='cuda', generator=gen).to(dtype).requires_grad_()
-    x = leaf.transpose(1, 2) if transposed else leaf
-    weight = torch.randn(d * n, m, k, k, device='cuda', generator=gen, requires_grad=True)
-    out = shift_conv(x, weight, dil, stride)
-    ref = shift_conv_reference(x.double(), weight.double(), dil, stride)
-    assert out.dtype == dtype and _rel(out, ref) < tol
-    grad = torch.randn(out.shape, device='cuda', generator=gen)
-    got = torch.autograd.grad(out, (leaf, weight), grad.to(dtype))
-    want = torch.autograd.grad(ref, (leaf, weight), grad.double())
-    for g, g_ref in zip(got, want):
-        assert _rel(g, g_ref) < 2 * tol
-
-
-def test_shift_group_conv_uses_the_kernel_on_cuda():
-    conv = ShiftGroupConv(8 * 9, 16, 3, padding=1, groups=8, bias=False).cuda()
-    x = torch.randn(2, 8 * 9, 10, 9, device='cuda')
-    assert conv._kernel_runs(x)
-    torch.testing.assert_close(conv(x), conv._conv_forward(x, conv.weight, None), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize('name, img', FAMILIES, ids=[f[0] for f in FAMILIES])

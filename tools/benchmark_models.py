@@ -416,9 +416,8 @@ def machine_line(threads: int, batch: int, img: int, clock: str) -> str:
     if _device.type == 'cuda':
         gpu = (f'on {torch.cuda.get_device_name(_device)} (CUDA {torch.version.cuda}, cuDNN '
                f'{torch.backends.cudnn.version()}), autocast {_amp or "off"}, ')
-    kernel = 'Triton' if _device.type == 'cuda' else 'C++'
-    return (f'batch {batch} at {img}x{img}, {gpu}{threads} torch thread(s), {clock} clock, dep_conv {kernel} kernel '
-            f'{"on" if _shift_kernel else "off"} (fc folding {"on" if _fold_fc else "off"}), '
+    return (f'batch {batch} at {img}x{img}, {gpu}{threads} torch thread(s), {clock} clock, dep_conv C++ kernel '
+            f'{"on" if _shift_kernel else "off"} (fc folding {"on" if _fold_fc else "off"}; CPU only), '
             f'torch {torch.__version__}, timm {timm.__version__}, {cpu}, '
             f'{os.cpu_count()} cores, load average (1/5/15 min) {load}')
 
@@ -454,8 +453,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
                    help="'wall' (default) or 'cpu': process CPU time, steadier on a loaded machine; use with "
                         "--threads 1, where it equals the wall time on an idle core")
     p.add_argument('--no-shift-kernel', action='store_true',
-                   help="run dep_conv as the plain grouped conv, oneDNN's or cuDNN's (ShiftGroupConv.use_kernel = False): "
-                        "the 'before'")
+                   help="run dep_conv as the plain grouped conv (ShiftGroupConv.use_kernel = False): the 'before'")
     p.add_argument('--no-fold-fc', action='store_true',
                    help="never fold fc into the kernel (ShiftGroupConv.fold_fc = False): the 'before' of folding")
     p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda' ('cuda:N')")
@@ -510,12 +508,6 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
         print('\nPer-part profile, one block per family (first ACmix block, training mode):\n')
         for name in families.values():
             print(profile_block(name, args.img, args.batch, args.iters) + '\n', flush=True)
-    if _device.type == 'cuda':
-        from acmix.kernels.triton_launch import chosen_tiles
-        print('\nTriton tiles picked (kernel, argument shapes, constants -> tile):', file=sys.stderr)
-        for key, tile in chosen_tiles().items():
-            print(f'  {key[0]} {[a for a in key[1] if isinstance(a, tuple)][:1]} {dict(key[2])} -> {tile}',
-                  file=sys.stderr)
     print(f'Machine at end: {machine_line(args.threads, args.batch, args.img, args.clock)}')
 
 

@@ -1,4 +1,4 @@
-"""Fast CPU (and CUDA) kernel for the shift module ``dep_conv`` of ACmix's convolution path, as a PyTorch custom op.
+"""Fast CPU kernel for the shift module ``dep_conv`` of ACmix's convolution path, as a PyTorch custom op.
 
 ``dep_conv`` is ``Conv2d(head_dim*k^2 -> C, k, groups=head_dim)`` (``C = head * head_dim``): output channel
 ``o = g * head + h`` reads the ``k^2`` input channels ``g*k^2 .. g*k^2 + k^2 - 1``.  oneDNN runs such a grouped conv
@@ -17,14 +17,12 @@ contiguous vector), and every output row is computed in register tiles of 8 pixe
 each loaded input vector feeds several FMAs.  The input gradient is the transposed conv as such a tile loop at
 stride 1 and a scatter onto the padded input otherwise.  The weight gradient runs one group per task with vector
 partial sums flushed to float64 per image.  The float32 loops are compiled for AVX2+FMA and for baseline x86-64
-and picked by a CPU check at run time; float64 (tests) uses the baseline loops.  On CUDA the same op runs the
-Triton kernels of ``acmix.kernels.shift_conv_triton``.
+and picked by a CPU check at run time; float64 (tests) uses the baseline loops.  ``ShiftGroupConv``
+(``acmix.conv_path``) keeps the grouped conv off CPU.
 
 ``shift_conv(x, weight, dilation, stride)`` is the entry point; ``shift_conv_reference`` is the same computation with
 ``F.conv2d``, and the tests check that they agree (outputs and gradients, float64 ``gradcheck``).
 """
-import functools
-import warnings
 from types import SimpleNamespace
 
 import torch
@@ -32,7 +30,7 @@ import torch.nn.functional as F
 
 from .cpu_ext import build_extension
 
-__all__ = ['shift_conv', 'shift_conv_reference', 'available', 'triton_available']
+__all__ = ['shift_conv', 'shift_conv_reference', 'available']
 
 _SOURCE = r"""
 #include <algorithm>
@@ -503,63 +501,8 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
     return x.dtype if x.dtype in _COMPUTE_DTYPES else torch.float32
 
 
-@functools.cache
-def _triton_module():
-    """The Triton kernels (``shift_conv_triton``), or None when Triton is not importable."""
-    try:
-        from . import shift_conv_triton
-    except ImportError:
-        return None
-    return shift_conv_triton
-
-
-@torch.jit.ignore
-@torch.compiler.assume_constant_result
-def triton_available() -> bool:
-    """True when Triton is importable, so that the op runs on CUDA tensors."""
-    return _triton_module() is not None
-
-
-# until a Triton launch has worked, a failure (no usable compiler or driver) is reported once and the grouped conv
-# takes over for the rest of the process
-_triton_health = {'verified': False, 'failed': False}
-
-
-def _on_triton(name: str, *args):
-    """``shift_conv_triton.<name>(*args)``, or None (after one warning) if Triton is missing or its first launch
-    fails."""
-    if _triton_health['failed'] or _triton_module() is None:
-        return None
-    kernel = getattr(_triton_module(), name)
-    if _triton_health['verified']:
-        return kernel(*args)
-    try:
-        result = kernel(*args)
-    except Exception as exc:  # noqa: BLE001  (compile/launch problems must not break the model)
-        warnings.warn(f'acmix: the Triton shift-conv kernel failed, falling back to the grouped conv (slower, same '
-                      f'results): {exc!r}', RuntimeWarning, stacklevel=3)
-        _triton_health['failed'] = True
-        return None
-    _triton_health['verified'] = True
-    return result
-
-
-def _grouped_conv_backward(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, dilation: int,
-                           stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gradients of ``shift_conv_reference`` (x (B, D, M, H, W), weight (D*N, M, k, k)) through the grouped conv."""
-    b, d, m, h, w = x.shape
-    k = weight.shape[-1]
-    conv = dict(stride=stride, padding=dilation * (k - 1) // 2, dilation=dilation, groups=d)
-    dx = torch.nn.grad.conv2d_input((b, d * m, h, w), weight.to(grad.dtype), grad, **conv)
-    dw = torch.nn.grad.conv2d_weight(x.reshape(b, d * m, h, w).to(grad.dtype), weight.shape, grad, **conv)
-    return dx.view(x.shape).to(x.dtype), dw.to(weight.dtype)
-
-
 @torch.library.custom_op('acmix::shift_conv_fwd', mutates_args=())
 def _fwd_op(x: torch.Tensor, weight: torch.Tensor, dilation: int, stride: int) -> torch.Tensor:
-    if x.device.type != 'cpu':  # Triton reads half precision as it is and computes in float32
-        out = _on_triton('forward', x, weight, dilation, stride)
-        return out if out is not None else shift_conv_reference(x, weight.to(x.dtype), dilation, stride)
     dt = _compute_dtype(x)
     return _load().forward(_compute_planes(x, dt), _compute(weight, dt), dilation, stride).to(x.dtype)
 
@@ -572,9 +515,6 @@ def _fwd_fake(x, weight, dilation, stride):
 @torch.library.custom_op('acmix::shift_conv_bwd', mutates_args=())
 def _bwd_op(grad: torch.Tensor, x: torch.Tensor, weight: torch.Tensor, dilation: int,
             stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    if x.device.type != 'cpu':
-        grads = _on_triton('backward', grad, x, weight, dilation, stride)
-        return grads if grads is not None else _grouped_conv_backward(grad, x, weight, dilation, stride)
     dt = _compute_dtype(x)
     dx, dw = _load().backward(_compute(grad, dt), _compute_planes(x, dt), _compute(weight, dt), dilation, stride)
     return dx.to(x.dtype), dw.to(weight.dtype)

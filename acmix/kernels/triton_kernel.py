@@ -15,8 +15,6 @@ import torch
 import triton
 import triton.language as tl
 
-from .triton_launch import launch_tuned
-
 __all__ = ['forward', 'backward']
 
 # pixels per program: the (BLOCK_P, BLOCK_D) accumulator tiles stay at 2048 elements whatever the head dim
@@ -148,17 +146,10 @@ def _backward_key_kernel(grad_out_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, 
     tl.store(grad_v_ptr + off, grad_v.to(grad_v_ptr.dtype.element_ty), mask=mask2)
 
 
-def _tiles(block_d: int) -> list[dict]:
-    """Candidate tiles of a kernel whose tiles are (BLOCK_P, block_d); the first is the default.  Few: each is
-    compiled once per kernel and constant set on the first launch."""
-    block_p = max(16, min(128, _TILE // block_d))
-    return [dict(BLOCK_P=block_p, num_warps=4), dict(BLOCK_P=2 * block_p, num_warps=8)]
-
-
 def _launch(kernel, pixels: int, images: int, args: tuple, meta: dict) -> None:
-    """``kernel`` over ``pixels`` of ``images`` images, with the fastest tile of ``_tiles``."""
-    launch_tuned(kernel, lambda tile: (triton.cdiv(pixels, tile['BLOCK_P']), images), args, meta,
-                 _tiles(meta['BLOCK_D']))
+    """``kernel`` over ``pixels`` of ``images`` images in (BLOCK_P, BLOCK_D) tiles of about ``_TILE`` elements."""
+    block_p = max(16, min(128, _TILE // meta['BLOCK_D']))
+    kernel[(triton.cdiv(pixels, block_p), images)](*args, BLOCK_P=block_p, **meta)
 
 
 def _geometry(q: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> tuple[tuple[int, ...], dict]:
