@@ -145,6 +145,18 @@ def test_benchmark_models_tool_runs(capsys):
     assert 'fc folding on' in out
 
 
+def test_benchmark_models_under_autocast(capsys, monkeypatch):
+    """--amp bf16 runs every step, saved-activation count and part under autocast (on CPU here): the token fc's
+    backward once mixed bf16 planes with a float32 gradient there."""
+    import tools.benchmark_models as bench
+    monkeypatch.setattr(bench, '_amp', None)  # main sets the module's --amp; restored for the tests after this one
+    bench.main(['--models', 'acmix_swin_tiny_patch4_window7_224', '--img', '64', '--batch', '2', '--iters', '1',
+                '--threads', '1', '--no-memory', '--amp', 'bf16'])
+    out = capsys.readouterr().out
+    assert '| `acmix_swin_tiny_patch4_window7_224` / `swin_tiny_patch4_window7_224` |' in out
+    assert 'whole mixer' in out
+
+
 def test_benchmark_models_ratio_is_the_median_of_paired_rounds():
     """The throughput ratio pairs the two models' times round by round: a slow phase that hits both sides of one
     round leaves that round's ratio alone."""
