@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# What a GPU session runs, in one call: the whole-model benchmark of every ACmix/baseline pair on the GPU under bf16
+# What a GPU session runs, in one call: the local-attention kernel alone, the whole-model benchmark of every ACmix/baseline pair on the GPU under bf16
 # autocast (per family, so one failure does not hide the others), the CUDA tests (tests/test_cuda.py, in 8
 # processes: they compile ~100 Triton kernel variants, 5.4 min in one process on an H200 machine), then a
 # small-batch run, each while its share of the time budget lasts.
@@ -29,6 +29,10 @@ before() { (( $(date +%s) - start < $1 * BUDGET / 100 )) || { stamp "skipped (ov
 cat "$LOG/pytest_gpu.txt"
 # the CPU side of test_model_cuda_matches_cpu needs the C++ kernels: build them while the GPU works
 nice -n 19 python3 -c 'from acmix.kernels import build_cpu_kernels; print(build_cpu_kernels())' > /tmp/cpu_build.txt 2>&1 &
+
+stamp 'the local-attention kernel alone (Triton against the unfold reference), batch 8'
+python3 tools/benchmark_acmix.py --device cuda --scopes kernel > "$LOG/bench_kernel.txt" 2>&1
+tail -8 "$LOG/bench_kernel.txt"
 
 for family in 'acmix_resnet*' 'acmix_pvt*' 'acmix_swin*' 'acmix_san*'; do
   before 60 "benchmark $family" || continue
