@@ -17,7 +17,7 @@ import triton.language as tl
 
 __all__ = ['forward', 'backward']
 
-# pixels per program: the (BLOCK_P, BLOCK_D) accumulator tiles stay at 2048 elements whatever the head dim
+# pixels per program: the (BLOCK_D, BLOCK_P) accumulator tiles stay at 2048 elements whatever the head dim
 _TILE = 2048
 
 
@@ -29,21 +29,27 @@ def _tl_dtype(dtype: torch.dtype):
     return tl.float64 if dtype == torch.float64 else tl.float32
 
 
+# Tiles are (BLOCK_D channels, BLOCK_P pixels), pixels along the last axis: Triton lays the lanes of a warp along
+# the last axis when it cannot prove either axis contiguous (window gathers), so a warp reads one channel of 32
+# neighbouring pixels (mostly consecutive addresses) and each lane holds all channels of its pixel, so that the
+# dot products over the head dim reduce within the lane.
+
+
 @triton.jit
 def _program_tile(q_ptr, D, H, W, Wo, P, stride,
                   BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr, COMPUTE: tl.constexpr):
     """This program's image ``n``, its ``BLOCK_P`` flat output pixels ``pix = i*Wo + j`` with their mask, the
-    channel lanes ``ch``, the (BLOCK_P, BLOCK_D) mask, the (1, BLOCK_D) channel offsets ``base`` of image ``n``
-    in an (N, D, H, W) tensor, and the (BLOCK_P, BLOCK_D) queries of those pixels in ``COMPUTE``."""
+    channel lanes ``ch``, the (BLOCK_D, BLOCK_P) mask, the (BLOCK_D, 1) channel offsets ``base`` of image ``n``
+    in an (N, D, H, W) tensor, and the (BLOCK_D, BLOCK_P) queries of those pixels in ``COMPUTE``."""
     n = tl.program_id(1).to(tl.int64)
     pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     pmask = pix < P
     i = pix // Wo
     j = pix % Wo
     ch = tl.arange(0, BLOCK_D)
-    mask2 = pmask[:, None] & (ch < D)[None, :]
-    base = n * D * (H * W) + ch[None, :] * (H * W)
-    q = tl.load(q_ptr + base + (i * stride * W + j * stride)[:, None], mask=mask2, other=0.).to(COMPUTE)
+    mask2 = (ch < D)[:, None] & pmask[None, :]
+    base = n * D * (H * W) + ch[:, None] * (H * W)
+    q = tl.load(q_ptr + base + (i * stride * W + j * stride)[None, :], mask=mask2, other=0.).to(COMPUTE)
     return n, pix, pmask, i, j, ch, mask2, base, q
 
 
@@ -55,21 +61,21 @@ def _forward_kernel(q_ptr, k_ptr, v_ptr, rows_ptr, cols_ptr, out_ptr, lse_ptr,
 
     top = tl.full((BLOCK_P,), float('-inf'), COMPUTE)
     total = tl.zeros((BLOCK_P,), COMPUTE)
-    acc = tl.zeros((BLOCK_P, BLOCK_D), COMPUTE)
+    acc = tl.zeros((BLOCK_D, BLOCK_P), COMPUTE)
     for a in range(K):
         r = tl.load(rows_ptr + i * K + a, mask=pmask, other=0)
         for b in range(K):
             c = tl.load(cols_ptr + j * K + b, mask=pmask, other=0)
-            src = base + (r * W + c)[:, None]
-            logit = tl.sum(q * tl.load(k_ptr + src, mask=mask2, other=0.).to(COMPUTE), axis=1)
+            src = base + (r * W + c)[None, :]
+            logit = tl.sum(q * tl.load(k_ptr + src, mask=mask2, other=0.).to(COMPUTE), axis=0)
             new_top = tl.maximum(top, logit)
             scale = tl.exp(top - new_top)
             weight = tl.exp(logit - new_top)
-            acc = acc * scale[:, None] + weight[:, None] * tl.load(v_ptr + src, mask=mask2, other=0.).to(COMPUTE)
+            acc = acc * scale[None, :] + weight[None, :] * tl.load(v_ptr + src, mask=mask2, other=0.).to(COMPUTE)
             total = total * scale + weight
             top = new_top
-    out_off = n * D * P + ch[None, :] * P + pix[:, None]
-    tl.store(out_ptr + out_off, (acc / total[:, None]).to(out_ptr.dtype.element_ty), mask=mask2)
+    out_off = n * D * P + ch[:, None] * P + pix[None, :]
+    tl.store(out_ptr + out_off, (acc / total[None, :]).to(out_ptr.dtype.element_ty), mask=mask2)
     tl.store(lse_ptr + n * P + pix, top + tl.log(total), mask=pmask)
 
 
@@ -80,25 +86,25 @@ def _backward_query_kernel(grad_out_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, rows_ptr,
     """Per output pixel, one pass over its taps: ``delta = sum_t p_t g_t`` (g_t = <dO, v_t>) and
     ``dq = sum_t p_t (g_t - delta) k_t = sum_t p_t g_t k_t - delta * sum_t p_t k_t``; stores dq and delta."""
     n, pix, pmask, i, j, ch, mask2, base, q = _program_tile(q_ptr, D, H, W, Wo, P, stride, BLOCK_P, BLOCK_D, COMPUTE)
-    q_off = base + (i * stride * W + j * stride)[:, None]
-    go = tl.load(grad_out_ptr + n * D * P + ch[None, :] * P + pix[:, None], mask=mask2, other=0.).to(COMPUTE)
+    q_off = base + (i * stride * W + j * stride)[None, :]
+    go = tl.load(grad_out_ptr + n * D * P + ch[:, None] * P + pix[None, :], mask=mask2, other=0.).to(COMPUTE)
     lse = tl.load(lse_ptr + n * P + pix, mask=pmask, other=0.)
     delta = tl.zeros((BLOCK_P,), COMPUTE)
-    weighted_k = tl.zeros((BLOCK_P, BLOCK_D), COMPUTE)  # sum_t p_t g_t k_t
-    mean_k = tl.zeros((BLOCK_P, BLOCK_D), COMPUTE)      # sum_t p_t k_t
+    weighted_k = tl.zeros((BLOCK_D, BLOCK_P), COMPUTE)  # sum_t p_t g_t k_t
+    mean_k = tl.zeros((BLOCK_D, BLOCK_P), COMPUTE)      # sum_t p_t k_t
     for a in range(K):
         r = tl.load(rows_ptr + i * K + a, mask=pmask, other=0)
         for b in range(K):
             c = tl.load(cols_ptr + j * K + b, mask=pmask, other=0)
-            src = base + (r * W + c)[:, None]
+            src = base + (r * W + c)[None, :]
             k = tl.load(k_ptr + src, mask=mask2, other=0.).to(COMPUTE)
             v = tl.load(v_ptr + src, mask=mask2, other=0.).to(COMPUTE)
-            p = tl.exp(tl.sum(q * k, axis=1) - lse)
-            pg = p * tl.sum(go * v, axis=1)
+            p = tl.exp(tl.sum(q * k, axis=0) - lse)
+            pg = p * tl.sum(go * v, axis=0)
             delta += pg
-            weighted_k += pg[:, None] * k
-            mean_k += p[:, None] * k
-    grad_q = weighted_k - delta[:, None] * mean_k
+            weighted_k += pg[None, :] * k
+            mean_k += p[None, :] * k
+    grad_q = weighted_k - delta[None, :] * mean_k
     tl.store(grad_q_ptr + q_off, grad_q.to(grad_q_ptr.dtype.element_ty), mask=mask2)
     tl.store(delta_ptr + n * P + pix, delta, mask=pmask)
 
@@ -121,34 +127,34 @@ def _backward_key_kernel(grad_out_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, 
     c = pix % W
     ch = tl.arange(0, BLOCK_D)
     cmask = ch < D
-    mask2 = pmask[:, None] & cmask[None, :]
-    off = n * D * HW + ch[None, :] * HW + pix[:, None]
+    mask2 = cmask[:, None] & pmask[None, :]
+    off = n * D * HW + ch[:, None] * HW + pix[None, :]
     k = tl.load(k_ptr + off, mask=mask2, other=0.).to(COMPUTE)
     v = tl.load(v_ptr + off, mask=mask2, other=0.).to(COMPUTE)
-    grad_k = tl.zeros((BLOCK_P, BLOCK_D), COMPUTE)
-    grad_v = tl.zeros((BLOCK_P, BLOCK_D), COMPUTE)
+    grad_k = tl.zeros((BLOCK_D, BLOCK_P), COMPUTE)
+    grad_v = tl.zeros((BLOCK_D, BLOCK_P), COMPUTE)
     for u in range(LR):
         i = tl.load(row_readers_ptr + r * LR + u, mask=pmask, other=-1)
         for w in range(LC):
             j = tl.load(col_readers_ptr + c * LC + w, mask=pmask, other=-1)
             valid = (i >= 0) & (j >= 0)
-            vmask = valid[:, None] & cmask[None, :]
+            vmask = cmask[:, None] & valid[None, :]
             o = i * Wo + j
-            q = tl.load(q_ptr + n * D * HW + ch[None, :] * HW + (i * stride * W + j * stride)[:, None], mask=vmask,
+            q = tl.load(q_ptr + n * D * HW + ch[:, None] * HW + (i * stride * W + j * stride)[None, :], mask=vmask,
                         other=0.).to(COMPUTE)
-            go = tl.load(grad_out_ptr + n * D * P + ch[None, :] * P + o[:, None], mask=vmask, other=0.).to(COMPUTE)
+            go = tl.load(grad_out_ptr + n * D * P + ch[:, None] * P + o[None, :], mask=vmask, other=0.).to(COMPUTE)
             lse = tl.load(lse_ptr + n * P + o, mask=valid, other=0.)
             delta = tl.load(delta_ptr + n * P + o, mask=valid, other=0.)
-            p = tl.where(valid, tl.exp(tl.sum(q * k, axis=1) - lse), 0.)
-            grad_k += (p * (tl.sum(go * v, axis=1) - delta))[:, None] * q
-            grad_v += p[:, None] * go
+            p = tl.where(valid, tl.exp(tl.sum(q * k, axis=0) - lse), 0.)
+            grad_k += (p * (tl.sum(go * v, axis=0) - delta))[None, :] * q
+            grad_v += p[None, :] * go
     tl.store(grad_k_ptr + off, grad_k.to(grad_k_ptr.dtype.element_ty), mask=mask2)
     tl.store(grad_v_ptr + off, grad_v.to(grad_v_ptr.dtype.element_ty), mask=mask2)
 
 
 def _launch(kernel, pixels: int, images: int, args: tuple, meta: dict) -> None:
-    """``kernel`` over ``pixels`` of ``images`` images in (BLOCK_P, BLOCK_D) tiles of about ``_TILE`` elements."""
-    block_p = max(16, min(128, _TILE // meta['BLOCK_D']))
+    """``kernel`` over ``pixels`` of ``images`` images in (BLOCK_D, BLOCK_P) tiles of about ``_TILE`` elements."""
+    block_p = max(32, min(128, _TILE // meta['BLOCK_D']))  # at least one warp's lanes along the pixels
     kernel[(triton.cdiv(pixels, block_p), images)](*args, BLOCK_P=block_p, **meta)
 
 
