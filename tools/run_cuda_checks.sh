@@ -31,7 +31,7 @@ cat "$LOG/pytest_gpu.txt"
 nice -n 19 python3 -c 'from acmix.kernels import build_cpu_kernels; print(build_cpu_kernels())' > /tmp/cpu_build.txt 2>&1 &
 
 stamp 'the local-attention kernel alone (Triton against the unfold reference), batch 8'
-python3 tools/benchmark_acmix.py --device cuda --scopes kernel > "$LOG/bench_kernel.txt" 2>&1
+timeout 90 python3 tools/benchmark_acmix.py --device cuda --scopes kernel > "$LOG/bench_kernel.txt" 2>&1
 tail -8 "$LOG/bench_kernel.txt"
 
 for family in 'acmix_resnet*' 'acmix_pvt*' 'acmix_swin*' 'acmix_san*'; do
