@@ -194,11 +194,26 @@ ACMIX_INLINE void pad_image(const Map<T>& x, int64_t img, const int64_t* prow, c
   }
 }
 
-// Adjoint of pad_image: adds every padded position onto its source pixel of image `img` of one part (dk or dv) of
-// the (B, 3*G*D, H, W) gradient.
+// Adjoint of pad_image: writes the sum of every padded position onto its source pixel of image `img` of one part
+// (dk or dv) of the (B, 3*G*D, H, W) gradient, which need not be initialised.  The unreflected middle of the
+// central rows holds each source pixel exactly once (over the column phases), so it is assigned first; every
+// reflected position is then added.
 template <typename T>
 ACMIX_INLINE void fold_image(const T* src, int64_t img, const int64_t* prow, const int64_t* pcol, const Geometry& g,
                              T* grad) {
+  const int64_t pad = (g.hp - g.h) / 2;
+  for (int64_t ph = 0; ph < g.stride; ++ph) {
+    const PhaseColumns pc(g, ph);
+    const int64_t n = pc.hi - pc.lo;
+    for (int64_t c = 0; c < g.d; ++c) {
+      T* plane = grad + g.grad_image(img) + c * g.h * g.w;
+      for (int64_t y = 0; y < g.h; ++y) {
+        const T* row = src + ((ph * g.d + c) * g.hp + pad + y) * g.wq + pc.lo;
+        T* out = plane + y * g.w + pc.src0;
+        for (int64_t u = 0; u < n; ++u) out[u * g.stride] = row[u];
+      }
+    }
+  }
   for (int64_t ph = 0; ph < g.stride; ++ph) {
     const PhaseColumns pc(g, ph);
     for (int64_t c = 0; c < g.d; ++c) {
@@ -207,10 +222,12 @@ ACMIX_INLINE void fold_image(const T* src, int64_t img, const int64_t* prow, con
         const T* row = src + ((ph * g.d + c) * g.hp + r) * g.wq;
         T* out = plane + prow[r] * g.w;
         for (int64_t jj = 0; jj < pc.lo; ++jj) out[pcol[jj * g.stride + ph]] += row[jj];
-        const int64_t n = pc.hi - pc.lo;
-        if (g.stride == 1) add_run<T, 1>(row + pc.lo, 1, n, out + pc.src0);
-        else if (g.stride == 2) add_run<T, 2>(row + pc.lo, 2, n, out + pc.src0);
-        else add_run<T, 0>(row + pc.lo, g.stride, n, out + pc.src0);
+        if (r < pad || r >= pad + g.h) {  // a reflected row: its middle too
+          const int64_t n = pc.hi - pc.lo;
+          if (g.stride == 1) add_run<T, 1>(row + pc.lo, 1, n, out + pc.src0);
+          else if (g.stride == 2) add_run<T, 2>(row + pc.lo, 2, n, out + pc.src0);
+          else add_run<T, 0>(row + pc.lo, g.stride, n, out + pc.src0);
+        }
         for (int64_t jj = pc.hi; jj < pc.end; ++jj) out[pcol[jj * g.stride + ph]] += row[jj];
       }
     }
@@ -544,8 +561,9 @@ std::vector<at::Tensor> backward(const at::Tensor& grad_out, const at::Tensor& q
   // gradient of that map into a tensor it holds the only reference to, never into a view
   const int64_t part = q.size(1) * g.d;
   auto grad = at::empty({q.size(0), 3 * part, g.h, g.w}, q.options());
-  grad.narrow(1, part, 2 * part).zero_();  // dk, dv accumulate; every strided query pixel's dq is written, the
-  if (stride > 1) grad.narrow(1, 0, part).zero_();  // others (stride > 1) get no gradient
+  // fold_image writes all of dk and dv; every strided query pixel's dq is written, the others (stride > 1) get no
+  // gradient
+  if (stride > 1) grad.narrow(1, 0, part).zero_();
   AT_DISPATCH_FLOATING_TYPES(q.scalar_type(), "acmix_local_attention_backward", [&] {
     const auto gm = map_of<scalar_t>(grad_out), qm = map_of<scalar_t>(q, scale),
                km = map_of<scalar_t>(k, 1.0, key_bias.value_or(at::Tensor())), vm = map_of<scalar_t>(v);
