@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from acmix.kernels import build_cpu_kernels, cpu_ext, local_attention, ops, window_index
+from acmix.kernels import build_cpu_kernels, cpu_ext, local_attention, multihead_local_attention, ops, window_index
 from acmix.kernels.indexing import padded_index, reflect_index, window_sources
 from acmix.kernels.reference import _gather_windows
 
@@ -48,6 +48,23 @@ def test_fast_matches_reference(impl, case):
     grad_out = torch.randn_like(ref)
     for g, g_ref in zip(torch.autograd.grad(out, qkv, grad_out), torch.autograd.grad(ref, qkv, grad_out)):
         torch.testing.assert_close(g, g_ref)
+
+
+@pytest.mark.parametrize('stride', [1, 2])
+def test_cpp_backward_writes_every_gradient_element(stride):
+    """The C++ backward allocates dq | dk | dv uninitialised (dk, dv are written, not accumulated): poison the
+    allocator with NaN blocks of the gradient's size first; the gradient must still equal the reference's."""
+    qkv = torch.randn(2, 3 * 2 * 8, 12, 13, dtype=torch.float64, requires_grad=True)  # 60 KB: heap, reused
+    bias = torch.randn(8, 12, 13, dtype=torch.float64)
+    ref = multihead_local_attention(qkv, 2, 5, 1, stride, 0.3, bias, impl='reference')
+    grad = torch.randn_like(ref)
+    want, = torch.autograd.grad(ref, qkv, grad)
+    for _ in range(3):
+        out = multihead_local_attention(qkv, 2, 5, 1, stride, 0.3, bias, impl='cpp')
+        poison = [torch.full_like(qkv, float('nan')) for _ in range(4)]
+        del poison
+        got, = torch.autograd.grad(out, qkv, grad)
+        torch.testing.assert_close(got, want)
 
 
 @pytest.mark.parametrize('impl', FAST_CPU)
