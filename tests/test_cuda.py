@@ -36,6 +36,11 @@ def _exact_fp32():
     torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
 
 
+def _create(name: str, img: int) -> torch.nn.Module:
+    """``timm.create_model(name)`` for ``img`` x ``img`` inputs (PVT's and Swin's geometry depends on it)."""
+    return timm.create_model(name, **({'img_size': img} if img != 224 and ('pvt' in name or 'swin' in name) else {}))
+
+
 def _rel(a: torch.Tensor, b: torch.Tensor, floor: float = 1e-30) -> float:
     """||a - b|| / max(||b||, floor * sqrt(numel)): relative, or against an RMS of ``floor`` where ``b`` is ~0."""
     scale = max(b.double().norm().item(), floor * b.numel() ** 0.5)
@@ -79,9 +84,7 @@ def test_multihead_auto_uses_triton():
 def test_model_cuda_matches_cpu(name, img):
     """Logits and every parameter gradient on the GPU equal the CPU's for the same weights (fp32, eval mode)."""
     torch.manual_seed(0)
-    kwargs = {'img_size': img} if img != 224 and ('pvt' in name or 'swin' in name) else {}
-    cpu = timm.create_model(name, **kwargs).eval()
-    gpu = timm.create_model(name, **kwargs).eval()
+    cpu, gpu = _create(name, img).eval(), _create(name, img).eval()
     gpu.load_state_dict(cpu.state_dict())
     gpu.cuda()
     x = torch.randn(2, 3, img, img)
@@ -104,8 +107,7 @@ def test_autocast_training_step(name, img, dtype):
     in fp16, once the GradScaler has halved its initial scale (2^16) at most 8 times, as it does after an
     overflow."""
     torch.manual_seed(0)
-    kwargs = {'img_size': img} if img != 224 and ('pvt' in name or 'swin' in name) else {}
-    model = timm.create_model(name, **kwargs).cuda().train()
+    model = _create(name, img).cuda().train()
     x = torch.randn(4, 3, img, img, device='cuda')
     target = torch.randint(0, 1000, (4,), device='cuda')
     with torch.no_grad():

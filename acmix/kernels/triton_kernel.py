@@ -111,7 +111,7 @@ def _backward_query_kernel(grad_out_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, rows_ptr,
 
 @triton.jit
 def _backward_key_kernel(grad_out_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, row_readers_ptr, col_readers_ptr,
-                         grad_k_ptr, grad_v_ptr, D, H, W, Wo, stride,
+                         grad_k_ptr, grad_v_ptr, D, H, W, Wo, P, stride,
                          LR, LC, BLOCK_P: tl.constexpr, BLOCK_D: tl.constexpr,
                          COMPUTE: tl.constexpr):
     """Per input pixel s, a gather over the output pixels o whose windows read it (``window_sources``: LR rows
@@ -120,7 +120,6 @@ def _backward_key_kernel(grad_out_ptr, q_ptr, k_ptr, v_ptr, lse_ptr, delta_ptr, 
     Each input pixel owns its gradient: no atomics."""
     n = tl.program_id(1).to(tl.int64)
     HW = H * W
-    P = (H + stride - 1) // stride * Wo
     pix = tl.program_id(0) * BLOCK_P + tl.arange(0, BLOCK_P)
     pmask = pix < HW
     r = pix // W
@@ -187,13 +186,13 @@ def backward(grad_out: torch.Tensor, q: torch.Tensor, k: torch.Tensor, v: torch.
     then per input pixel dk and dv."""
     q, k, v, grad_out, lse = (t.contiguous() for t in (q, k, v, grad_out, lse))
     sizes, meta = _geometry(q, rows, cols)
-    n, d, h, w = q.shape
+    n, _, h, w = q.shape
     grad_q = torch.empty_like(q) if stride == 1 else torch.zeros_like(q)  # pixels between strided queries: 0
     delta = torch.empty_like(lse)
     _launch(_backward_query_kernel, sizes[-1], n, (grad_out, q, k, v, lse, rows, cols, grad_q, delta, *sizes, stride),
             dict(meta, K=rows.shape[1]))
     grad_k, grad_v = torch.empty_like(k), torch.empty_like(v)
     _launch(_backward_key_kernel, h * w, n, (grad_out, q, k, v, lse, delta, row_readers, col_readers, grad_k, grad_v,
-                                             d, h, w, cols.shape[0], stride),
+                                             *sizes, stride),
             dict(meta, LR=row_readers.shape[1], LC=col_readers.shape[1]))
     return [grad_q, grad_k, grad_v]
