@@ -165,6 +165,13 @@ ACMIX_INLINE void add_run(const T* src, int64_t step, int64_t n, T* dst) {
   for (int64_t u = 0; u < n; ++u) dst[u * st] += src[u];
 }
 
+// dst[u * S] = scale * src[u] for u < n (steps as in copy_run)
+template <typename T, int64_t S>
+ACMIX_INLINE void store_run(const T* src, int64_t step, int64_t n, T* dst, T scale = T(1)) {
+  const int64_t st = S > 0 ? S : step;
+  for (int64_t u = 0; u < n; ++u) dst[u * st] = scale * src[u];
+}
+
 // Reflection-padded, phase-split copy of image `img` of x (see Geometry), scale and bias applied; prow/pcol map
 // padded to source indices.
 template <typename T>
@@ -210,7 +217,9 @@ ACMIX_INLINE void fold_image(const T* src, int64_t img, const int64_t* prow, con
       for (int64_t y = 0; y < g.h; ++y) {
         const T* row = src + ((ph * g.d + c) * g.hp + pad + y) * g.wq + pc.lo;
         T* out = plane + y * g.w + pc.src0;
-        for (int64_t u = 0; u < n; ++u) out[u * g.stride] = row[u];
+        if (g.stride == 1) store_run<T, 1>(row, 1, n, out);
+        else if (g.stride == 2) store_run<T, 2>(row, 2, n, out);
+        else store_run<T, 0>(row, g.stride, n, out);
       }
     }
   }
@@ -241,8 +250,10 @@ ACMIX_INLINE void load_row(const Map<T>& x, int64_t img, int64_t y, int64_t step
   for (int64_t c = 0; c < g.d; ++c) {
     const T* src = x.image(img) + c * x.sd + y * x.sh;
     T* row = dst + c * g.rs;
-    if (step * x.sw == 1) for (int64_t j = 0; j < g.wo; ++j) row[j] = x.scale * src[j];
-    else for (int64_t j = 0; j < g.wo; ++j) row[j] = x.scale * src[j * step * x.sw];
+    const int64_t st = step * x.sw;
+    if (st == 1) copy_run<T, 1>(src, 1, nullptr, 1, x.scale, g.wo, row);
+    else if (st == 2) copy_run<T, 2>(src, 2, nullptr, 2, x.scale, g.wo, row);
+    else copy_run<T, 0>(src, st, nullptr, st, x.scale, g.wo, row);
     std::fill(row + g.wo, row + g.wov, T(0));
   }
 }
@@ -438,7 +449,10 @@ ACMIX_INLINE void backward_images(const Map<T>& grad_out, const Map<T>& q, const
       T* gq = grad_q + g.grad_image(img);
       for (int64_t c = 0; c < d; ++c) {
         T* dst = gq + (c * g.h + i * g.stride) * g.w;
-        for (int64_t j = 0; j < g.wo; ++j) dst[j * g.stride] = q.scale * gqs.data()[c * rs + j];
+        const T* src = gqs.data() + c * rs;
+        if (g.stride == 1) store_run<T, 1>(src, 1, g.wo, dst, q.scale);
+        else if (g.stride == 2) store_run<T, 2>(src, 2, g.wo, dst, q.scale);
+        else store_run<T, 0>(src, g.stride, g.wo, dst, q.scale);
       }
       // dk_t += dL_t q, dv_t += P_t dO, into the padded maps
       row_scatter<T, DC>(grad_l.data(), qs.data(), i, g, gkp.data());
