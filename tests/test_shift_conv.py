@@ -37,7 +37,7 @@ def _inputs(case, dtype, seed=0, maps_layout=False, stride=1):
 @pytest.mark.parametrize('stride', [1, 2, 3])
 def test_shift_conv_matches_grouped_conv(case, dtype, maps_layout, stride):
     """Output and both gradients equal the grouped conv's; strides 2 and 3 use the phase-split buffers and the
-    scattered input gradient, with odd sizes (partial last phase) and maps smaller than the stride."""
+    gathered input gradient, with odd sizes (partial last phase) and maps smaller than the stride."""
     leaf, x, weight, grad, dil = _inputs(case, dtype, maps_layout=maps_layout, stride=stride)
     out = shift_conv(x, weight, dil, stride)
     dx, dw = torch.autograd.grad(out, (leaf, weight), grad)

@@ -15,8 +15,8 @@ and its gradient has the same strides.  One task is one (image, group) pair; its
 zero-padded buffer whose columns are split by phase (column mod s, so that a strided row of taps is one
 contiguous vector), and every output row is computed in register tiles of 8 pixels x 3 or 4 output channels, so
 each loaded input vector feeds several FMAs.  The input gradient is the transposed conv as such a tile loop at
-stride 1 and a scatter onto the padded input otherwise.  The weight gradient runs one group per task with vector
-partial sums flushed to float64 per image.  The float32 loops are compiled for AVX2+FMA and for baseline x86-64
+stride 1, and otherwise a gather per column phase of the input (each tap one contiguous load of a grad row).  The
+weight gradient runs one group per task with vector partial sums flushed to float64 per image.  The float32 loops are compiled for AVX2+FMA and for baseline x86-64
 and picked by a CPU check at run time; float64 (tests) uses the baseline loops.  ``ShiftGroupConv``
 (``acmix.conv_path``) keeps the grouped conv off CPU.
 
@@ -97,6 +97,15 @@ inline std::vector<int64_t> tap_columns(const Geo& g) {
   for (int64_t c = 0; c < g.k; ++c) cols[c] = ((g.dil * c) % g.s) * g.ph * g.pw + (g.dil * c) / g.s;
   return cols;
 }
+
+// Zero columns on each side of a grad row for the strided input-gradient gather: its tap columns read at
+// u + (q + p - dil*c) / s, from -p/s to (s - 1 + p)/s, rounded up to whole vectors
+inline int64_t strided_margin(const Geo& g, int64_t lanes) {
+  return ((g.p + g.s - 1) / g.s + 1 + lanes - 1) / lanes * lanes;
+}
+
+// Columns u of one phase row in that gather: Wo rounded up to its tiles of 2 vectors
+inline int64_t strided_row(const Geo& g, int64_t lanes) { return (g.wr + 2 * lanes - 1) / (2 * lanes) * (2 * lanes); }
 
 // One register tile: RY output rows y .. y+RY-1 x L pixels from x0 x BS outputs of block ob (see tile_sums).  Each
 // weight serves the RY rows, so a tile keeps RY*BS independent FMA chains in flight.  The RY input vectors of a tap
@@ -188,42 +197,87 @@ inline __attribute__((always_inline)) void backward_input_task(const T* grad, co
                        g);
 }
 
-// The same for stride > 1, as a scatter: every tap of every output row adds its weighted grads (summed over the N
-// outputs in a register) onto the padded, phase-split input gradient in dbuf, whose real pixels are then copied
-// to dx.  weight (D*N, M, K, K) as given; gbuf holds the N grad planes (Ho x Wr, zero past Wo).
-template <typename T>
-inline __attribute__((always_inline)) void backward_input_strided_task(const T* grad, const T* weight, T* df,
+// The same for stride s > 1, as a gather.  Input pixel (Y, X) sums the weighted grads g[o, y, x] of the taps (a, c)
+// that reach it: s*y + dil*a - p = Y and s*x + dil*c - p = X.  Along a column phase q (X = s*u + q) a valid tap
+// column c reads x = u + (q + p - dil*c) / s, so for fixed Y, q and c every tap is one contiguous vector load from
+// gbuf (the N grad planes, rows rs apart with zero margins of `margin` columns on both sides).  Tiles of UB vectors
+// of u x BS input planes accumulate over the N outputs and the valid taps, into one row per plane and phase of
+// rowbuf, which is then interleaved into dx.  wpk packed as for stride 1 (D, JB, N, KK, BS).
+template <typename T, int BS>
+inline __attribute__((always_inline)) void backward_input_strided_task(const T* grad, const T* wpk, T* df,
                                                                        const Geo& g, int64_t bi, int64_t gi, T* gbuf,
-                                                                       T* dbuf) {
+                                                                       T* rowbuf) {
   using VT = typename Vec<T>::type;
   constexpr int64_t L = sizeof(VT) / sizeof(T);
-  pad_planes(grad + (bi * g.c + gi * g.n) * g.howo, g.howo, g.n, g.ho, g.wo, 0, 1, g.ho, g.wr, gbuf);
-  std::fill(dbuf, dbuf + g.m * g.s * g.ph * g.pw, T(0));
-  const std::vector<int64_t> tap_col = tap_columns(g);
-  const T* wg = weight + gi * g.n * g.m * g.kk;  // (N, M, K, K) of this group
-  for (int64_t y = 0; y < g.ho; ++y)
-    for (int64_t x0 = 0; x0 < g.wo; x0 += L)
-      for (int64_t j = 0; j < g.m; ++j)
-        for (int64_t ta = 0; ta < g.k; ++ta) {
-          T* row = dbuf + (j * g.s * g.ph + g.s * y + g.dil * ta) * g.pw + x0;
-          for (int64_t tc = 0; tc < g.k; ++tc) {
-            VT acc = {};
-            for (int64_t o = 0; o < g.n; ++o)
-              acc += load(gbuf + (o * g.ho + y) * g.wr + x0) * wg[((o * g.m + j) * g.k + ta) * g.k + tc];
-            T* at = row + tap_col[tc];
-            const VT sum = load(at) + acc;
-            std::memcpy(at, &sum, sizeof(VT));
-          }
-        }
-  for (int64_t j = 0; j < g.m; ++j)
-    for (int64_t y = 0; y < g.h; ++y) {
-      T* out = df + bi * g.sb + gi * g.sg + j * g.sm + y * g.w;
-      for (int64_t phase = 0; phase < g.s; ++phase) {
-        const T* in = dbuf + ((j * g.s + phase) * g.ph + y + g.p) * g.pw;
-        for (int64_t jj = (g.p + g.s - 1 - phase) / g.s, x = jj * g.s + phase - g.p; x < g.w; ++jj, x += g.s)
-          out[x] = in[jj];
+  constexpr int UB = 2;
+  static_assert(UB == 2, "strided_row rounds to tiles of 2 vectors");
+  const int64_t margin = strided_margin(g, L), rw = strided_row(g, L), rs = rw + 2 * margin;
+  const int64_t jbs = (g.m + BS - 1) / BS;
+  for (int64_t o = 0; o < g.n; ++o)
+    for (int64_t y = 0; y < g.ho; ++y) {
+      T* row = gbuf + (o * g.ho + y) * rs;
+      std::fill(row, row + margin, T(0));
+      std::memcpy(row + margin, grad + ((bi * g.c + gi * g.n + o) * g.ho + y) * g.wo, g.wo * sizeof(T));
+      std::fill(row + margin + g.wo, row + rs, T(0));
+    }
+  const T* wg = wpk + gi * jbs * g.n * g.kk * BS;
+  std::vector<int64_t> rows, tap_rows, cols, offs;
+  for (int64_t yy = 0; yy < g.h; ++yy) {
+    rows.clear();
+    tap_rows.clear();
+    for (int64_t a = 0; a < g.k; ++a) {
+      const int64_t num = yy + g.p - g.dil * a;
+      if (num >= 0 && num % g.s == 0 && num / g.s < g.ho) {
+        rows.push_back(num / g.s);
+        tap_rows.push_back(a);
       }
     }
+    for (int64_t q = 0; q < g.s; ++q) {
+      cols.clear();
+      offs.clear();
+      for (int64_t c = 0; c < g.k; ++c) {
+        const int64_t num = q + g.p - g.dil * c;
+        if (((num % g.s) + g.s) % g.s == 0) {
+          cols.push_back(c);
+          offs.push_back(margin + num / g.s);
+        }
+      }
+      const int64_t us = (g.w - q + g.s - 1) / g.s;  // columns X = s*u + q of this phase
+      for (int64_t jb = 0; jb < jbs; ++jb)
+        for (int64_t u0 = 0; u0 < us; u0 += UB * L) {
+          VT acc[UB][BS] = {};
+          for (size_t ra = 0; ra < rows.size(); ++ra)
+            for (size_t ci = 0; ci < cols.size(); ++ci) {
+              const T* w = wg + (jb * g.n * g.kk + tap_rows[ra] * g.k + cols[ci]) * BS;
+              const T* gv0 = gbuf + rows[ra] * rs + offs[ci] + u0;
+              for (int64_t o = 0; o < g.n; ++o, w += g.kk * BS, gv0 += g.ho * rs) {
+                VT gv[UB];
+#pragma GCC unroll 4
+                for (int v = 0; v < UB; ++v) gv[v] = load(gv0 + v * L);
+#pragma GCC unroll 4
+                for (int i = 0; i < BS; ++i) {
+                  const T wi = w[i];
+#pragma GCC unroll 4
+                  for (int v = 0; v < UB; ++v) acc[v][i] += gv[v] * wi;
+                }
+              }
+            }
+          for (int i = 0; i < BS; ++i)
+            for (int v = 0; v < UB; ++v)
+              std::memcpy(rowbuf + ((jb * BS + i) * g.s + q) * rw + u0 + v * L, &acc[v][i], sizeof(VT));
+        }
+    }
+    for (int64_t j = 0; j < g.m; ++j) {
+      T* out = df + bi * g.sb + gi * g.sg + j * g.sm + yy * g.w;
+      const T* in = rowbuf + j * g.s * rw;
+      if (g.s == 2) {
+        for (int64_t u = 0; u < g.w / 2; ++u) { out[2 * u] = in[u]; out[2 * u + 1] = in[rw + u]; }
+        if (g.w % 2) out[g.w - 1] = in[g.w / 2];
+      } else {
+        for (int64_t x = 0; x < g.w; ++x) out[x] = in[(x % g.s) * rw + x / g.s];
+      }
+    }
+  }
 }
 
 // Images whose weight-gradient products one float32 accumulator sums before it is added to the float64 total:
@@ -298,7 +352,8 @@ ACMIX_AVX2 void fwd_avx2_3(const float* f, const float* w, float* o, const Geo& 
 ACMIX_AVX2 void fwd_avx2_4(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 4>(f, w, o, g, b, d, buf); }
 ACMIX_AVX2 void bwi_avx2_3(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { backward_input_task<float, 3>(f, w, o, g, b, d, buf); }
 ACMIX_AVX2 void bwi_avx2_4(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { backward_input_task<float, 4>(f, w, o, g, b, d, buf); }
-ACMIX_AVX2 void bwis_avx2(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* db) { backward_input_strided_task<float>(gr, w, o, g, b, d, gb, db); }
+ACMIX_AVX2 void bwis_avx2_3(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* rb) { backward_input_strided_task<float, 3>(gr, w, o, g, b, d, gb, rb); }
+ACMIX_AVX2 void bwis_avx2_4(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* rb) { backward_input_strided_task<float, 4>(gr, w, o, g, b, d, gb, rb); }
 ACMIX_AVX2 void bww_avx2_1(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 1>(gr, f, dw, g, d, fb, gb); }
 ACMIX_AVX2 void bww_avx2_2(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 2>(gr, f, dw, g, d, fb, gb); }
 ACMIX_AVX2 void bww_avx2_3(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 3>(gr, f, dw, g, d, fb, gb); }
@@ -322,11 +377,13 @@ template <int BS> void bwi_one(const float* f, const float* w, float* o, const G
 template <int BS> void bwi_one(const double* f, const double* w, double* o, const Geo& g, int64_t b, int64_t d, double* buf) {
   backward_input_task<double, BS>(f, w, o, g, b, d, buf);
 }
-void bwis_one(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* db) {
-  if (has_avx2()) bwis_avx2(gr, w, o, g, b, d, gb, db); else backward_input_strided_task<float>(gr, w, o, g, b, d, gb, db);
+template <int BS> void bwis_one(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* rb) {
+  if (!has_avx2()) backward_input_strided_task<float, BS>(gr, w, o, g, b, d, gb, rb);
+  else if constexpr (BS == 3) bwis_avx2_3(gr, w, o, g, b, d, gb, rb);
+  else bwis_avx2_4(gr, w, o, g, b, d, gb, rb);
 }
-void bwis_one(const double* gr, const double* w, double* o, const Geo& g, int64_t b, int64_t d, double* gb, double* db) {
-  backward_input_strided_task<double>(gr, w, o, g, b, d, gb, db);
+template <int BS> void bwis_one(const double* gr, const double* w, double* o, const Geo& g, int64_t b, int64_t d, double* gb, double* rb) {
+  backward_input_strided_task<double, BS>(gr, w, o, g, b, d, gb, rb);
 }
 template <int BS> void bww_one(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) {
   if (!has_avx2()) backward_weight_task<float, BS>(gr, f, dw, g, d, fb, gb);
@@ -429,11 +486,15 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, co
     const scalar_t* wp = wpk.data_ptr<scalar_t>();
     scalar_t* dfp = df.data_ptr<scalar_t>();
     scalar_t* dwp = dw.data_ptr<scalar_t>();
-    const scalar_t* wraw = weight.data_ptr<scalar_t>();
     at::parallel_for(0, g.b * g.d, 1, [&](int64_t begin, int64_t end) {
       if (g.s > 1) {
-        std::vector<scalar_t> gbuf(g.n * g.ho * g.wr), dbuf(g.m * g.s * g.ph * g.pw);
-        for (int64_t t = begin; t < end; ++t) bwis_one(gp, wraw, dfp, g, t / g.d, t % g.d, gbuf.data(), dbuf.data());
+        constexpr int64_t L = 32 / sizeof(scalar_t);
+        const int64_t rw = strided_row(g, L);
+        std::vector<scalar_t> gbuf(g.n * g.ho * (rw + 2 * strided_margin(g, L))), rbuf(jbs * bs * g.s * rw);
+        for (int64_t t = begin; t < end; ++t) {
+          if (bs == 3) bwis_one<3>(gp, wp, dfp, g, t / g.d, t % g.d, gbuf.data(), rbuf.data());
+          else bwis_one<4>(gp, wp, dfp, g, t / g.d, t % g.d, gbuf.data(), rbuf.data());
+        }
         return;
       }
       std::vector<scalar_t> buf(g.n * g.ph * g.pw);
