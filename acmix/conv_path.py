@@ -384,8 +384,9 @@ class RateMixer:
         if not self.has_attn:
             return out_conv
         assert out_att is not None
-        # cast the scalar so that a bf16/fp16 path is not promoted to float32 by the mix
-        return self.rate1.to(out_att.dtype) * out_att + out_conv
+        # in place, one pass and no new (B, C, H, W) tensor: every conv path returns a fresh tensor whose backward does
+        # not read it; the scalar is cast so that a bf16/fp16 path is not promoted to float32
+        return out_conv.addcmul_(self.rate1.to(out_att.dtype), out_att)
 
 
 class TokenRateMixer(RateMixer):

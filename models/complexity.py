@@ -18,8 +18,9 @@ The counter knows nothing about a few kernels that do real multiply-accumulate w
   ``acmix.kernels.layout``): ``fc`` as the 1x1 conv it is, ``(B * D * k^2 * H * W outputs) * M`` MACs.
 * ``aten._scaled_dot_product_flash_attention_for_cpu`` (the CPU SDPA kernel of the ``'global'`` and PVT
   attentions): same formula as the CUDA SDPA kernels, ``2 * B*h*L*S*d`` MACs.
-* ``aten.addcmul`` / ``aten.addcmul_``: one MAC per output element.  SAN's patchwise aggregation (``acmix.patchwise``
-  loop path) is ``K^2`` of these per output; nothing else in our models calls ``addcmul`` in a forward pass.
+* ``aten.addcmul`` / ``aten.addcmul_`` of two maps: one MAC per output element.  SAN's patchwise aggregation
+  (``acmix.patchwise`` loop path) is ``K^2`` of these per output.  With a one-element factor it is ACmix's mix
+  (``conv + rate1 * attn``, in place), which is not counted.
 
 Counts are of the model as defined, with ``fc`` and ``dep_conv`` counted separately as in the paper:
 ``ShiftGroupConv.fold_fc`` (which runs the two as one kernel when that is cheaper) is off while counting.
@@ -57,7 +58,9 @@ def _sdpa_cpu_flops(q_shape, k_shape, v_shape, *args, out_shape=None, **kwargs) 
     return sdpa_flop_count(q_shape, k_shape, v_shape)
 
 
-def _addcmul_flops(self_shape, *args, out_shape=None, **kwargs) -> int:
+def _addcmul_flops(self_shape, t1_shape, t2_shape, *args, out_shape=None, **kwargs) -> int:
+    if math.prod(t1_shape) == 1 or math.prod(t2_shape) == 1:  # a scalar times a map: ACmix's mix, not counted
+        return 0
     return 2 * math.prod(self_shape)
 
 

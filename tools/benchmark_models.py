@@ -281,7 +281,8 @@ def _acmix_parts(m: nn.Module, x: torch.Tensor) -> List[Part]:
         ('stage I (q, k, v as one projection)', m._stage1, [_leaf(x)]),
         ('attention path', m._attention_path, [qkv]),
         ('conv path (fc + dep_conv, or fc folded in)', m._conv_path, [qkv]),
-        ('mix', m._mix, [att, conv]),
+        # the mix adds into the conv path's fresh output in place: timed on a copy of it, so the row includes one copy
+        ('mix (in place; timed with a copy of the conv output)', lambda a, c: m._mix(a, c.clone()), [att, conv]),
     ]
 
 
