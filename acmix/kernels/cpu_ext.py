@@ -74,6 +74,40 @@ template <typename T> ACMIX_INLINE Vec<T> vexp(Vec<T> x) {
   }
 }
 
+// log of every lane.  float: Cephes' logf (mantissa in [sqrt(1/2), sqrt(2)), degree-8 polynomial, about 1 ulp) for
+// positive normal x, which vectorises; double keeps std::log lane by lane.
+template <typename T> ACMIX_INLINE Vec<T> vlog(Vec<T> x) {
+  if constexpr (std::is_same_v<T, float>) {
+    typedef int32_t Int __attribute__((vector_size(32)));
+    Int bits;
+    std::memcpy(&bits, &x, sizeof(bits));
+    Vec<T> e = __builtin_convertvector(((bits >> 23) & 0xff) - 126, Vec<T>);
+    bits = (bits & 0x807fffff) | 0x3f000000;                      // mantissa m in [0.5, 1)
+    Vec<T> m;
+    std::memcpy(&m, &bits, sizeof(m));
+    const auto small = m < splat(0.707106781186547524f);
+    e = small ? e - 1.0f : e;
+    m = small ? m + m - 1.0f : m - 1.0f;
+    const Vec<T> z = m * m;
+    Vec<T> y = splat(7.0376836292E-2f);
+    y = y * m - 1.1514610310E-1f;
+    y = y * m + 1.1676998740E-1f;
+    y = y * m - 1.2420140846E-1f;
+    y = y * m + 1.4249322787E-1f;
+    y = y * m - 1.6668057665E-1f;
+    y = y * m + 2.0000714765E-1f;
+    y = y * m - 2.4999993993E-1f;
+    y = y * m + 3.3333331174E-1f;
+    y = y * m * z;
+    y += e * -2.12194440e-4f;
+    y += -0.5f * z;
+    return m + y + e * 0.693359375f;
+  } else {
+    for (int64_t l = 0; l < lanes<T>; ++l) x[l] = std::log(x[l]);
+    return x;
+  }
+}
+
 // Strided (B, G, D, H, W) view of an input tensor, image n = (b, g) = (n / G, n % G) (batch, head), read as
 // scale * (x - bias): bias (D, H, W) contiguous, shared by all images, or null
 template <typename T> struct Map {
@@ -380,7 +414,7 @@ template <typename T, int64_t DC>
 ACMIX_INLINE void forward_images(const Map<T>& q, const Map<T>& k, const Map<T>& v, const int64_t* prow,
                                  const int64_t* pcol, T* out, T* lse, const Geometry& g, int64_t begin, int64_t end) {
   std::vector<T> kp(g.padded()), vp(g.padded());
-  RowBuffer<T> qs(g.d, g), probs(g.taps(), g), os(g.d, g);
+  RowBuffer<T> qs(g.d, g), probs(g.taps(), g), os(g.d, g), inv(1, g);
   std::vector<int64_t> taps(g.taps());
   for (int64_t img = begin; img < end; ++img) {
     pad_image(k, img, prow, pcol, g, kp.data());
@@ -389,7 +423,7 @@ ACMIX_INLINE void forward_images(const Map<T>& q, const Map<T>& k, const Map<T>&
       g.row_taps(i, taps.data());
       load_row(q, img, i * g.stride, g.stride, g, qs.data());
       row_dots<T, DC>(qs.data(), kp.data(), taps.data(), g, probs.data());
-      for (int64_t j = 0; j < g.wov; j += lanes<T>) {  // max-subtracted softmax over the taps, lane by lane
+      for (int64_t j = 0; j < g.wov; j += lanes<T>) {  // max-subtracted exponentials over the taps, lane by lane
         Vec<T> top = load(probs.data() + j);
         for (int64_t t = 1; t < g.taps(); ++t) top = vmax<T>(top, load(probs.data() + t * g.rs + j));
         Vec<T> total{};
@@ -398,14 +432,18 @@ ACMIX_INLINE void forward_images(const Map<T>& q, const Map<T>& k, const Map<T>&
           store(probs.data() + t * g.rs + j, e);
           total += e;
         }
-        const Vec<T> inv = T(1) / total;
-        for (int64_t t = 0; t < g.taps(); ++t) store(probs.data() + t * g.rs + j, load(probs.data() + t * g.rs + j) * inv);
-        for (int64_t l = 0; l < lanes<T> && j + l < g.wo; ++l)
-          lse[(img * g.ho + i) * g.wo + j + l] = top[l] + std::log(total[l]);
+        store(inv.data() + j, T(1) / total);
+        const Vec<T> stat = top + vlog<T>(total);
+        for (int64_t l = 0; l < lanes<T> && j + l < g.wo; ++l) lse[(img * g.ho + i) * g.wo + j + l] = stat[l];
       }
+      // the weighted sum of the values over the unnormalised exponentials, then one division per output value
+      // (D per pixel) instead of one per probability (K*K per pixel)
       row_mix<T, DC>(probs.data(), vp.data(), taps.data(), g, os.data());
-      for (int64_t c = 0; c < g.d; ++c)
-        std::memcpy(out + ((img * g.d + c) * g.ho + i) * g.wo, os.data() + c * g.rs, g.wo * sizeof(T));
+      for (int64_t c = 0; c < g.d; ++c) {
+        T* row = os.data() + c * g.rs;
+        for (int64_t j = 0; j < g.wov; j += lanes<T>) store(row + j, load(row + j) * load(inv.data() + j));
+        std::memcpy(out + ((img * g.d + c) * g.ho + i) * g.wo, row, g.wo * sizeof(T));
+      }
     }
   }
 }
