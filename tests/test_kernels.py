@@ -112,6 +112,21 @@ def test_float32_close_to_float64_reference(impl, stride):
         torch.testing.assert_close(g, g_ref.float(), rtol=1e-4, atol=1e-4)
 
 
+@pytest.mark.parametrize('stride', [1, 2])
+def test_cpp_log_sum_exp_matches_the_logits(stride):
+    """The log-sum-exp the C++ forward saves for backward (float32: vectorised exp and log) equals
+    ``logsumexp`` of each output pixel's logits taken from the explicit windows in float64, large logits included."""
+    q, k, v = _qkv(2, 8, 9, 11, seed=3)
+    q = 4 * q  # logits of tens: the max-subtracted exponentials span many binades
+    qkv = torch.cat([q, k, v], dim=1).detach()
+    windows = F.unfold(F.pad(k.detach(), (3, 3, 3, 3), mode='reflect'), 7)        # (N, D*49, H*W)
+    logits = (q.detach().flatten(2)[:, :, None] * windows.view(2, 8, 49, -1)).sum(1)  # (N, 49, H*W)
+    ref = logits.logsumexp(1).view(2, 9, 11)[:, ::stride, ::stride]
+    for dtype, tol in ((torch.float64, 1e-12), (torch.float32, 2e-6)):
+        _, lse = torch.ops.acmix.local_attention_fwd(qkv.to(dtype), None, 1, 7, 1, stride, 1.0, 'cpp')
+        torch.testing.assert_close(lse[:, 0].double(), ref, rtol=tol, atol=tol)
+
+
 @pytest.mark.parametrize('impl', FAST_CPU)
 def test_low_precision(impl):
     qkv = _qkv(2, 8, 7, 6, dtype=torch.bfloat16)
