@@ -145,6 +145,22 @@ def test_benchmark_models_tool_runs(capsys):
     assert 'fc folding on' in out
 
 
+@pytest.mark.parametrize('name, first, count', [('acmix_resnet26', 'layer1', 8),
+                                                 ('acmix_swin_tiny_patch4_window7_224', 'layers.0.blocks.0', 12),
+                                                 ('acmix_pvt_tiny', 'stages.0.blocks.0', 8)])
+def test_benchmark_models_blocks_pair_each_mixer_with_the_baselines_module(name, first, count):
+    """--blocks: one block per ACmix mixer (the outermost module holding only it), each present under the same name
+    in the baseline, and a timing row for each plus the whole model."""
+    import tools.benchmark_models as bench
+    from models.paper import baseline_of
+    blocks = bench.mixer_blocks(bench.create(name, 64))
+    assert len(blocks) == count and blocks[0] == first
+    assert set(blocks) <= dict(bench.create(baseline_of(name), 64).named_modules()).keys()
+    table = bench.compare_blocks(name, baseline_of(name), 64, 1, 1)
+    rows = [line.split(' | ')[0].lstrip('| ') for line in table.splitlines() if line.startswith('| ')][1:]
+    assert rows == blocks + ['whole model']
+
+
 def test_benchmark_models_under_autocast(capsys, monkeypatch):
     """--amp bf16 runs every step, saved-activation count and part under autocast (on CPU here): the token fc's
     backward once mixed bf16 planes with a float32 gradient there."""

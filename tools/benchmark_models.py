@@ -3,6 +3,7 @@
     python tools/benchmark_models.py                              # every pair, batch 4 at 224, best of 3
     python tools/benchmark_models.py --models 'acmix_resnet*' --threads 1 --iters 5
     python tools/benchmark_models.py --parts-only                 # only the per-part profile of one block per family
+    python tools/benchmark_models.py --models acmix_resnet26 --blocks --no-parts   # + each block against the baseline's
     python tools/benchmark_models.py --models acmix_resnet26 --img 32 --batch 1 --iters 1   # smoke run
     python tools/benchmark_models.py --device cuda --amp bf16 --batch 64 --iters 20           # GPU, bf16 autocast
 
@@ -24,6 +25,10 @@ Pairs: every ``acmix_*`` model matching ``--models`` and its baseline (``models.
   i.e. parameters, gradients, optimizer state, activations and workspace together.
 - ``saved``: the bytes autograd keeps from forward to backward in one training forward (distinct storages, via
   ``torch.autograd.graph.saved_tensors_hooks``): the activation memory, exact and free of allocator noise.
+
+``--blocks`` times each block (ResNet bottleneck, Swin / PVT block: the outermost module holding one ACmix mixer)
+of both models of a pair inside whole-model inference forwards (forward hooks, the models interleaved, medians), so
+that a gap in the whole-model ratio can be placed in the blocks that cause it.
 
 The per-part profile times the pieces of one ACmix block of each family separately, at the sizes they have inside
 the model at ``--img`` (forward, and forward + backward with a random output gradient; best of ``--iters``):
@@ -403,6 +408,54 @@ def profile_block(name: str, img: int, batch: int, iters: int) -> str:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# Per-block comparison of a pair
+# ----------------------------------------------------------------------------------------------------------------
+def mixer_blocks(model: nn.Module) -> List[str]:
+    """Names of the blocks of an ACmix model: for each ACmix mixer, the outermost module holding it and no other
+    mixer (a ResNet bottleneck, a Swin or PVT block).  Baselines share the class and hence the names."""
+    from acmix import ACmix, ACmixSRAttention, ACmixWindowAttention
+    mixers = [n for n, m in model.named_modules() if isinstance(m, (ACmix, ACmixWindowAttention, ACmixSRAttention))]
+    blocks = []
+    for name in mixers:
+        parts = name.split('.')
+        for depth in range(1, len(parts) + 1):
+            prefix = '.'.join(parts[:depth])
+            if sum(m == prefix or m.startswith(prefix + '.') for m in mixers) == 1:
+                blocks.append(prefix)
+                break
+    return blocks
+
+
+def compare_blocks(acmix_name: str, base_name: str, img: int, batch: int, iters: int) -> str:
+    """Inference forward time of each block (``mixer_blocks``) of the ACmix model and of the same-named module of
+    its baseline, timed by forward hooks inside whole-model forwards, the two models interleaved; medians."""
+    torch.manual_seed(0)
+    nets = [create(n, img).eval() for n in (acmix_name, base_name)]
+    blocks = [b for b in mixer_blocks(nets[0]) if b in dict(nets[1].named_modules())]
+    secs: List[Dict[str, List[float]]] = [{b: [] for b in blocks} for _ in nets]
+    for net, record in zip(nets, secs):
+        modules = dict(net.named_modules())
+        for b in blocks:
+            def pre(mod: nn.Module, args: object) -> None:
+                mod._bench_t0 = now()
+
+            def post(mod: nn.Module, args: object, out: object, times: List[float] = record[b]) -> None:
+                times.append(now() - mod._bench_t0)
+            modules[b].register_forward_pre_hook(pre)
+            modules[b].register_forward_hook(post)
+    x = torch.randn(batch, 3, img, img, device=_device)
+    totals = alternating_times([inference_step(m, x) for m in nets], iters)
+    lines = [f'**{acmix_name}** / **{base_name}**: inference forward per block, median of {iters} rounds, ms', '',
+             '| block | ACmix | baseline | difference |', '|---|---|---|---|']
+    for b in blocks:
+        a, o = (statistics.median(record[b][1:]) * 1e3 for record in secs)  # [0]: the warm-up call
+        lines.append(f'| {b} | {a:.1f} | {o:.1f} | {a - o:+.1f} |')
+    a, o = (statistics.median(t) * 1e3 for t in totals)
+    lines.append(f'| whole model | {a:.1f} | {o:.1f} | {a - o:+.1f} |')
+    return '\n'.join(lines)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Output
 # ----------------------------------------------------------------------------------------------------------------
 def machine_line(threads: int, batch: int, img: int, clock: str) -> str:
@@ -463,6 +516,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
     p.add_argument('--no-parts', action='store_true', help='skip the per-part profile')
     p.add_argument('--parts-only', action='store_true', help='only the per-part profile')
+    p.add_argument('--blocks', action='store_true',
+                   help='also time every block of each pair (inference forward, ACmix vs baseline, per block)')
     p.add_argument('--_peak-child', dest='peak_child', help=argparse.SUPPRESS)  # internal: memory subprocess
     return p.parse_args(argv)
 
@@ -502,6 +557,10 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
               f'ACmix / baseline, the median (and range) over rounds of the two sides timed one after the other '
               f'(higher is better for ACmix); memory ratio: ACmix / baseline (lower is better).\n')
         print(pair_table(rows, not args.no_memory), flush=True)
+    if args.blocks:
+        print('\nPer-block comparison (inference):\n')
+        for acmix_name, base_name in pairs:
+            print(compare_blocks(acmix_name, base_name, args.img, args.batch, args.iters) + '\n', flush=True)
     if not args.no_parts:
         families: Dict[str, str] = {}
         for acmix_name, _ in pairs:
