@@ -294,32 +294,39 @@ ACMIX_INLINE void load_row(const Map<T>& x, int64_t img, int64_t y, int64_t step
 
 // dst[t, j] = sum_c x[c, j] * y_t[c, j] for every tap t of an output row, y_t = ypad + offsets[t] (channel c at
 // + c * plane()): the logits (x = queries, y = keys) and dP (x = dO, y = values); x and dst are (D or K*K, Wov).
-// Four taps at a time, so that four independent FMA chains share each load of x.
+// Register tiles of four taps x NJ vectors of pixels: 4 * NJ independent FMA chains (an FMA's latency needs about
+// eight in flight), each load of x shared by the four taps.
+template <typename T, int64_t DC, int NJ>
+ACMIX_INLINE void row_dots_tile(const T* x, const T* const* y, int64_t j, const Geometry& g, T* dst, int64_t t) {
+  const int64_t d = DC > 0 ? DC : g.d, plane = g.plane(), rs = g.rs;
+  constexpr int64_t L = lanes<T>;
+  Vec<T> acc[NJ][4] = {};
+  for (int64_t c = 0; c < d; ++c) {
+#pragma GCC unroll 2
+    for (int u = 0; u < NJ; ++u) {
+      const Vec<T> xv = load(x + c * rs + j + u * L);
+      const int64_t o = c * plane + j + u * L;
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) acc[u][v] += xv * load(y[v] + o);
+    }
+  }
+  for (int u = 0; u < NJ; ++u)
+    for (int v = 0; v < 4; ++v) store(dst + (t + v) * rs + j + u * L, acc[u][v]);
+}
+
 template <typename T, int64_t DC>
 ACMIX_INLINE void row_dots(const T* x, const T* ypad, const int64_t* offsets, const Geometry& g, T* dst) {
   const int64_t d = DC > 0 ? DC : g.d, plane = g.plane(), taps = g.taps(), wov = g.wov, rs = g.rs;
+  constexpr int64_t L = lanes<T>;
   int64_t t = 0;
   for (; t + 4 <= taps; t += 4) {
-    const T *y0 = ypad + offsets[t], *y1 = ypad + offsets[t + 1], *y2 = ypad + offsets[t + 2],
-            *y3 = ypad + offsets[t + 3];
-    for (int64_t j = 0; j < wov; j += lanes<T>) {
-      Vec<T> a0{}, a1{}, a2{}, a3{};
-      for (int64_t c = 0; c < d; ++c) {
-        const Vec<T> xv = load(x + c * rs + j);
-        const int64_t o = c * plane + j;
-        a0 += xv * load(y0 + o);
-        a1 += xv * load(y1 + o);
-        a2 += xv * load(y2 + o);
-        a3 += xv * load(y3 + o);
-      }
-      store(dst + t * rs + j, a0);
-      store(dst + (t + 1) * rs + j, a1);
-      store(dst + (t + 2) * rs + j, a2);
-      store(dst + (t + 3) * rs + j, a3);
-    }
+    const T* y[4] = {ypad + offsets[t], ypad + offsets[t + 1], ypad + offsets[t + 2], ypad + offsets[t + 3]};
+    int64_t j = 0;
+    for (; j + 2 * L <= wov; j += 2 * L) row_dots_tile<T, DC, 2>(x, y, j, g, dst, t);
+    if (j < wov) row_dots_tile<T, DC, 1>(x, y, j, g, dst, t);
   }
   for (; t < taps; ++t)
-    for (int64_t j = 0; j < wov; j += lanes<T>) {
+    for (int64_t j = 0; j < wov; j += L) {
       Vec<T> acc{};
       for (int64_t c = 0; c < d; ++c) acc += load(x + c * rs + j) * load(ypad + offsets[t] + c * plane + j);
       store(dst + t * rs + j, acc);
@@ -327,30 +334,40 @@ ACMIX_INLINE void row_dots(const T* x, const T* ypad, const int64_t* offsets, co
 }
 
 // dst[c, j] = sum_t weights[t, j] * y_t[c, j] (y_t as in row_dots): the output (weights = P, y = values) and dq
-// (weights = dL, y = keys); weights (K*K, Wov), dst (D, Wov).  Four channels at a time (independent FMA chains).
+// (weights = dL, y = keys); weights (K*K, Wov), dst (D, Wov).  Register tiles of four channels x NJ vectors of
+// pixels (4 * NJ independent FMA chains), each load of the weights shared by the four channels.
+template <typename T, int64_t DC, int NJ>
+ACMIX_INLINE void row_mix_tile(const T* weights, const T* ypad, const int64_t* offsets, const Geometry& g, T* dst,
+                               int64_t c, int64_t j) {
+  const int64_t plane = g.plane(), taps = g.taps(), rs = g.rs;
+  constexpr int64_t L = lanes<T>;
+  Vec<T> acc[NJ][4] = {};
+  const T* y = ypad + c * plane + j;
+  for (int64_t t = 0; t < taps; ++t) {
+    const T* yt = y + offsets[t];
+#pragma GCC unroll 2
+    for (int u = 0; u < NJ; ++u) {
+      const Vec<T> w = load(weights + t * rs + j + u * L);
+#pragma GCC unroll 4
+      for (int v = 0; v < 4; ++v) acc[u][v] += w * load(yt + v * plane + u * L);
+    }
+  }
+  for (int u = 0; u < NJ; ++u)
+    for (int v = 0; v < 4; ++v) store(dst + (c + v) * rs + j + u * L, acc[u][v]);
+}
+
 template <typename T, int64_t DC>
 ACMIX_INLINE void row_mix(const T* weights, const T* ypad, const int64_t* offsets, const Geometry& g, T* dst) {
   const int64_t d = DC > 0 ? DC : g.d, plane = g.plane(), taps = g.taps(), wov = g.wov, rs = g.rs;
+  constexpr int64_t L = lanes<T>;
   int64_t c = 0;
-  for (; c + 4 <= d; c += 4)
-    for (int64_t j = 0; j < wov; j += lanes<T>) {
-      Vec<T> a0{}, a1{}, a2{}, a3{};
-      const T* y = ypad + c * plane + j;
-      for (int64_t t = 0; t < taps; ++t) {
-        const Vec<T> w = load(weights + t * rs + j);
-        const T* yt = y + offsets[t];
-        a0 += w * load(yt);
-        a1 += w * load(yt + plane);
-        a2 += w * load(yt + 2 * plane);
-        a3 += w * load(yt + 3 * plane);
-      }
-      store(dst + c * rs + j, a0);
-      store(dst + (c + 1) * rs + j, a1);
-      store(dst + (c + 2) * rs + j, a2);
-      store(dst + (c + 3) * rs + j, a3);
-    }
+  for (; c + 4 <= d; c += 4) {
+    int64_t j = 0;
+    for (; j + 2 * L <= wov; j += 2 * L) row_mix_tile<T, DC, 2>(weights, ypad, offsets, g, dst, c, j);
+    if (j < wov) row_mix_tile<T, DC, 1>(weights, ypad, offsets, g, dst, c, j);
+  }
   for (; c < d; ++c)
-    for (int64_t j = 0; j < wov; j += lanes<T>) {
+    for (int64_t j = 0; j < wov; j += L) {
       Vec<T> acc{};
       for (int64_t t = 0; t < taps; ++t) acc += load(weights + t * rs + j) * load(ypad + offsets[t] + c * plane + j);
       store(dst + c * rs + j, acc);
