@@ -186,7 +186,7 @@ struct PhaseColumns {
 // compile time (1, 2: loops that vectorise), S = 0 takes them as given
 template <typename T, int64_t S>
 ACMIX_INLINE void copy_run(const T* src, int64_t src_step, const T* bias, int64_t bias_step, T scale, int64_t n,
-                           T* dst) {
+                           T* __restrict dst) {
   const int64_t ss = S > 0 ? S : src_step, bs = S > 0 ? S : bias_step;
   if (bias) for (int64_t u = 0; u < n; ++u) dst[u] = scale * (src[u * ss] - bias[u * bs]);
   else for (int64_t u = 0; u < n; ++u) dst[u] = scale * src[u * ss];
@@ -207,31 +207,39 @@ ACMIX_INLINE void store_run(const T* src, int64_t step, int64_t n, T* dst, T sca
 }
 
 // Reflection-padded, phase-split copy of image `img` of x (see Geometry), scale and bias applied; prow/pcol map
-// padded to source indices.
+// padded to source indices.  The central rows are built from their source rows; a reflected row is the copy of the
+// central row of its source row.
 template <typename T>
 ACMIX_INLINE void pad_image(const Map<T>& x, int64_t img, const int64_t* prow, const int64_t* pcol,
                             const Geometry& g, T* dst) {
+  const int64_t pad = (g.hp - g.h) / 2;
   for (int64_t ph = 0; ph < g.stride; ++ph) {
     const PhaseColumns pc(g, ph);
-    for (int64_t c = 0; c < g.d; ++c)
-      for (int64_t r = 0; r < g.hp; ++r) {
-        T* row = dst + ((ph * g.d + c) * g.hp + r) * g.wq;
-        const T* src = x.image(img) + c * x.sd + prow[r] * x.sh;
-        const T* bias = x.bias ? x.bias + (c * g.h + prow[r]) * g.w : nullptr;
-        auto reflect = [&](int64_t jj) {
+    const int64_t n = pc.hi - pc.lo;
+    for (int64_t c = 0; c < g.d; ++c) {
+      T* plane = dst + (ph * g.d + c) * g.hp * g.wq;
+      for (int64_t y = 0; y < g.h; ++y) {
+        T* row = plane + (y + pad) * g.wq;
+        const T* src = x.image(img) + c * x.sd + y * x.sh;
+        const T* bias = x.bias ? x.bias + (c * g.h + y) * g.w : nullptr;
+        for (int64_t jj = 0; jj < pc.lo; ++jj) {
           const int64_t u = pcol[jj * g.stride + ph];
           row[jj] = x.scale * (src[u * x.sw] - (bias ? bias[u] : T(0)));
-        };
-        for (int64_t jj = 0; jj < pc.lo; ++jj) reflect(jj);
+        }
         const T* mid = src + pc.src0 * x.sw;
         const T* mid_bias = bias ? bias + pc.src0 : nullptr;  // the bias is contiguous: its step is the stride
-        const int64_t n = pc.hi - pc.lo;
         if (x.sw == 1 && g.stride == 1) copy_run<T, 1>(mid, 1, mid_bias, 1, x.scale, n, row + pc.lo);
         else if (x.sw == 1 && g.stride == 2) copy_run<T, 2>(mid, 2, mid_bias, 2, x.scale, n, row + pc.lo);
         else copy_run<T, 0>(mid, g.stride * x.sw, mid_bias, g.stride, x.scale, n, row + pc.lo);
-        for (int64_t jj = pc.hi; jj < pc.end; ++jj) reflect(jj);
+        for (int64_t jj = pc.hi; jj < pc.end; ++jj) {
+          const int64_t u = pcol[jj * g.stride + ph];
+          row[jj] = x.scale * (src[u * x.sw] - (bias ? bias[u] : T(0)));
+        }
         std::fill(row + pc.end, row + g.wq, T(0));
       }
+      for (int64_t r = 0; r < g.hp; ++r)
+        if (r < pad || r >= pad + g.h) std::memcpy(plane + r * g.wq, plane + (prow[r] + pad) * g.wq, g.wq * sizeof(T));
+    }
   }
 }
 
