@@ -4,10 +4,11 @@ The kernel reads q, k, v as (B, heads, D, H, W) with any strides (channel slices
 layout copies), applies the query scale and key bias as it reads, and vectorises along a row of output pixels:
 one task is one image (batch * head), whose keys and values are first copied into a reflection-padded map (see
 ``Geometry`` in ``_SOURCE``), so that window tap t of 8 neighbouring pixels is one contiguous vector load.
-Forward stores only the output and the log-sum-exp of each pixel's logits (B, heads, Ho, Wo); backward
+Forward sums the values over the unnormalised exponentials and divides each output value once, and stores only
+the output and the log-sum-exp of each pixel's logits (B, heads, Ho, Wo); backward
 recomputes the logits and the softmax from it (flash-attention style), accumulates dk, dv in padded maps that
 are folded back onto the source pixels, and writes dq | dk | dv into one (B, 3 * heads * D, H, W) tensor.
-Float32 uses a vectorised polynomial exp (about 1 ulp), float64 the library's.  The build lands in the default
+Float32 uses vectorised polynomial exp and log (about 1 ulp), float64 the library's.  The build lands in the default
 ``TORCH_EXTENSIONS_DIR`` cache, so only the first use on a machine pays the compile (10-20 s).  The loops are
 compiled for AVX2+FMA and for baseline x86-64, and a CPU check picks one at run time.  If the build fails,
 ``load()`` warns once and returns None and callers use the pure-PyTorch path.
