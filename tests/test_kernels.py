@@ -15,7 +15,7 @@ from acmix.kernels.reference import _gather_windows
 
 FAST_CPU = ['cpp', 'torch']
 
-# (N, D, H, W, K, dilation, stride): strides 1/2, dilation 1/2, odd sizes, maps smaller than the window, and
+# (N, D, H, W, K, dilation, stride): strides 1/2/3, dilation 1/2, odd sizes, maps smaller than the window, and
 # head dims the C++ kernel specialises at compile time (8, 16) next to ones it does not
 CASES = [
     (2, 16, 7, 6, 7, 1, 1),
@@ -28,6 +28,7 @@ CASES = [
     (2, 4, 2, 3, 7, 1, 1),
     (2, 4, 3, 3, 7, 1, 2),
     (1, 3, 6, 5, 1, 1, 3),
+    (1, 4, 8, 7, 3, 1, 3),
 ]
 
 
