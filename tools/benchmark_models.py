@@ -431,7 +431,8 @@ def compare_blocks(acmix_name: str, base_name: str, img: int, batch: int, iters:
     its baseline, timed by forward hooks inside whole-model forwards, the two models interleaved; medians."""
     torch.manual_seed(0)
     nets = [create(n, img).eval() for n in (acmix_name, base_name)]
-    blocks = [b for b in mixer_blocks(nets[0]) if b in dict(nets[1].named_modules())]
+    base_modules = dict(nets[1].named_modules())
+    blocks = [b for b in mixer_blocks(nets[0]) if b in base_modules]
     secs: List[Dict[str, List[float]]] = [{b: [] for b in blocks} for _ in nets]
     for net, record in zip(nets, secs):
         modules = dict(net.named_modules())

@@ -183,28 +183,47 @@ struct PhaseColumns {
   }
 };
 
-// dst[u] = scale * (src[u * src_step] - bias[u * bias_step]) for u < n, bias optional; S > 0 fixes both steps at
-// compile time (1, 2: loops that vectorise), S = 0 takes them as given
+// Strided runs.  Each takes its steps as compile-time constants when they are 1 or 2 (S = 1, 2: loops that
+// vectorise, the strided ones with permutes instead of one insert per lane) and as given otherwise (S = 0).
+
+// dst[u] = scale * (src[u * src_step] - bias[u * bias_step]) for u < n, bias optional
 template <typename T, int64_t S>
-ACMIX_INLINE void copy_run(const T* src, int64_t src_step, const T* bias, int64_t bias_step, T scale, int64_t n,
-                           T* __restrict dst) {
+ACMIX_INLINE void copy_steps(const T* src, int64_t src_step, const T* bias, int64_t bias_step, T scale, int64_t n,
+                             T* __restrict dst) {
   const int64_t ss = S > 0 ? S : src_step, bs = S > 0 ? S : bias_step;
   if (bias) for (int64_t u = 0; u < n; ++u) dst[u] = scale * (src[u * ss] - bias[u * bs]);
   else for (int64_t u = 0; u < n; ++u) dst[u] = scale * src[u * ss];
 }
 
-// dst[u * S] += src[u] for u < n (steps as in copy_run)
-template <typename T, int64_t S>
-ACMIX_INLINE void add_run(const T* src, int64_t step, int64_t n, T* dst) {
-  const int64_t st = S > 0 ? S : step;
-  for (int64_t u = 0; u < n; ++u) dst[u * st] += src[u];
+template <typename T>
+ACMIX_INLINE void copy_run(const T* src, int64_t src_step, const T* bias, int64_t bias_step, T scale, int64_t n,
+                           T* dst) {
+  if (src_step == 1 && bias_step == 1) copy_steps<T, 1>(src, 1, bias, 1, scale, n, dst);
+  else if (src_step == 2 && bias_step == 2) copy_steps<T, 2>(src, 2, bias, 2, scale, n, dst);
+  else copy_steps<T, 0>(src, src_step, bias, bias_step, scale, n, dst);
 }
 
-// dst[u * S] = scale * src[u] for u < n (steps as in copy_run)
-template <typename T, int64_t S>
-ACMIX_INLINE void store_run(const T* src, int64_t step, int64_t n, T* dst, T scale = T(1)) {
+// dst[u * step] += src[u] (Add) or dst[u * step] = scale * src[u] for u < n
+template <bool Add, typename T, int64_t S>
+ACMIX_INLINE void put_steps(const T* src, int64_t step, int64_t n, T* dst, T scale) {
   const int64_t st = S > 0 ? S : step;
-  for (int64_t u = 0; u < n; ++u) dst[u * st] = scale * src[u];
+  if constexpr (Add) for (int64_t u = 0; u < n; ++u) dst[u * st] += src[u];
+  else for (int64_t u = 0; u < n; ++u) dst[u * st] = scale * src[u];
+}
+
+template <bool Add, typename T>
+ACMIX_INLINE void put_run(const T* src, int64_t step, int64_t n, T* dst, T scale) {
+  if (step == 1) put_steps<Add, T, 1>(src, 1, n, dst, scale);
+  else if (step == 2) put_steps<Add, T, 2>(src, 2, n, dst, scale);
+  else put_steps<Add, T, 0>(src, step, n, dst, scale);
+}
+
+template <typename T> ACMIX_INLINE void add_run(const T* src, int64_t step, int64_t n, T* dst) {
+  put_run<true>(src, step, n, dst, T(1));
+}
+
+template <typename T> ACMIX_INLINE void store_run(const T* src, int64_t step, int64_t n, T* dst, T scale = T(1)) {
+  put_run<false>(src, step, n, dst, scale);
 }
 
 // Reflection-padded, phase-split copy of image `img` of x (see Geometry), scale and bias applied; prow/pcol map
@@ -223,19 +242,14 @@ ACMIX_INLINE void pad_image(const Map<T>& x, int64_t img, const int64_t* prow, c
         T* row = plane + (y + pad) * g.wq;
         const T* src = x.image(img) + c * x.sd + y * x.sh;
         const T* bias = x.bias ? x.bias + (c * g.h + y) * g.w : nullptr;
-        for (int64_t jj = 0; jj < pc.lo; ++jj) {
+        auto reflect = [&](int64_t jj) {
           const int64_t u = pcol[jj * g.stride + ph];
           row[jj] = x.scale * (src[u * x.sw] - (bias ? bias[u] : T(0)));
-        }
-        const T* mid = src + pc.src0 * x.sw;
+        };
+        for (int64_t jj = 0; jj < pc.lo; ++jj) reflect(jj);
         const T* mid_bias = bias ? bias + pc.src0 : nullptr;  // the bias is contiguous: its step is the stride
-        if (x.sw == 1 && g.stride == 1) copy_run<T, 1>(mid, 1, mid_bias, 1, x.scale, n, row + pc.lo);
-        else if (x.sw == 1 && g.stride == 2) copy_run<T, 2>(mid, 2, mid_bias, 2, x.scale, n, row + pc.lo);
-        else copy_run<T, 0>(mid, g.stride * x.sw, mid_bias, g.stride, x.scale, n, row + pc.lo);
-        for (int64_t jj = pc.hi; jj < pc.end; ++jj) {
-          const int64_t u = pcol[jj * g.stride + ph];
-          row[jj] = x.scale * (src[u * x.sw] - (bias ? bias[u] : T(0)));
-        }
+        copy_run(src + pc.src0 * x.sw, g.stride * x.sw, mid_bias, g.stride, x.scale, n, row + pc.lo);
+        for (int64_t jj = pc.hi; jj < pc.end; ++jj) reflect(jj);
         std::fill(row + pc.end, row + g.wq, T(0));
       }
       for (int64_t r = 0; r < g.hp; ++r)
@@ -260,9 +274,7 @@ ACMIX_INLINE void fold_image(const T* src, int64_t img, const int64_t* prow, con
       for (int64_t y = 0; y < g.h; ++y) {
         const T* row = src + ((ph * g.d + c) * g.hp + pad + y) * g.wq + pc.lo;
         T* out = plane + y * g.w + pc.src0;
-        if (g.stride == 1) store_run<T, 1>(row, 1, n, out);
-        else if (g.stride == 2) store_run<T, 2>(row, 2, n, out);
-        else store_run<T, 0>(row, g.stride, n, out);
+        store_run(row, g.stride, n, out);
       }
     }
   }
@@ -274,12 +286,7 @@ ACMIX_INLINE void fold_image(const T* src, int64_t img, const int64_t* prow, con
         const T* row = src + ((ph * g.d + c) * g.hp + r) * g.wq;
         T* out = plane + prow[r] * g.w;
         for (int64_t jj = 0; jj < pc.lo; ++jj) out[pcol[jj * g.stride + ph]] += row[jj];
-        if (r < pad || r >= pad + g.h) {  // a reflected row: its middle too
-          const int64_t n = pc.hi - pc.lo;
-          if (g.stride == 1) add_run<T, 1>(row + pc.lo, 1, n, out + pc.src0);
-          else if (g.stride == 2) add_run<T, 2>(row + pc.lo, 2, n, out + pc.src0);
-          else add_run<T, 0>(row + pc.lo, g.stride, n, out + pc.src0);
-        }
+        if (r < pad || r >= pad + g.h) add_run(row + pc.lo, g.stride, pc.hi - pc.lo, out + pc.src0);  // reflected row
         for (int64_t jj = pc.hi; jj < pc.end; ++jj) out[pcol[jj * g.stride + ph]] += row[jj];
       }
     }
@@ -293,10 +300,7 @@ ACMIX_INLINE void load_row(const Map<T>& x, int64_t img, int64_t y, int64_t step
   for (int64_t c = 0; c < g.d; ++c) {
     const T* src = x.image(img) + c * x.sd + y * x.sh;
     T* row = dst + c * g.rs;
-    const int64_t st = step * x.sw;
-    if (st == 1) copy_run<T, 1>(src, 1, nullptr, 1, x.scale, g.wo, row);
-    else if (st == 2) copy_run<T, 2>(src, 2, nullptr, 2, x.scale, g.wo, row);
-    else copy_run<T, 0>(src, st, nullptr, st, x.scale, g.wo, row);
+    copy_run(src, step * x.sw, static_cast<const T*>(nullptr), step * x.sw, x.scale, g.wo, row);
     std::fill(row + g.wo, row + g.wov, T(0));
   }
 }
@@ -513,10 +517,7 @@ ACMIX_INLINE void backward_images(const Map<T>& grad_out, const Map<T>& q, const
       T* gq = grad_q + g.grad_image(img);
       for (int64_t c = 0; c < d; ++c) {
         T* dst = gq + (c * g.h + i * g.stride) * g.w;
-        const T* src = gqs.data() + c * rs;
-        if (g.stride == 1) store_run<T, 1>(src, 1, g.wo, dst, q.scale);
-        else if (g.stride == 2) store_run<T, 2>(src, 2, g.wo, dst, q.scale);
-        else store_run<T, 0>(src, g.stride, g.wo, dst, q.scale);
+        store_run(gqs.data() + c * rs, g.stride, g.wo, dst, q.scale);
       }
       // dk_t += dL_t q, dv_t += P_t dO, into the padded maps
       row_scatter<T, DC>(grad_l.data(), qs.data(), i, g, gkp.data());

@@ -16,8 +16,9 @@ zero-padded buffer whose columns are split by phase (column mod s, so that a str
 contiguous vector), and every output row is computed in register tiles of 8 pixels x 3 or 4 output channels, so
 each loaded input vector feeds several FMAs.  The input gradient is the transposed conv as such a tile loop at
 stride 1, and otherwise a gather per column phase of the input (each tap one contiguous load of a grad row).  The
-weight gradient runs one group per task with vector partial sums flushed to float64 per image.  The float32 loops are compiled for AVX2+FMA and for baseline x86-64
-and picked by a CPU check at run time; float64 (tests) uses the baseline loops.  ``ShiftGroupConv``
+weight gradient runs one group per task with vector partial sums flushed to float64 per image.  The float32 loops
+are compiled for AVX2+FMA and for baseline x86-64 and picked by a CPU check at run time; float64 (tests) uses the
+baseline loops.  ``ShiftGroupConv``
 (``acmix.conv_path``) keeps the grouped conv off CPU.
 
 ``shift_conv(x, weight, dilation, stride)`` is the entry point; ``shift_conv_reference`` is the same computation with
@@ -104,8 +105,12 @@ inline int64_t strided_margin(const Geo& g, int64_t lanes) {
   return ((g.p + g.s - 1) / g.s + 1 + lanes - 1) / lanes * lanes;
 }
 
-// Columns u of one phase row in that gather: Wo rounded up to its tiles of 2 vectors
-inline int64_t strided_row(const Geo& g, int64_t lanes) { return (g.wr + 2 * lanes - 1) / (2 * lanes) * (2 * lanes); }
+// Vectors of columns per register tile of that gather, and the columns u of one phase row: Wo rounded up to tiles
+constexpr int kStridedTile = 2;
+inline int64_t strided_row(const Geo& g, int64_t lanes) {
+  const int64_t tile = kStridedTile * lanes;
+  return (g.wr + tile - 1) / tile * tile;
+}
 
 // One register tile: RY output rows y .. y+RY-1 x L pixels from x0 x BS outputs of block ob (see tile_sums).  Each
 // weight serves the RY rows, so a tile keeps RY*BS independent FMA chains in flight.  The RY input vectors of a tap
@@ -209,8 +214,7 @@ inline __attribute__((always_inline)) void backward_input_strided_task(const T* 
                                                                        T* rowbuf) {
   using VT = typename Vec<T>::type;
   constexpr int64_t L = sizeof(VT) / sizeof(T);
-  constexpr int UB = 2;
-  static_assert(UB == 2, "strided_row rounds to tiles of 2 vectors");
+  constexpr int UB = kStridedTile;
   const int64_t margin = strided_margin(g, L), rw = strided_row(g, L), rs = rw + 2 * margin;
   const int64_t jbs = (g.m + BS - 1) / BS;
   for (int64_t o = 0; o < g.n; ++o)
@@ -221,7 +225,17 @@ inline __attribute__((always_inline)) void backward_input_strided_task(const T* 
       std::fill(row + margin + g.wo, row + rs, T(0));
     }
   const T* wg = wpk + gi * jbs * g.n * g.kk * BS;
-  std::vector<int64_t> rows, tap_rows, cols, offs;
+  // per column phase q: the tap columns c that reach it and their gbuf column offsets
+  std::vector<std::vector<int64_t>> cols(g.s), offs(g.s);
+  for (int64_t q = 0; q < g.s; ++q)
+    for (int64_t c = 0; c < g.k; ++c) {
+      const int64_t num = q + g.p - g.dil * c;
+      if (((num % g.s) + g.s) % g.s == 0) {
+        cols[q].push_back(c);
+        offs[q].push_back(margin + num / g.s);
+      }
+    }
+  std::vector<int64_t> rows, tap_rows;
   for (int64_t yy = 0; yy < g.h; ++yy) {
     rows.clear();
     tap_rows.clear();
@@ -233,23 +247,14 @@ inline __attribute__((always_inline)) void backward_input_strided_task(const T* 
       }
     }
     for (int64_t q = 0; q < g.s; ++q) {
-      cols.clear();
-      offs.clear();
-      for (int64_t c = 0; c < g.k; ++c) {
-        const int64_t num = q + g.p - g.dil * c;
-        if (((num % g.s) + g.s) % g.s == 0) {
-          cols.push_back(c);
-          offs.push_back(margin + num / g.s);
-        }
-      }
       const int64_t us = (g.w - q + g.s - 1) / g.s;  // columns X = s*u + q of this phase
       for (int64_t jb = 0; jb < jbs; ++jb)
         for (int64_t u0 = 0; u0 < us; u0 += UB * L) {
           VT acc[UB][BS] = {};
           for (size_t ra = 0; ra < rows.size(); ++ra)
-            for (size_t ci = 0; ci < cols.size(); ++ci) {
-              const T* w = wg + (jb * g.n * g.kk + tap_rows[ra] * g.k + cols[ci]) * BS;
-              const T* gv0 = gbuf + rows[ra] * rs + offs[ci] + u0;
+            for (size_t ci = 0; ci < cols[q].size(); ++ci) {
+              const T* w = wg + (jb * g.n * g.kk + tap_rows[ra] * g.k + cols[q][ci]) * BS;
+              const T* gv0 = gbuf + rows[ra] * rs + offs[q][ci] + u0;
               for (int64_t o = 0; o < g.n; ++o, w += g.kk * BS, gv0 += g.ho * rs) {
                 VT gv[UB];
 #pragma GCC unroll 4
