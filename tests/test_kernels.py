@@ -349,7 +349,7 @@ def test_benchmark_acmix_stride_reaches_both_scopes():
                                                     ((21, 14), (7, 7), 16), ((9, 11), (9, 11), 13),
                                                     ((16, 8), (16, 8), 8)])
 def test_layout_copies_are_window_reverse_and_partition(dtype, size, window, channels):
-    """The layout kernel (runs of 64 pixels across rows and windows, 8 x 8 register transposes with scalar
+    """The layout kernel (runs of 256 pixels across rows and windows, 8 x 8 register transposes with scalar
     remainders for float32, scalar loops for float64, torch's copy_ for other dtypes) copies window tokens to planes
     and back exactly, also between strided views (tokens after a prefix token, planes as channels of a larger map:
     PVT's q)."""
@@ -383,9 +383,10 @@ def _fc_reference(tokens, weight, bias, b, h, w, wh, ww):
 
 # (B, H, W, Wh, Ww, M maps, D channels, J taps): Swin's stage-3 shape (14 x 14: a 4-pixel last run), one window as
 # the map (7 x 7, PVT-like row-major), 25 taps (k = 5: three register blocks), D = 5 (no 8-channel vectors: the
-# scalar loops), D = 16 with 4 taps (padded block)
+# scalar loops), D = 16 with 4 taps (padded block), 21 x 21 (two tasks of up to 256 pixels, the second ending in a
+# 1-pixel run)
 FC_CASES = [(2, 14, 14, 7, 7, 36, 32, 9), (2, 7, 7, 7, 7, 12, 16, 25), (1, 8, 12, 4, 3, 6, 5, 9),
-            (1, 9, 9, 3, 3, 4, 16, 4)]
+            (1, 9, 9, 3, 3, 4, 16, 4), (1, 21, 21, 7, 7, 6, 8, 9)]
 
 
 @pytest.mark.parametrize('dtype', [torch.float32, torch.float64])

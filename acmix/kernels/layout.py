@@ -3,10 +3,12 @@
 Swin-ACmix's Stage I gives q | k | v as window tokens (B*nW, Wh*Ww, 3C) in ``window_partition`` order, and its conv
 path reads planar maps (B, 3C, H, W); its output goes back to tokens for the mix.  Both directions are transposes
 between a token's C channels (contiguous) and a plane's pixels (contiguous), which ``Tensor.copy_`` of a permuted
-6-D view runs element by element at a few GB/s.  The C++ kernel takes 64 pixels per task, 8 at a time: the 8
+6-D view runs element by element at a few GB/s.  The C++ kernel takes 256 pixels per task, 8 at a time: the 8
 tokens' channels are loaded as vectors, transposed 8 x 8 in registers (AVX2, float32) and stored as runs of 8
 pixels of 8 planes, and the reverse (any map width: a run may span rows); remainders and float64 take a scalar
-loop.  Other dtypes, tensors that are not contiguous and a failed build take the ``copy_`` path, which gives the
+loop.  A task walks its pixels once per 8 channels, so it writes (reads) 8 planes at a time in whole cache lines:
+walking the channels per 8 pixels touched every plane at once, and planes of 56 x 56 pixels are 12544 bytes apart,
+so they fall into a quarter of the L1 sets (2x slower).  Other dtypes, tensors that are not contiguous and a failed build take the ``copy_`` path, which gives the
 same values.
 
 ``tokens_to_planes`` / ``planes_to_tokens`` are each other's backward and return plain contiguous tensors, so that
@@ -36,6 +38,9 @@ _SOURCE = r"""
 #include <vector>
 
 namespace {
+
+// Pixels per task of the layout copies and of fc (the tasks' pixel runs; runs of 8 in registers)
+constexpr int64_t kRun = 256;
 
 // B maps of H x W pixels with C channels, as tokens and as planes.  Tokens: pixel p = y*W + x of image b starts at
 // tokens + b*tb + t*ts, channels contiguous, t its index in window_partition order for Wh x Ww windows
@@ -107,28 +112,27 @@ ACMIX_AVX2 inline void transpose8(__m256* r) {
 }
 
 // run_scalar's copy with 8 consecutive pixels (of a plane; any tokens) x 8 channels per register transpose
-// (float32, AVX2)
+// (float32, AVX2), the run's pixels walked once per 8 channels (whole cache lines of 8 planes at a time)
 template <bool TO_PLANES>
 ACMIX_AVX2 void run_avx2(const Layout<float>& g, int64_t bi, int64_t p0, int64_t p1) {
   const int64_t hw = g.h * g.w, c0 = g.c / 8 * 8, blocked = (p1 - p0) / 8 * 8;
-  float* tok[8];
+  float* tok[kRun];
   __m256 r[8];
   TokenCursor<float> cursor(g, bi, p0);
-  for (int64_t p = p0; p < p0 + blocked; p += 8) {
-    for (int i = 0; i < 8; ++i, cursor.next()) tok[i] = cursor.get();
-    float* pix = g.plane_pixel(bi, p);
-    for (int64_t ch = 0; ch < c0; ch += 8) {
+  for (int64_t i = 0; i < blocked; ++i, cursor.next()) tok[i] = cursor.get();
+  float* pix = g.plane_pixel(bi, p0);
+  for (int64_t ch = 0; ch < c0; ch += 8)
+    for (int64_t p = 0; p < blocked; p += 8) {
       if constexpr (TO_PLANES) {
-        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(tok[i] + ch);
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(tok[p + i] + ch);
         transpose8(r);
-        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(pix + (ch + i) * hw, r[i]);
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(pix + (ch + i) * hw + p, r[i]);
       } else {
-        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(pix + (ch + i) * hw);
+        for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(pix + (ch + i) * hw + p);
         transpose8(r);
-        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(tok[i] + ch, r[i]);
+        for (int i = 0; i < 8; ++i) _mm256_storeu_ps(tok[p + i] + ch, r[i]);
       }
     }
-  }
   run_scalar<float, TO_PLANES>(g, bi, p0, p1, c0, blocked);
 }
 
@@ -147,11 +151,11 @@ void copy(const at::Tensor& tokens, const at::Tensor& planes, int64_t window_h, 
     const Layout<scalar_t> g{tokens.data_ptr<scalar_t>(), planes.data_ptr<scalar_t>(), planes.size(0),
                              planes.size(1), planes.size(2), planes.size(3), window_h, window_w, tokens.stride(0),
                              tokens.stride(1), planes.stride(0)};
-    // tasks of 64 pixels of one image: 8 register blocks, and a remainder only at the end of an image
-    const int64_t hw = g.h * g.w, runs = (hw + 63) / 64;
+    // tasks of kRun pixels of one image: runs of 8 in registers, and a remainder only at the end of an image
+    const int64_t hw = g.h * g.w, runs = (hw + kRun - 1) / kRun;
     at::parallel_for(0, g.b * runs, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t bi = t / runs, p0 = t % runs * 64, p1 = std::min(p0 + 64, hw);
+        const int64_t bi = t / runs, p0 = t % runs * kRun, p1 = std::min(p0 + kRun, hw);
         if constexpr (std::is_same_v<scalar_t, float>)
           if (has_avx2()) {
             run_avx2<TO_PLANES>(g, bi, p0, p1);
@@ -193,28 +197,28 @@ ACMIX_AVX2 inline __m256i first_lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-// fc_scalar for float32, D a multiple of 8: per 8 pixels and 8 channels, JB taps accumulate in registers over the M
-// maps (one token vector, JB weight broadcasts per map); the 8 pixels' results are transposed 8 x 8 and stored as
-// runs of 8 pixels (masked in a run's last 1-7 pixels).  wt: (M, JP) (taps_by_map); bias padded to JP.
+// fc_scalar for float32, D a multiple of 8: per 8 channels and JB taps the run's pixels are walked 8 at a time (8
+// planes written in whole cache lines, as run_avx2); per 8 pixels the JB taps accumulate in registers over the M maps
+// (one token vector, JB weight broadcasts per map), are transposed 8 x 8 and stored as runs of 8 pixels (masked in
+// the run's last 1-7 pixels).  wt: (M, JP) (taps_by_map); bias padded to JP.
 ACMIX_AVX2 void fc_avx2(const Layout<float>& g, const float* wt, const float* bias, int64_t JP, int64_t J, int64_t M,
                         int64_t D, int64_t bi, int64_t p0, int64_t p1) {
-  const int64_t hw = g.h * g.w;
-  const float* tok[8];
+  const int64_t hw = g.h * g.w, n = p1 - p0;
+  const float* tok[kRun + 8];
   __m256 res[JB][8];
   TokenCursor<float> cursor(g, bi, p0);
-  for (int64_t p = p0; p < p1; p += 8) {
-    const int64_t n = std::min<int64_t>(8, p1 - p);  // pixels of this run; the lanes past n are computed, not stored
-    for (int i = 0; i < n; ++i, cursor.next()) tok[i] = cursor.get();
-    for (int64_t i = n; i < 8; ++i) tok[i] = tok[0];
-    const __m256i mask = first_lanes(n);
-    float* pix = g.plane_pixel(bi, p);
-    for (int64_t d0 = 0; d0 < D; d0 += 8)
-      for (int64_t j0 = 0; j0 < JP; j0 += JB) {
+  for (int64_t i = 0; i < n; ++i, cursor.next()) tok[i] = cursor.get();
+  for (int64_t i = n; i < (n + 7) / 8 * 8; ++i) tok[i] = tok[0];  // lanes past the run: computed, not stored
+  float* pix = g.plane_pixel(bi, p0);
+  for (int64_t d0 = 0; d0 < D; d0 += 8)
+    for (int64_t j0 = 0; j0 < JP; j0 += JB)
+      for (int64_t p = 0; p < n; p += 8) {
+        const int64_t lanes = std::min<int64_t>(8, n - p);
         for (int i = 0; i < 8; ++i) {
           __m256 acc[JB];
           for (int u = 0; u < JB; ++u) acc[u] = _mm256_set1_ps(bias[j0 + u]);
           for (int64_t m = 0; m < M; ++m) {
-            const __m256 t = _mm256_loadu_ps(tok[i] + m * D + d0);
+            const __m256 t = _mm256_loadu_ps(tok[p + i] + m * D + d0);
             const float* w = wt + m * JP + j0;
             for (int u = 0; u < JB; ++u) acc[u] = _mm256_fmadd_ps(_mm256_set1_ps(w[u]), t, acc[u]);
           }
@@ -223,13 +227,12 @@ ACMIX_AVX2 void fc_avx2(const Layout<float>& g, const float* wt, const float* bi
         for (int u = 0; u < JB && j0 + u < J; ++u) {
           transpose8(res[u]);  // res[u][c]: channel d0 + c of the 8 pixels
           for (int c = 0; c < 8; ++c) {
-            float* out = pix + ((d0 + c) * J + j0 + u) * hw;
-            if (n == 8) _mm256_storeu_ps(out, res[u][c]);
-            else _mm256_maskstore_ps(out, mask, res[u][c]);
+            float* out = pix + ((d0 + c) * J + j0 + u) * hw + p;
+            if (lanes == 8) _mm256_storeu_ps(out, res[u][c]);
+            else _mm256_maskstore_ps(out, first_lanes(lanes), res[u][c]);
           }
         }
       }
-  }
 }
 
 // Backward of fc_scalar for pixels p0 .. p1-1 of image bi: the token gradient (g.tokens, written; tokens read at
@@ -339,8 +342,8 @@ void check_fc(const at::Tensor& tokens, const at::Tensor& weight, int64_t height
   TORCH_CHECK(height % window_h == 0 && width % window_w == 0, "H, W must be window multiples");
 }
 
-// one task: 64 pixels of one image
-inline int64_t fc_runs(int64_t hw) { return (hw + 63) / 64; }
+// one task: kRun pixels of one image
+inline int64_t fc_runs(int64_t hw) { return (hw + kRun - 1) / kRun; }
 
 // weight (J, M) -> (M, JP), JP = J rounded up to a multiple of JB, zero past J: the JB taps of one map side by side
 at::Tensor taps_by_map(const at::Tensor& weight) {
@@ -406,7 +409,7 @@ at::Tensor fc_forward(const at::Tensor& tokens, const at::Tensor& weight, const 
     const int64_t runs = fc_runs(height * width);
     at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t bi = t / runs, p0 = t % runs * 64, p1 = std::min(p0 + 64, height * width);
+        const int64_t bi = t / runs, p0 = t % runs * kRun, p1 = std::min(p0 + kRun, height * width);
         if (!fc_fast(g, wt.data_ptr<scalar_t>(), bias_p.data_ptr<scalar_t>(), JP, J, M, D, bi, p0, p1))
           fc_scalar<scalar_t>(g, weight.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(), J, M, D, bi, p0, p1);
       }
@@ -446,7 +449,7 @@ std::vector<at::Tensor> fc_backward(const at::Tensor& grad, const at::Tensor& to
       std::vector<double> dw_t(J * M, 0.0), db_t(J, 0.0);
       std::vector<float> dwv((JP * M + JP) * 8), gr(JP * 64);
       for (int64_t t = begin; t < end; ++t) {
-        const int64_t bi = t / runs, p0 = t % runs * 64, p1 = std::min(p0 + 64, height * width);
+        const int64_t bi = t / runs, p0 = t % runs * kRun, p1 = std::min(p0 + kRun, height * width);
         if (!fc_backward_fast(g, tok.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), J, JP, M, D, bi, p0, p1,
                               dw_t.data(), db_t.data(), dwv.data(), gr.data()))
           fc_backward_scalar<scalar_t>(g, tok.data_ptr<scalar_t>(), weight.data_ptr<scalar_t>(), J, M, D, bi, p0, p1,
