@@ -60,6 +60,14 @@ struct Geo {
   int64_t sb, sg, sm;  // element strides of x (and dx) between images, groups and the planes of a group
 };
 
+// out[u] = in[2 * u] for u < n: the stride-2 de-interleave of pad_planes with a compile-time step, compiled for AVX2
+// (vector permutes; pad_planes itself is compiled for baseline x86-64, where this loop ran one scalar load per
+// element); callers check has_avx2()
+template <typename T>
+ACMIX_AVX2 __attribute__((noinline)) void deinterleave_avx2(const T* __restrict in, int64_t n, T* __restrict out) {
+  for (int64_t u = 0; u < n; ++u) out[u] = in[2 * u];
+}
+
 // Zero-padded planes, their columns split by phase (column mod s): source pixel (y, x) of plane i lands at row
 // y + pad, column (x + pad) / s of phase (x + pad) % s, each phase a ph x pw block (plane i at dst + i*s*ph*pw).
 // With the split, the taps that a row of output pixels x, x+1, ... reads at padded columns s*x + dil*c are
@@ -87,6 +95,11 @@ void pad_planes(const T* src, int64_t stride, int64_t planes, int64_t rows, int6
       for (int64_t phase = 0; phase < s; ++phase) {  // padded columns phase, phase + s, ...: the first real one
         const int64_t first = (pad + s - 1 - phase) / s;  // first column index (within the phase) with col >= pad
         T* out = dst + ((i * s + phase) * ph + y + pad) * pw;
+        if (s == 2 && has_avx2()) {
+          const int64_t x0 = first * 2 + phase - pad;
+          deinterleave_avx2(in + x0, (cols - x0 + 1) / 2, out + first);
+          continue;
+        }
         for (int64_t jj = first, x = jj * s + phase - pad; x < cols; ++jj, x += s) out[jj] = in[x];
       }
     }
