@@ -8,8 +8,8 @@ tokens' channels are loaded as vectors, transposed 8 x 8 in registers (AVX2, flo
 pixels of 8 planes, and the reverse (any map width: a run may span rows); remainders and float64 take a scalar
 loop.  A task walks its pixels once per 8 channels, so it writes (reads) 8 planes at a time in whole cache lines:
 walking the channels per 8 pixels touched every plane at once, and planes of 56 x 56 pixels are 12544 bytes apart,
-so they fall into a quarter of the L1 sets (2x slower).  Other dtypes, tensors that are not contiguous and a failed build take the ``copy_`` path, which gives the
-same values.
+so they fall into a quarter of the L1 sets (2x slower).  Other dtypes, tensors that are not contiguous and a failed
+build take the ``copy_`` path, which gives the same values.
 
 ``tokens_to_planes`` / ``planes_to_tokens`` are each other's backward and return plain contiguous tensors, so that
 autograd can add another path's gradient of the same tensor into them in place.

@@ -94,13 +94,10 @@ void pad_planes(const T* src, int64_t stride, int64_t planes, int64_t rows, int6
                                                             dst + ((i * s + phase) * ph + y + pad + 1) * pw, T(0));
       for (int64_t phase = 0; phase < s; ++phase) {  // padded columns phase, phase + s, ...: the first real one
         const int64_t first = (pad + s - 1 - phase) / s;  // first column index (within the phase) with col >= pad
+        const int64_t x0 = first * s + phase - pad;       // its source column
         T* out = dst + ((i * s + phase) * ph + y + pad) * pw;
-        if (s == 2 && has_avx2()) {
-          const int64_t x0 = first * 2 + phase - pad;
-          deinterleave_avx2(in + x0, (cols - x0 + 1) / 2, out + first);
-          continue;
-        }
-        for (int64_t jj = first, x = jj * s + phase - pad; x < cols; ++jj, x += s) out[jj] = in[x];
+        if (s == 2 && has_avx2()) deinterleave_avx2(in + x0, (cols - x0 + 1) / 2, out + first);
+        else for (int64_t jj = first, x = x0; x < cols; ++jj, x += s) out[jj] = in[x];
       }
     }
 }
