@@ -1,6 +1,9 @@
 """The C++ shift-conv kernel (``acmix.kernels.shift_conv``) against the grouped conv it replaces, and its use as
 ``dep_conv`` (``acmix.conv_path.ShiftGroupConv``)."""
+import os
 import re
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -16,7 +19,7 @@ from acmix.kernels.shift_conv import shift_conv, shift_conv_reference
 # gradient flush its float32 sums after 2 of the 3 images (float32, stride 1), then after the last one
 CASES = [(2, 4, 3, 9, 5, 7, 3, 1), (2, 3, 4, 25, 6, 5, 5, 2), (1, 2, 2, 9, 2, 1, 3, 1), (2, 5, 3, 9, 9, 17, 3, 1),
          (1, 4, 2, 9, 3, 3, 3, 4), (2, 1, 3, 1, 11, 10, 1, 1), (2, 4, 3, 12, 5, 7, 3, 1), (2, 1, 5, 3, 6, 9, 3, 1),
-         (1, 2, 2, 6, 4, 4, 3, 2), (3, 2, 2, 9, 100, 16, 3, 1)]
+         (1, 2, 2, 6, 4, 4, 3, 2), (3, 2, 2, 9, 100, 16, 3, 1), (2, 3, 2, 9, 17, 10, 3, 1)]
 
 
 def _inputs(case, dtype, seed=0, maps_layout=False, stride=1):
@@ -49,6 +52,21 @@ def test_shift_conv_matches_grouped_conv(case, dtype, maps_layout, stride):
     # the weight gradient sums B*H*W products: float32 rounding (of both sides) grows with the largest sum
     dw_tol = dict(tol, atol=tol['atol'] + 2e-6 * rdw.abs().max().item()) if dtype == torch.float32 else tol
     torch.testing.assert_close(dw, rdw, **dw_tol)
+
+
+@pytest.mark.parametrize('isa', ['avx2', 'baseline', 'sse'])
+def test_shift_conv_every_cpu_clone_matches_grouped_conv(isa):
+    """The float32 loops are compiled for AVX-512VL, AVX2+FMA and baseline x86-64, and a CPU check takes the widest
+    this CPU has; ``ACMIX_CPU_ISA`` caps it, so the float32 comparisons above also run the narrower clones here.  An
+    unknown value stops with an error naming the variable."""
+    env = dict(os.environ, ACMIX_CPU_ISA=isa)
+    run = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-x', '-p', 'no:cacheprovider', __file__, '-k',
+                          'matches_grouped_conv and dtype0'], env=env, capture_output=True, text=True, timeout=600)
+    if isa == 'sse':
+        assert run.returncode != 0 and "ACMIX_CPU_ISA must be avx512, avx2 or baseline, got 'sse'" in run.stdout
+        return
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
+    assert re.search(rf'\b{len(CASES) * 2 * 3} passed', run.stdout), run.stdout[-1000:]  # cases x layouts x strides
 
 
 @pytest.mark.parametrize('maps_layout', [False, True])

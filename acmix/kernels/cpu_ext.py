@@ -695,10 +695,28 @@ _PRELUDE = r"""
 #include <torch/library.h>
 
 // float32 loops are compiled twice, for AVX2+FMA (functions marked ACMIX_AVX2) and for baseline x86-64, and
-// has_avx2() picks one at run time
+// has_avx2() picks one at run time; ACMIX_AVX512 (has_avx512()) adds AVX-512VL, whose 32 vector registers a
+// loop may use with 256-bit vectors (larger register tiles, no 512-bit clock penalty).  The environment variable
+// ACMIX_CPU_ISA=avx2 or =baseline caps the choice (so that one machine can test every clone).
 #define ACMIX_AVX2 __attribute__((target("avx2,fma")))
+#define ACMIX_AVX512 __attribute__((target("avx2,fma,avx512f,avx512vl")))
+inline int isa_cap() {  // 2: AVX-512VL, 1: AVX2, 0: baseline
+  static const int cap = [] {
+    const char* value = std::getenv("ACMIX_CPU_ISA");
+    const std::string isa = value ? value : "avx512";
+    TORCH_CHECK(isa == "avx512" || isa == "avx2" || isa == "baseline",
+                "ACMIX_CPU_ISA must be avx512, avx2 or baseline, got '", isa, "'");
+    return isa == "avx512" ? 2 : isa == "avx2" ? 1 : 0;
+  }();
+  return cap;
+}
 inline bool has_avx2() {
-  static const bool yes = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  static const bool yes = isa_cap() >= 1 && __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return yes;
+}
+inline bool has_avx512() {
+  static const bool yes = isa_cap() >= 2 && has_avx2() && __builtin_cpu_supports("avx512f") &&
+                          __builtin_cpu_supports("avx512vl");
   return yes;
 }
 """

@@ -17,9 +17,11 @@ contiguous vector), and every output row is computed in register tiles of 8 pixe
 each loaded input vector feeds several FMAs.  The input gradient is the transposed conv as such a tile loop at
 stride 1, and otherwise a gather per column phase of the input (each tap one contiguous load of a grad row).  The
 weight gradient runs one group per task with vector partial sums flushed to float64 per image.  The float32 loops
-are compiled for AVX2+FMA and for baseline x86-64 and picked by a CPU check at run time; float64 (tests) uses the
-baseline loops.  ``ShiftGroupConv``
-(``acmix.conv_path``) keeps the grouped conv off CPU.
+are compiled for AVX-512VL (its 32 vector registers hold taller tiles of 256-bit vectors), AVX2+FMA and baseline
+x86-64 and picked by a CPU check at run time (``ACMIX_CPU_ISA`` caps it); float64 (tests) uses the baseline loops.
+With k = 3, dilation 1 and stride 1 (every ACmix model but its strided blocks) the taps are unrolled at compile
+time, and each task prefetches the next one's input while it computes.  ``ShiftGroupConv`` (``acmix.conv_path``)
+keeps the grouped conv off CPU.
 
 ``shift_conv(x, weight, dilation, stride)`` is the entry point; ``shift_conv_reference`` is the same computation with
 ``F.conv2d``, and the tests check that they agree (outputs and gradients, float64 ``gradcheck``).
@@ -126,25 +128,31 @@ inline int64_t strided_row(const Geo& g, int64_t lanes) {
 // weight serves the RY rows, so a tile keeps RY*BS independent FMA chains in flight.  The RY input vectors of a tap
 // are loaded first and each weight is broadcast once for them: with BS = 4 and RY = 3 that is 12 accumulators + 3
 // vectors + 1 weight = 16 AVX2 registers (the row-by-row order spilled and ran 0.77x).
-template <typename T, int BS, int DIR, int RY>
+template <typename T, int BS, int DIR, int RY, bool UNIT3>
 inline __attribute__((always_inline)) void tile(const T* buf, int64_t planes, const T* wp, int64_t outs, int64_t y,
                                                 int64_t x0, int64_t cols, int64_t ob, T* dst, int64_t ostride,
                                                 const int64_t* tap_col, const Geo& g) {
   using VT = typename Vec<T>::type;
   constexpr int64_t L = sizeof(VT) / sizeof(T);
+  const int64_t k = UNIT3 ? 3 : g.k;
   const int64_t step = DIR * g.dil, origin = DIR > 0 ? 0 : 2 * g.p, s = DIR > 0 ? g.s : 1;
+  int64_t off[RY];  // the tile's rows from its first, in registers: each load is row + off[r] + a tap column
+  for (int r = 0; r < RY; ++r) off[r] = r * s * g.pw;
   VT acc[RY][BS] = {};
   for (int64_t j = 0; j < planes; ++j)
-    for (int64_t ta = 0; ta < g.k; ++ta) {
+#pragma GCC unroll 4
+    for (int64_t ta = 0; ta < k; ++ta) {
       const T* row = buf + (j * s * g.ph + s * y + step * ta + origin) * g.pw + x0 + origin;
-      for (int64_t tc = 0; tc < g.k; ++tc, wp += BS) {
+#pragma GCC unroll 4
+      for (int64_t tc = 0; tc < k; ++tc, wp += BS) {
+        const T* at = row + (UNIT3 ? DIR * tc : tap_col[tc]);  // UNIT3: column offsets known at compile time
         VT v[RY];
-#pragma GCC unroll 8
-        for (int r = 0; r < RY; ++r) v[r] = load(row + r * s * g.pw + tap_col[tc]);
+#pragma GCC unroll 16
+        for (int r = 0; r < RY; ++r) v[r] = load(at + off[r]);
 #pragma GCC unroll 8
         for (int i = 0; i < BS; ++i) {
           const T w = wp[i];
-#pragma GCC unroll 8
+#pragma GCC unroll 16
           for (int r = 0; r < RY; ++r) acc[r][i] += v[r] * w;
         }
       }
@@ -158,58 +166,110 @@ inline __attribute__((always_inline)) void tile(const T* buf, int64_t planes, co
     }
 }
 
+// Prefetch into L2 of the next task's source planes (`planes` planes of `elems` elements, `stride` apart), spread
+// over the current task's register tiles (`step` per tile column), so that the next pad_planes copies from L2
+// rather than waiting on L3 or memory (a quarter of the forward at Swin's stage 1 without it)
+struct Prefetch {
+  const char* src = nullptr;
+  int64_t stride = 0, lines_per_plane = 0, total = 0, per_step = 0, line = 0;  // strides in bytes, 64-byte lines
+  Prefetch() = default;
+  template <typename T> Prefetch(const T* p, int64_t plane_stride, int64_t planes, int64_t elems)
+      : src(reinterpret_cast<const char*>(p)), stride(plane_stride * sizeof(T)),
+        lines_per_plane((elems * sizeof(T) + 63) / 64), total(planes * lines_per_plane) {}
+  void spread(int64_t steps) { per_step = (total + steps - 1) / std::max<int64_t>(steps, 1); }
+  inline __attribute__((always_inline)) void step() {
+    for (int64_t i = 0; i < per_step && line < total; ++i, ++line)
+      __builtin_prefetch(src + line / lines_per_plane * stride + line % lines_per_plane * 64, 0, 2);
+  }
+};
+
+// Rows per register tile of BS outputs: RY*BS accumulators, RY input vectors and a weight fit the 16 vector
+// registers of AVX2 (WIDE = false) or the 32 that AVX-512VL gives 256-bit vectors (WIDE = true)
+template <int BS, bool WIDE> constexpr int tile_height() {
+  if constexpr (WIDE) return BS >= 4 ? 5 : BS == 3 ? 6 : BS == 2 ? 8 : 12;
+  return BS >= 3 ? 3 : BS == 2 ? 4 : 6;
+}
+
+template <typename T, int BS, int DIR, bool UNIT3, bool WIDE>
+inline __attribute__((always_inline)) void tile_rows(const T* buf, int64_t planes, const T* wpk, int64_t outs,
+                                                     int64_t rows, int64_t cols, T* dst, int64_t ostride,
+                                                     const int64_t* tap_col, const Geo& g, Prefetch& next) {
+  constexpr int64_t L = 32 / sizeof(T);
+  constexpr int RY = tile_height<BS, WIDE>();
+  const int64_t blocks = (outs + BS - 1) / BS;
+  next.spread((rows / RY + RY - 1) * ((cols + L - 1) / L));  // tile columns, at most
+  int64_t y = 0;
+  for (; y + RY <= rows; y += RY)
+    for (int64_t x0 = 0; x0 < cols; x0 += L, next.step())
+      for (int64_t ob = 0; ob < blocks; ++ob)
+        tile<T, BS, DIR, RY, UNIT3>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
+                                 tap_col, g);
+  if constexpr (RY > 3)  // leftover rows three at a time
+    for (; y + 3 <= rows; y += 3)
+      for (int64_t x0 = 0; x0 < cols; x0 += L, next.step())
+        for (int64_t ob = 0; ob < blocks; ++ob)
+          tile<T, BS, DIR, 3, UNIT3>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
+                                  tap_col, g);
+  if constexpr (RY > 2)  // then two
+    for (; y + 2 <= rows; y += 2)
+      for (int64_t x0 = 0; x0 < cols; x0 += L, next.step())
+        for (int64_t ob = 0; ob < blocks; ++ob)
+          tile<T, BS, DIR, 2, UNIT3>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
+                                  tap_col, g);
+  for (; y < rows; ++y)
+    for (int64_t x0 = 0; x0 < cols; x0 += L, next.step())
+      for (int64_t ob = 0; ob < blocks; ++ob)
+        tile<T, BS, DIR, 1, UNIT3>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
+                                tap_col, g);
+}
+
 // Register tiles of one task: `outs` output planes of rows x cols pixels at dst (plane i at dst + i*ostride), each
 // a sum over the `planes` padded planes in buf (see pad_planes) of k x k taps; tiles of RY rows x L pixels x BS
 // outputs (RY*BS accumulators: 6 to 12), weights packed (blocks, planes, K, K, BS) from wpk, zero past the last
 // output.  DIR = +1 reads tap (a, c) of output pixel (y, x) at padded (s*y + dil*a, s*x + dil*c) (the
 // correlation, forward); DIR = -1 (stride 1 only) at (y - dil*a + 2p, x - dil*c + 2p) (its transpose, input grad).
-template <typename T, int BS, int DIR>
+// k = 3 (every ACmix model) runs with the taps unrolled at compile time.
+template <typename T, int BS, int DIR, bool WIDE>
 inline __attribute__((always_inline)) void tile_sums(const T* buf, int64_t planes, const T* wpk, int64_t outs,
                                                      int64_t rows, int64_t cols, T* dst, int64_t ostride,
-                                                     const Geo& g) {
-  constexpr int64_t L = 32 / sizeof(T);
-  constexpr int RY = BS >= 3 ? 3 : BS == 2 ? 4 : 6;
-  const int64_t blocks = (outs + BS - 1) / BS;
+                                                     const Geo& g, Prefetch& next) {
   std::vector<int64_t> tap_col = tap_columns(g);  // DIR = -1: stride 1, column offsets -dil*c instead
   if (DIR < 0)
     for (int64_t tc = 0; tc < g.k; ++tc) tap_col[tc] = -g.dil * tc;
-  int64_t y = 0;
-  for (; y + RY <= rows; y += RY)
-    for (int64_t x0 = 0; x0 < cols; x0 += L)
-      for (int64_t ob = 0; ob < blocks; ++ob)
-        tile<T, BS, DIR, RY>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
-                             tap_col.data(), g);
-  if constexpr (RY > 2)  // two leftover rows as one tile
-    for (; y + 2 <= rows; y += 2)
-      for (int64_t x0 = 0; x0 < cols; x0 += L)
-        for (int64_t ob = 0; ob < blocks; ++ob)
-          tile<T, BS, DIR, 2>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
-                              tap_col.data(), g);
-  for (; y < rows; ++y)
-    for (int64_t x0 = 0; x0 < cols; x0 += L)
-      for (int64_t ob = 0; ob < blocks; ++ob)
-        tile<T, BS, DIR, 1>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
-                            tap_col.data(), g);
+  if (g.k == 3 && g.dil == 1 && (DIR < 0 || g.s == 1))
+    tile_rows<T, BS, DIR, true, WIDE>(buf, planes, wpk, outs, rows, cols, dst, ostride, tap_col.data(), g, next);
+  else
+    tile_rows<T, BS, DIR, false, WIDE>(buf, planes, wpk, outs, rows, cols, dst, ostride, tap_col.data(), g, next);
 }
 
 // out channels g*N .. g*N+N-1 of image bi from the M input planes of group gi; packed (D, NB, M, KK, BS)
-template <typename T, int BS>
+template <typename T, int BS, bool WIDE>
 inline __attribute__((always_inline)) void forward_task(const T* f, const T* wpk, T* out, const Geo& g,
-                                                        int64_t bi, int64_t gi, T* buf) {
+                                                        int64_t bi, int64_t gi, T* buf, Prefetch& next) {
   pad_planes(f + bi * g.sb + gi * g.sg, g.sm, g.m, g.h, g.w, g.p, g.s, g.ph, g.pw, buf);
   const int64_t nb = (g.n + BS - 1) / BS;
-  tile_sums<T, BS, 1>(buf, g.m, wpk + gi * nb * g.m * g.kk * BS, g.n, g.ho, g.wo,
-                      out + (bi * g.c + gi * g.n) * g.howo, g.howo, g);
+  tile_sums<T, BS, 1, WIDE>(buf, g.m, wpk + gi * nb * g.m * g.kk * BS, g.n, g.ho, g.wo,
+                            out + (bi * g.c + gi * g.n) * g.howo, g.howo, g, next);
 }
 
 // dx planes (gi, 0 .. M-1) of image bi from the N grad planes of group gi, stride 1; packed (D, JB, N, KK, BS)
-template <typename T, int BS>
+template <typename T, int BS, bool WIDE>
 inline __attribute__((always_inline)) void backward_input_task(const T* grad, const T* wpk, T* df, const Geo& g,
-                                                               int64_t bi, int64_t gi, T* buf) {
+                                                               int64_t bi, int64_t gi, T* buf, Prefetch& next) {
   pad_planes(grad + (bi * g.c + gi * g.n) * g.hw, g.hw, g.n, g.h, g.w, g.p, 1, g.ph, g.pw, buf);
   const int64_t jbs = (g.m + BS - 1) / BS;
-  tile_sums<T, BS, -1>(buf, g.n, wpk + gi * jbs * g.n * g.kk * BS, g.m, g.h, g.w, df + bi * g.sb + gi * g.sg, g.sm,
-                       g);
+  tile_sums<T, BS, -1, WIDE>(buf, g.n, wpk + gi * jbs * g.n * g.kk * BS, g.m, g.h, g.w, df + bi * g.sb + gi * g.sg,
+                             g.sm, g, next);
+}
+
+// What the forward (input-gradient) task t + 1 copies first, for task t to prefetch; nothing past the thread's last
+template <typename T> Prefetch forward_source(const T* f, const Geo& g, int64_t t, int64_t end) {
+  if (t + 1 >= end) return {};
+  return Prefetch(f + (t + 1) / g.d * g.sb + (t + 1) % g.d * g.sg, g.sm, g.m, g.hw);
+}
+template <typename T> Prefetch grad_source(const T* grad, const Geo& g, int64_t t, int64_t end) {
+  if (t + 1 >= end) return {};
+  return Prefetch(grad + ((t + 1) / g.d * g.c + (t + 1) % g.d * g.n) * g.hw, g.hw, g.n, g.hw);
 }
 
 // The same for stride s > 1, as a gather.  Input pixel (Y, X) sums the weighted grads g[o, y, x] of the taps (a, c)
@@ -359,53 +419,39 @@ inline __attribute__((always_inline)) void backward_weight_task(const T* grad, c
   for (int64_t i = 0; i < g.n * taps; ++i) dw[gi * g.n * taps + i] = static_cast<T>(total[i]);
 }
 
-// float32 loops compiled twice, for AVX2+FMA and for baseline x86-64, picked once by a CPU check; float64 (tests):
-// baseline only
-ACMIX_AVX2 void fwd_avx2_1(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 1>(f, w, o, g, b, d, buf); }
-ACMIX_AVX2 void fwd_avx2_2(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 2>(f, w, o, g, b, d, buf); }
-ACMIX_AVX2 void fwd_avx2_3(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 3>(f, w, o, g, b, d, buf); }
-ACMIX_AVX2 void fwd_avx2_4(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { forward_task<float, 4>(f, w, o, g, b, d, buf); }
-ACMIX_AVX2 void bwi_avx2_3(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { backward_input_task<float, 3>(f, w, o, g, b, d, buf); }
-ACMIX_AVX2 void bwi_avx2_4(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) { backward_input_task<float, 4>(f, w, o, g, b, d, buf); }
-ACMIX_AVX2 void bwis_avx2_3(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* rb) { backward_input_strided_task<float, 3>(gr, w, o, g, b, d, gb, rb); }
-ACMIX_AVX2 void bwis_avx2_4(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* rb) { backward_input_strided_task<float, 4>(gr, w, o, g, b, d, gb, rb); }
-ACMIX_AVX2 void bww_avx2_1(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 1>(gr, f, dw, g, d, fb, gb); }
-ACMIX_AVX2 void bww_avx2_2(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 2>(gr, f, dw, g, d, fb, gb); }
-ACMIX_AVX2 void bww_avx2_3(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 3>(gr, f, dw, g, d, fb, gb); }
-ACMIX_AVX2 void bww_avx2_4(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 4>(gr, f, dw, g, d, fb, gb); }
+// One register-tile task: DIR = +1 the forward (forward_task), -1 the stride-1 input gradient (backward_input_task)
+template <typename T, int BS, int DIR, bool WIDE>
+inline __attribute__((always_inline)) void tiles_task(const T* src, const T* wpk, T* dst, const Geo& g, int64_t bi,
+                                                      int64_t gi, T* buf, Prefetch& next) {
+  if constexpr (DIR > 0) forward_task<T, BS, WIDE>(src, wpk, dst, g, bi, gi, buf, next);
+  else backward_input_task<T, BS, WIDE>(src, wpk, dst, g, bi, gi, buf, next);
+}
 
-template <int BS> void fwd_one(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) {
-  if (!has_avx2()) forward_task<float, BS>(f, w, o, g, b, d, buf);
-  else if constexpr (BS == 1) fwd_avx2_1(f, w, o, g, b, d, buf);
-  else if constexpr (BS == 2) fwd_avx2_2(f, w, o, g, b, d, buf);
-  else if constexpr (BS == 3) fwd_avx2_3(f, w, o, g, b, d, buf);
-  else fwd_avx2_4(f, w, o, g, b, d, buf);
+// float32 loops compiled for AVX-512VL (the wide register tiles), AVX2+FMA and baseline x86-64, picked by a CPU
+// check; float64 (tests): baseline only
+template <int BS, int DIR> ACMIX_AVX512 void tiles_avx512(const float* src, const float* w, float* dst, const Geo& g, int64_t b, int64_t d, float* buf, Prefetch& nx) { tiles_task<float, BS, DIR, true>(src, w, dst, g, b, d, buf, nx); }
+template <int BS, int DIR> ACMIX_AVX2 void tiles_avx2(const float* src, const float* w, float* dst, const Geo& g, int64_t b, int64_t d, float* buf, Prefetch& nx) { tiles_task<float, BS, DIR, false>(src, w, dst, g, b, d, buf, nx); }
+template <int BS> ACMIX_AVX2 void bwis_avx2(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* rb) { backward_input_strided_task<float, BS>(gr, w, o, g, b, d, gb, rb); }
+template <int BS> ACMIX_AVX2 void bww_avx2(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, BS>(gr, f, dw, g, d, fb, gb); }
+
+template <int BS, int DIR> void tiles_one(const float* src, const float* w, float* dst, const Geo& g, int64_t b, int64_t d, float* buf, Prefetch& nx) {
+  if (has_avx512()) tiles_avx512<BS, DIR>(src, w, dst, g, b, d, buf, nx);
+  else if (has_avx2()) tiles_avx2<BS, DIR>(src, w, dst, g, b, d, buf, nx);
+  else tiles_task<float, BS, DIR, false>(src, w, dst, g, b, d, buf, nx);
 }
-template <int BS> void fwd_one(const double* f, const double* w, double* o, const Geo& g, int64_t b, int64_t d, double* buf) {
-  forward_task<double, BS>(f, w, o, g, b, d, buf);
-}
-template <int BS> void bwi_one(const float* f, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* buf) {
-  if (!has_avx2()) backward_input_task<float, BS>(f, w, o, g, b, d, buf);
-  else if constexpr (BS == 3) bwi_avx2_3(f, w, o, g, b, d, buf);
-  else bwi_avx2_4(f, w, o, g, b, d, buf);
-}
-template <int BS> void bwi_one(const double* f, const double* w, double* o, const Geo& g, int64_t b, int64_t d, double* buf) {
-  backward_input_task<double, BS>(f, w, o, g, b, d, buf);
+template <int BS, int DIR> void tiles_one(const double* src, const double* w, double* dst, const Geo& g, int64_t b, int64_t d, double* buf, Prefetch& nx) {
+  tiles_task<double, BS, DIR, false>(src, w, dst, g, b, d, buf, nx);
 }
 template <int BS> void bwis_one(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* rb) {
-  if (!has_avx2()) backward_input_strided_task<float, BS>(gr, w, o, g, b, d, gb, rb);
-  else if constexpr (BS == 3) bwis_avx2_3(gr, w, o, g, b, d, gb, rb);
-  else bwis_avx2_4(gr, w, o, g, b, d, gb, rb);
+  if (has_avx2()) bwis_avx2<BS>(gr, w, o, g, b, d, gb, rb);
+  else backward_input_strided_task<float, BS>(gr, w, o, g, b, d, gb, rb);
 }
 template <int BS> void bwis_one(const double* gr, const double* w, double* o, const Geo& g, int64_t b, int64_t d, double* gb, double* rb) {
   backward_input_strided_task<double, BS>(gr, w, o, g, b, d, gb, rb);
 }
 template <int BS> void bww_one(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) {
-  if (!has_avx2()) backward_weight_task<float, BS>(gr, f, dw, g, d, fb, gb);
-  else if constexpr (BS == 1) bww_avx2_1(gr, f, dw, g, d, fb, gb);
-  else if constexpr (BS == 2) bww_avx2_2(gr, f, dw, g, d, fb, gb);
-  else if constexpr (BS == 3) bww_avx2_3(gr, f, dw, g, d, fb, gb);
-  else bww_avx2_4(gr, f, dw, g, d, fb, gb);
+  if (has_avx2()) bww_avx2<BS>(gr, f, dw, g, d, fb, gb);
+  else backward_weight_task<float, BS>(gr, f, dw, g, d, fb, gb);
 }
 template <int BS> void bww_one(const double* gr, const double* f, double* dw, const Geo& g, int64_t d, double* fb, double* gb) {
   backward_weight_task<double, BS>(gr, f, dw, g, d, fb, gb);
@@ -466,10 +512,11 @@ at::Tensor forward(const at::Tensor& f, const at::Tensor& weight, int64_t dilati
     at::parallel_for(0, g.b * g.d, 1, [&](int64_t begin, int64_t end) {
       std::vector<scalar_t> buf(g.m * g.s * g.ph * g.pw);
       for (int64_t t = begin; t < end; ++t) {
-        if (bs == 1) fwd_one<1>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
-        else if (bs == 2) fwd_one<2>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
-        else if (bs == 3) fwd_one<3>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
-        else fwd_one<4>(fp, wp, op, g, t / g.d, t % g.d, buf.data());
+        Prefetch next = forward_source(fp, g, t, end);
+        if (bs == 1) tiles_one<1, 1>(fp, wp, op, g, t / g.d, t % g.d, buf.data(), next);
+        else if (bs == 2) tiles_one<2, 1>(fp, wp, op, g, t / g.d, t % g.d, buf.data(), next);
+        else if (bs == 3) tiles_one<3, 1>(fp, wp, op, g, t / g.d, t % g.d, buf.data(), next);
+        else tiles_one<4, 1>(fp, wp, op, g, t / g.d, t % g.d, buf.data(), next);
       }
     });
   });
@@ -514,8 +561,9 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, co
       }
       std::vector<scalar_t> buf(g.n * g.ph * g.pw);
       for (int64_t t = begin; t < end; ++t) {
-        if (bs == 3) bwi_one<3>(gp, wp, dfp, g, t / g.d, t % g.d, buf.data());
-        else bwi_one<4>(gp, wp, dfp, g, t / g.d, t % g.d, buf.data());
+        Prefetch next = grad_source(gp, g, t, end);
+        if (bs == 3) tiles_one<3, -1>(gp, wp, dfp, g, t / g.d, t % g.d, buf.data(), next);
+        else tiles_one<4, -1>(gp, wp, dfp, g, t / g.d, t % g.d, buf.data(), next);
       }
     });
     at::parallel_for(0, g.d, 1, [&](int64_t begin, int64_t end) {
