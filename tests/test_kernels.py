@@ -273,6 +273,24 @@ def test_triton_interpreter():
     assert result.returncode == 0, result.stderr[-3000:]
 
 
+@pytest.mark.parametrize('isa', ['avx2', 'baseline', 'sse'])
+def test_every_cpu_clone_of_the_kernels(isa: str) -> None:
+    """The C++ kernels' float32 loops are compiled for baseline x86-64, AVX2+FMA and (shift conv, fc backward)
+    AVX-512VL, and a CPU check takes the widest this CPU has; ``ACMIX_CPU_ISA`` caps it, so the float32 tests of
+    the local attention, the shift conv and the layout ops also run the narrower clones here.  An unknown value
+    stops with an error naming the variable."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    selection = ('(float32_close and cpp) or (dtype0 and (layout_copies or tokens_fc_to_planes_is_fc or '
+                 'shift_conv_matches_grouped_conv))')
+    run = subprocess.run([sys.executable, '-m', 'pytest', '-q', '-x', '-p', 'no:cacheprovider', 'tests/test_kernels.py',
+                          'tests/test_shift_conv.py', '-k', selection], cwd=root, env=dict(os.environ, ACMIX_CPU_ISA=isa),
+                         capture_output=True, text=True, timeout=600)
+    if isa == 'sse':
+        assert run.returncode != 0 and "ACMIX_CPU_ISA must be avx512, avx2 or baseline, got 'sse'" in run.stdout
+        return
+    assert run.returncode == 0 and 'skipped' not in run.stdout, run.stdout[-3000:] + run.stderr[-3000:]
+
+
 @pytest.mark.parametrize('attn_mode', ['local', 'patchwise'])
 def test_inference_mode_first_call_then_training(attn_mode: str) -> None:
     """Window indices cached during a first call under inference_mode must still serve a later backward."""

@@ -263,18 +263,22 @@ void fc_backward_scalar(const Layout<T>& g, const T* tokens, const T* weight, in
 }
 
 // fc_backward_scalar for float32, D a multiple of 8: per 8 pixels and 8 channels the J tap gradients are loaded
-// as runs of 8 pixels and transposed to per-pixel vectors (gr); the token gradient of each map is a JP-term sum,
-// and the weight gradient of tap j, map m sums the 8 pixels in a register before adding it to the vector partials
-// in dwv ((JP*M + JP) x 8 floats, bias partials last), which are added to dw and db (float64) at the end of the run.
-// wt: (M, JP) (taps_by_map); gr: JP*64 floats.
-ACMIX_AVX2 void fc_backward_avx2(const Layout<float>& g, const float* tokens, const float* wt, int64_t J, int64_t JP,
-                                 int64_t M, int64_t D, int64_t bi, int64_t p0, int64_t p1, double* dw, double* db,
-                                 float* dwv, float* gr) {
+// as runs of 8 pixels and transposed to per-pixel vectors (gr: JP x 8 pixels x 8 channels, zero past J and past
+// the run's n pixels).  Both gradients are register tiles over gr: the token gradient in tiles of PB pixels x MB
+// maps with all J taps summed in registers (a tap's PB vectors serve MB broadcast weights), the weight gradient in
+// tiles of 3 taps x WB maps summed over the 8 pixels (a pixel's 3 tap vectors serve its WB token vectors) and added
+// to the vector partials in dwv ((J*M + JP) x 8 floats, bias partials last), which are added to dw and db (float64)
+// at the end of the run.  Maps past M in a tile are computed on map M - 1 and not stored.  wt: (M, JP)
+// (taps_by_map).  Compiled for AVX2 (16 registers) and AVX-512VL (32: larger tiles).
+template <int PB, int MB, int WB>
+ACMIX_AVX2 inline __attribute__((always_inline)) void fc_backward_tiles(
+    const Layout<float>& g, const float* tokens, const float* wt, int64_t J, int64_t JP, int64_t M, int64_t D,
+    int64_t bi, int64_t p0, int64_t p1, double* dw, double* db, float* dwv, float* gr) {
   const int64_t hw = g.h * g.w;
   float* dtok[8];
   const float* tok[8];
-  std::fill(dwv, dwv + (JP * M + JP) * 8, 0.0f);  // weight partials (JP*M vectors), then the bias partials (JP)
-  float* dbv = dwv + JP * M * 8;
+  std::fill(dwv, dwv + (J * M + JP) * 8, 0.0f);  // weight partials (J*M vectors), then the bias partials (JP)
+  float* dbv = dwv + J * M * 8;
   std::fill(gr + J * 64, gr + JP * 64, 0.0f);  // gr (JP, 8 pixels, 8 channels): the padded taps stay zero
   TokenCursor<float> cursor(g, bi, p0);
   for (int64_t p = p0; p < p1; p += 8) {
@@ -302,25 +306,45 @@ ACMIX_AVX2 void fc_backward_avx2(const Layout<float>& g, const float* tokens, co
         }
         _mm256_storeu_ps(dbv + j * 8, sum);
       }
-      for (int64_t m = 0; m < M; ++m) {
-        for (int64_t j0 = 0; j0 < JP; j0 += JB) {  // token gradient: the JB weights of a block broadcast once
-          __m256 w[JB];
-          for (int u = 0; u < JB; ++u) w[u] = _mm256_set1_ps(wt[m * JP + j0 + u]);
-          for (int i = 0; i < n; ++i) {
-            float* out = dtok[i] + m * D + d0;
-            __m256 acc = j0 ? _mm256_loadu_ps(out) : _mm256_setzero_ps();
-            for (int u = 0; u < JB; ++u) acc = _mm256_fmadd_ps(w[u], _mm256_loadu_ps(gr + ((j0 + u) * 8 + i) * 8), acc);
-            _mm256_storeu_ps(out, acc);
+      for (int64_t m0 = 0; m0 < M; m0 += MB) {  // token gradient
+        const float* w[MB];
+        for (int u = 0; u < MB; ++u) w[u] = wt + std::min<int64_t>(m0 + u, M - 1) * JP;
+        for (int i0 = 0; i0 < n; i0 += PB) {
+          __m256 acc[PB][MB];
+          for (int q = 0; q < PB; ++q)
+            for (int u = 0; u < MB; ++u) acc[q][u] = _mm256_setzero_ps();
+          for (int64_t j = 0; j < J; ++j) {
+            __m256 gv[PB];
+            for (int q = 0; q < PB; ++q) gv[q] = _mm256_loadu_ps(gr + (j * 8 + i0 + q) * 8);
+            for (int u = 0; u < MB; ++u) {
+              const __m256 wv = _mm256_broadcast_ss(w[u] + j);
+              for (int q = 0; q < PB; ++q) acc[q][u] = _mm256_fmadd_ps(wv, gv[q], acc[q][u]);
+            }
           }
+          for (int q = 0; q < PB && i0 + q < n; ++q)
+            for (int u = 0; u < MB && m0 + u < M; ++u) _mm256_storeu_ps(dtok[i0 + q] + (m0 + u) * D + d0, acc[q][u]);
         }
-        __m256 t[8];
-        for (int i = 0; i < 8; ++i) t[i] = _mm256_loadu_ps(tok[i] + m * D + d0);
-        for (int64_t j = 0; j < J; ++j) {
-          const float* gj = gr + j * 64;
-          __m256 acc = _mm256_mul_ps(_mm256_loadu_ps(gj), t[0]);
-          for (int i = 1; i < 8; ++i) acc = _mm256_fmadd_ps(_mm256_loadu_ps(gj + i * 8), t[i], acc);
-          float* part = dwv + (j * M + m) * 8;
-          _mm256_storeu_ps(part, _mm256_add_ps(_mm256_loadu_ps(part), acc));
+      }
+      for (int64_t m0 = 0; m0 < M; m0 += WB) {  // weight gradient
+        int64_t moff[WB];
+        for (int u = 0; u < WB; ++u) moff[u] = std::min<int64_t>(m0 + u, M - 1) * D + d0;
+        for (int64_t j0 = 0; j0 < J; j0 += 3) {  // JP is a multiple of 3: gr holds taps j0 .. j0+2
+          __m256 acc[3][WB];
+          for (int t = 0; t < 3; ++t)
+            for (int u = 0; u < WB; ++u) acc[t][u] = _mm256_setzero_ps();
+          for (int i = 0; i < 8; ++i) {
+            __m256 tv[WB];
+            for (int u = 0; u < WB; ++u) tv[u] = _mm256_loadu_ps(tok[i] + moff[u]);
+            for (int t = 0; t < 3; ++t) {
+              const __m256 gv = _mm256_loadu_ps(gr + ((j0 + t) * 8 + i) * 8);
+              for (int u = 0; u < WB; ++u) acc[t][u] = _mm256_fmadd_ps(gv, tv[u], acc[t][u]);
+            }
+          }
+          for (int t = 0; t < 3 && j0 + t < J; ++t)
+            for (int u = 0; u < WB && m0 + u < M; ++u) {
+              float* part = dwv + ((j0 + t) * M + m0 + u) * 8;
+              _mm256_storeu_ps(part, _mm256_add_ps(_mm256_loadu_ps(part), acc[t][u]));
+            }
         }
       }
     }
@@ -330,6 +354,17 @@ ACMIX_AVX2 void fc_backward_avx2(const Layout<float>& g, const float* tokens, co
     for (int64_t m = 0; m < M; ++m)
       for (int v = 0; v < 8; ++v) dw[j * M + m] += dwv[(j * M + m) * 8 + v];
   }
+}
+
+ACMIX_AVX2 void fc_backward_avx2(const Layout<float>& g, const float* tokens, const float* wt, int64_t J, int64_t JP,
+                                 int64_t M, int64_t D, int64_t bi, int64_t p0, int64_t p1, double* dw, double* db,
+                                 float* dwv, float* gr) {
+  fc_backward_tiles<4, 2, 3>(g, tokens, wt, J, JP, M, D, bi, p0, p1, dw, db, dwv, gr);
+}
+ACMIX_AVX512 void fc_backward_avx512(const Layout<float>& g, const float* tokens, const float* wt, int64_t J,
+                                     int64_t JP, int64_t M, int64_t D, int64_t bi, int64_t p0, int64_t p1,
+                                     double* dw, double* db, float* dwv, float* gr) {
+  fc_backward_tiles<4, 6, 6>(g, tokens, wt, J, JP, M, D, bi, p0, p1, dw, db, dwv, gr);
 }
 
 void check_fc(const at::Tensor& tokens, const at::Tensor& weight, int64_t height, int64_t width, int64_t window_h,
@@ -372,7 +407,8 @@ bool fc_backward_fast(const Layout<T>&, const T*, const T*, int64_t, int64_t, in
 bool fc_backward_fast(const Layout<float>& g, const float* tokens, const float* wt, int64_t J, int64_t JP, int64_t M,
                       int64_t D, int64_t bi, int64_t p0, int64_t p1, double* dw, double* db, float* dwv, float* gr) {
   if (!has_avx2() || D % 8) return false;
-  fc_backward_avx2(g, tokens, wt, J, JP, M, D, bi, p0, p1, dw, db, dwv, gr);
+  if (has_avx512()) fc_backward_avx512(g, tokens, wt, J, JP, M, D, bi, p0, p1, dw, db, dwv, gr);
+  else fc_backward_avx2(g, tokens, wt, J, JP, M, D, bi, p0, p1, dw, db, dwv, gr);
   return true;
 }
 
