@@ -74,26 +74,19 @@ ACMIX_AVX2 __attribute__((noinline)) void deinterleave_avx2(const T* __restrict 
 // y + pad, column (x + pad) / s of phase (x + pad) % s, each phase a ph x pw block (plane i at dst + i*s*ph*pw).
 // With the split, the taps that a row of output pixels x, x+1, ... reads at padded columns s*x + dil*c are
 // consecutive columns of one phase, so every tap is one contiguous vector load at any stride.  `planes` rows x
-// cols source planes (plane i at src + i*stride, rows cols apart).
+// cols source planes (plane i at src + i*stride, rows cols apart).  Only the source pixels are written: dst must
+// start zeroed (the callers' buffers are), and as every call with one geometry writes the same positions, the
+// padding stays zero when a task reuses the buffer.
 template <typename T>
 void pad_planes(const T* src, int64_t stride, int64_t planes, int64_t rows, int64_t cols, int64_t pad, int64_t s,
                 int64_t ph, int64_t pw, T* dst) {
-  for (int64_t i = 0; i < planes * s; ++i) {  // the zero rows above and below the real ones, in every phase
-    std::fill(dst + i * ph * pw, dst + (i * ph + pad) * pw, T(0));
-    std::fill(dst + (i * ph + pad + rows) * pw, dst + (i + 1) * ph * pw, T(0));
-  }
   for (int64_t i = 0; i < planes; ++i)
     for (int64_t y = 0; y < rows; ++y) {
       const T* in = src + i * stride + y * cols;
-      if (s == 1) {  // zero margins around the copied row
-        T* out = dst + (i * ph + y + pad) * pw;
-        std::fill(out, out + pad, T(0));
-        std::memcpy(out + pad, in, cols * sizeof(T));
-        std::fill(out + pad + cols, out + pw, T(0));
+      if (s == 1) {
+        std::memcpy(dst + (i * ph + y + pad) * pw + pad, in, cols * sizeof(T));
         continue;
       }
-      for (int64_t phase = 0; phase < s; ++phase) std::fill(dst + ((i * s + phase) * ph + y + pad) * pw,
-                                                            dst + ((i * s + phase) * ph + y + pad + 1) * pw, T(0));
       for (int64_t phase = 0; phase < s; ++phase) {  // padded columns phase, phase + s, ...: the first real one
         const int64_t first = (pad + s - 1 - phase) / s;  // first column index (within the phase) with col >= pad
         const int64_t x0 = first * s + phase - pad;       // its source column
@@ -158,11 +151,19 @@ inline __attribute__((always_inline)) void tile(const T* buf, int64_t planes, co
       }
     }
   const int64_t lanes = std::min<int64_t>(L, cols - x0);
+#pragma GCC unroll 16
   for (int r = 0; r < RY; ++r)
-    for (int i = 0; i < BS && ob * BS + i < outs; ++i) {
+#pragma GCC unroll 8
+    for (int i = 0; i < BS; ++i) {  // unrolled: acc stays in registers (a run-time index spilled it)
+      if (ob * BS + i >= outs) break;
       T* o = dst + (ob * BS + i) * ostride + (y + r) * cols + x0;
-      if (lanes == L) std::memcpy(o, &acc[r][i], sizeof(VT));
-      else for (int64_t v = 0; v < lanes; ++v) o[v] = acc[r][i][v];
+      if (lanes == L) {
+        std::memcpy(o, &acc[r][i], sizeof(VT));
+      } else {
+        T part[L];
+        std::memcpy(part, &acc[r][i], sizeof(VT));
+        std::memcpy(o, part, lanes * sizeof(T));
+      }
     }
 }
 
@@ -287,13 +288,10 @@ inline __attribute__((always_inline)) void backward_input_strided_task(const T* 
   constexpr int UB = kStridedTile;
   const int64_t margin = strided_margin(g, L), rw = strided_row(g, L), rs = rw + 2 * margin;
   const int64_t jbs = (g.m + BS - 1) / BS;
-  for (int64_t o = 0; o < g.n; ++o)
-    for (int64_t y = 0; y < g.ho; ++y) {
-      T* row = gbuf + (o * g.ho + y) * rs;
-      std::fill(row, row + margin, T(0));
-      std::memcpy(row + margin, grad + ((bi * g.c + gi * g.n + o) * g.ho + y) * g.wo, g.wo * sizeof(T));
-      std::fill(row + margin + g.wo, row + rs, T(0));
-    }
+  for (int64_t o = 0; o < g.n; ++o)  // the margins of the (zero-initialised, reused) gbuf are never written
+    for (int64_t y = 0; y < g.ho; ++y)
+      std::memcpy(gbuf + (o * g.ho + y) * rs + margin, grad + ((bi * g.c + gi * g.n + o) * g.ho + y) * g.wo,
+                  g.wo * sizeof(T));
   const T* wg = wpk + gi * jbs * g.n * g.kk * BS;
   // per column phase q: the tap columns c that reach it and their gbuf column offsets
   std::vector<std::vector<int64_t>> cols(g.s), offs(g.s);
