@@ -13,10 +13,12 @@ from acmix.kernels.shift_conv import shift_conv, shift_conv_reference
 # (batch, heads N, groups D, planes per group M, H, W, k, dilation): heads 4 / 3 / 5 use the 4-wide, 3-wide and
 # zero-padded tiles, M = k*k is dep_conv's layout and other M (3 * heads) the fused fc + shift; maps narrower than
 # a vector, 1-pixel maps and a dilation wider than the map check the borders; the 100 x 16 map makes the weight
-# gradient flush its float32 sums after 2 of the 3 images (float32, stride 1), then after the last one
+# gradient flush its float32 sums after 2 of the 3 images (float32, stride 1), then after the last one; heads 3 and
+# 6 with k = 3 (dilation 1 and 2) take the all-taps weight-gradient tiles and the tallest forward tiles
 CASES = [(2, 4, 3, 9, 5, 7, 3, 1), (2, 3, 4, 25, 6, 5, 5, 2), (1, 2, 2, 9, 2, 1, 3, 1), (2, 5, 3, 9, 9, 17, 3, 1),
          (1, 4, 2, 9, 3, 3, 3, 4), (2, 1, 3, 1, 11, 10, 1, 1), (2, 4, 3, 12, 5, 7, 3, 1), (2, 1, 5, 3, 6, 9, 3, 1),
-         (1, 2, 2, 6, 4, 4, 3, 2), (3, 2, 2, 9, 100, 16, 3, 1), (2, 3, 2, 9, 17, 10, 3, 1)]
+         (1, 2, 2, 6, 4, 4, 3, 2), (3, 2, 2, 9, 100, 16, 3, 1), (2, 3, 2, 9, 17, 10, 3, 1),
+         (1, 6, 2, 4, 9, 9, 3, 2)]
 
 
 def _inputs(case, dtype, seed=0, maps_layout=False, stride=1):

@@ -361,11 +361,14 @@ inline int64_t images_per_flush(const Geo& g, int64_t lanes) {
   return std::max<int64_t>(1, std::min<int64_t>(g.b, 512 / per_image));
 }
 
-// dweight rows g*N .. g*N+N-1: sum over images and pixels.  Register tiles of BS outputs x 3 tap columns (one
-// row of taps; columns past k are clamped and dropped) run over all pixels of `images_per_flush` images, so each
-// accumulator stays in a register for the whole pass; their sums are added in float64.  fbuf holds those images'
-// padded input planes, gbuf their NB*BS grad planes each (Ho x Wr, zero past Wo and past the last output).
-template <typename T, int BS>
+// dweight rows g*N .. g*N+N-1: sum over images and pixels.  Register tiles of BS outputs x TA rows of 3 tap columns
+// (columns past k are clamped and dropped) run over all pixels of `images_per_flush` images, so each accumulator
+// stays in a register for the whole pass; their sums are added in float64.  TA = 1 (16 registers): per pixel
+// vector the 3 taps are loaded and each output's grad is streamed; TA = 3 (k = 3 and BS = 3 in AVX-512VL's 32
+// registers: all 9 taps, 27 accumulators) the 3 grads are loaded and the 9 taps streamed, 12 loads per 27 FMAs
+// instead of 6 per 9.  fbuf holds those images' padded input planes, gbuf their NB*BS grad planes each (Ho x Wr,
+// zero past Wo and past the last output).
+template <typename T, int BS, int TA>
 inline __attribute__((always_inline)) void backward_weight_task(const T* grad, const T* f, T* dw, const Geo& g,
                                                                 int64_t gi, T* fbuf, T* gbuf) {
   using VT = typename Vec<T>::type;
@@ -387,31 +390,51 @@ inline __attribute__((always_inline)) void backward_weight_task(const T* grad, c
     }
     for (int64_t ob = 0; ob < nb; ++ob)
       for (int64_t j = 0; j < g.m; ++j)
-        for (int64_t ta = 0; ta < g.k; ++ta)
+        for (int64_t ta0 = 0; ta0 < g.k; ta0 += TA)
           for (int64_t t0 = 0; t0 < g.k; t0 += TC) {
             int64_t col[TC];
             for (int u = 0; u < TC; ++u) col[u] = tap_col[std::min<int64_t>(t0 + u, g.k - 1)];
-            VT acc[BS][TC] = {};
+            VT acc[BS][TA][TC] = {};
             for (int64_t c = 0; c < images; ++c)
               for (int64_t y = 0; y < g.ho; ++y) {
-                const T* frow = fbuf + c * fsize + (j * g.s * g.ph + g.s * y + g.dil * ta) * g.pw;
+                const T* frow = fbuf + c * fsize + (j * g.s * g.ph + g.s * y + g.dil * ta0) * g.pw;
                 const T* grow = gbuf + c * gsize + ob * BS * gplane + y * g.wr;
+                const int64_t row_step = g.dil * g.pw;  // to the next tap row
                 for (int64_t x0 = 0; x0 < g.wo; x0 += L) {
-                  VT fv[TC];
-                  for (int u = 0; u < TC; ++u) fv[u] = load(frow + x0 + col[u]);
+                  if constexpr (TA == 1) {
+                    VT fv[TC];
+                    for (int u = 0; u < TC; ++u) fv[u] = load(frow + x0 + col[u]);
 #pragma GCC unroll 4
-                  for (int i = 0; i < BS; ++i) {
-                    const VT gv = load(grow + i * gplane + x0);
-                    for (int u = 0; u < TC; ++u) acc[i][u] += gv * fv[u];
+                    for (int i = 0; i < BS; ++i) {
+                      const VT gv = load(grow + i * gplane + x0);
+                      for (int u = 0; u < TC; ++u) acc[i][0][u] += gv * fv[u];
+                    }
+                  } else {
+                    VT gv[BS];
+#pragma GCC unroll 4
+                    for (int i = 0; i < BS; ++i) gv[i] = load(grow + i * gplane + x0);
+#pragma GCC unroll 4
+                    for (int a = 0; a < TA; ++a)
+#pragma GCC unroll 4
+                      for (int u = 0; u < TC; ++u) {
+                        const VT fv = load(frow + a * row_step + x0 + col[u]);
+#pragma GCC unroll 4
+                        for (int i = 0; i < BS; ++i) acc[i][a][u] += gv[i] * fv;
+                      }
                   }
                 }
               }
-            for (int i = 0; i < BS && ob * BS + i < g.n; ++i)
-              for (int u = 0; u < TC && t0 + u < g.k; ++u) {
-                double sum = 0.0;
-                for (int64_t v = 0; v < L; ++v) sum += acc[i][u][v];
-                total[((ob * BS + i) * g.m + j) * g.kk + ta * g.k + t0 + u] += sum;
-              }
+#pragma GCC unroll 4
+            for (int i = 0; i < BS; ++i)  // unrolled: constant indices keep acc in registers
+#pragma GCC unroll 4
+              for (int a = 0; a < TA; ++a)
+#pragma GCC unroll 4
+                for (int u = 0; u < TC; ++u) {
+                  if (ob * BS + i >= g.n || ta0 + a >= g.k || t0 + u >= g.k) continue;
+                  double sum = 0.0;
+                  for (int64_t v = 0; v < L; ++v) sum += acc[i][a][u][v];
+                  total[((ob * BS + i) * g.m + j) * g.kk + (ta0 + a) * g.k + t0 + u] += sum;
+                }
           }
   }
   for (int64_t i = 0; i < g.n * taps; ++i) dw[gi * g.n * taps + i] = static_cast<T>(total[i]);
@@ -430,7 +453,8 @@ inline __attribute__((always_inline)) void tiles_task(const T* src, const T* wpk
 template <int BS, int DIR> ACMIX_AVX512 void tiles_avx512(const float* src, const float* w, float* dst, const Geo& g, int64_t b, int64_t d, float* buf, Prefetch& nx) { tiles_task<float, BS, DIR, true>(src, w, dst, g, b, d, buf, nx); }
 template <int BS, int DIR> ACMIX_AVX2 void tiles_avx2(const float* src, const float* w, float* dst, const Geo& g, int64_t b, int64_t d, float* buf, Prefetch& nx) { tiles_task<float, BS, DIR, false>(src, w, dst, g, b, d, buf, nx); }
 template <int BS> ACMIX_AVX2 void bwis_avx2(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* rb) { backward_input_strided_task<float, BS>(gr, w, o, g, b, d, gb, rb); }
-template <int BS> ACMIX_AVX2 void bww_avx2(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, BS>(gr, f, dw, g, d, fb, gb); }
+template <int BS> ACMIX_AVX2 void bww_avx2(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, BS, 1>(gr, f, dw, g, d, fb, gb); }
+ACMIX_AVX512 void bww_avx512_all_taps(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 3, 3>(gr, f, dw, g, d, fb, gb); }
 
 template <int BS, int DIR> void tiles_one(const float* src, const float* w, float* dst, const Geo& g, int64_t b, int64_t d, float* buf, Prefetch& nx) {
   if (has_avx512()) tiles_avx512<BS, DIR>(src, w, dst, g, b, d, buf, nx);
@@ -448,11 +472,13 @@ template <int BS> void bwis_one(const double* gr, const double* w, double* o, co
   backward_input_strided_task<double, BS>(gr, w, o, g, b, d, gb, rb);
 }
 template <int BS> void bww_one(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) {
+  if constexpr (BS == 3)
+    if (has_avx512() && g.k == 3) return bww_avx512_all_taps(gr, f, dw, g, d, fb, gb);
   if (has_avx2()) bww_avx2<BS>(gr, f, dw, g, d, fb, gb);
-  else backward_weight_task<float, BS>(gr, f, dw, g, d, fb, gb);
+  else backward_weight_task<float, BS, 1>(gr, f, dw, g, d, fb, gb);
 }
 template <int BS> void bww_one(const double* gr, const double* f, double* dw, const Geo& g, int64_t d, double* fb, double* gb) {
-  backward_weight_task<double, BS>(gr, f, dw, g, d, fb, gb);
+  backward_weight_task<double, BS, 1>(gr, f, dw, g, d, fb, gb);
 }
 
 Geo geometry(const at::Tensor& f, const at::Tensor& weight, int64_t dil, int64_t stride, int64_t lanes) {
@@ -565,7 +591,8 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, co
       }
     });
     at::parallel_for(0, g.d, 1, [&](int64_t begin, int64_t end) {
-      const int wbs = block_size(g.n);  // outputs per weight-gradient tile
+      // outputs per weight-gradient tile; 3 when they divide into threes and k = 3 (the all-taps AVX-512VL tiles)
+      const int wbs = g.k == 3 && g.n % 3 == 0 && has_avx512() ? 3 : block_size(g.n);
       const int64_t chunk = images_per_flush(g, 32 / sizeof(scalar_t));
       std::vector<scalar_t> fbuf(chunk * g.m * g.s * g.ph * g.pw), gbuf(chunk * ((g.n + wbs - 1) / wbs * wbs) * g.ho * g.wr);
       for (int64_t gi = begin; gi < end; ++gi) {
