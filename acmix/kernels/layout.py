@@ -121,18 +121,26 @@ ACMIX_AVX2 void run_avx2(const Layout<float>& g, int64_t bi, int64_t p0, int64_t
   TokenCursor<float> cursor(g, bi, p0);
   for (int64_t i = 0; i < blocked; ++i, cursor.next()) tok[i] = cursor.get();
   float* pix = g.plane_pixel(bi, p0);
-  for (int64_t ch = 0; ch < c0; ch += 8)
+  for (int64_t ch = 0; ch < c0; ch += 8) {
+    // every other pass enters new token lines: fetch the next line of each token ahead of the walk (the hardware
+    // prefetchers do not follow kRun token rows at once; the planes are a few sequential streams)
+    const bool ahead = ch % 16 == 0 && ch + 16 < g.c;
     for (int64_t p = 0; p < blocked; p += 8) {
       if constexpr (TO_PLANES) {
         for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(tok[p + i] + ch);
+        if (ahead)
+          for (int i = 0; i < 8; ++i) __builtin_prefetch(tok[p + i] + ch + 16, 0, 3);
         transpose8(r);
         for (int i = 0; i < 8; ++i) _mm256_storeu_ps(pix + (ch + i) * hw + p, r[i]);
       } else {
         for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(pix + (ch + i) * hw + p);
+        if (ahead)
+          for (int i = 0; i < 8; ++i) __builtin_prefetch(tok[p + i] + ch + 16, 1, 3);
         transpose8(r);
         for (int i = 0; i < 8; ++i) _mm256_storeu_ps(tok[p + i] + ch, r[i]);
       }
     }
+  }
   run_scalar<float, TO_PLANES>(g, bi, p0, p1, c0, blocked);
 }
 
@@ -214,10 +222,13 @@ ACMIX_AVX2 void fc_avx2(const Layout<float>& g, const float* wt, const float* bi
     for (int64_t j0 = 0; j0 < JP; j0 += JB)
       for (int64_t p = 0; p < n; p += 8) {
         const int64_t lanes = std::min<int64_t>(8, n - p);
+        // the first tap block of every other pass enters new token lines: fetch the next ones ahead (as run_avx2)
+        const bool ahead = j0 == 0 && d0 % 16 == 0 && d0 + 16 < D;
         for (int i = 0; i < 8; ++i) {
           __m256 acc[JB];
           for (int u = 0; u < JB; ++u) acc[u] = _mm256_set1_ps(bias[j0 + u]);
           for (int64_t m = 0; m < M; ++m) {
+            if (ahead) __builtin_prefetch(tok[p + i] + m * D + d0 + 16, 0, 3);
             const __m256 t = _mm256_loadu_ps(tok[p + i] + m * D + d0);
             const float* w = wt + m * JP + j0;
             for (int u = 0; u < JB; ++u) acc[u] = _mm256_fmadd_ps(_mm256_set1_ps(w[u]), t, acc[u]);
@@ -281,6 +292,7 @@ ACMIX_AVX2 inline __attribute__((always_inline)) void fc_backward_tiles(
   float* dbv = dwv + J * M * 8;
   std::fill(gr + J * 64, gr + JP * 64, 0.0f);  // gr (JP, 8 pixels, 8 channels): the padded taps stay zero
   TokenCursor<float> cursor(g, bi, p0);
+  const int64_t lines = (M * D + 15) / 16, passes = D / 8;  // 64-byte lines per token; channel passes per group
   for (int64_t p = p0; p < p1; p += 8) {
     // the lanes past the run's n pixels load zero gradients (so add nothing to dw, db) and store no token gradient
     const int64_t n = std::min<int64_t>(8, p1 - p);
@@ -289,9 +301,21 @@ ACMIX_AVX2 inline __attribute__((always_inline)) void fc_backward_tiles(
       tok[i] = tokens + (dtok[i] - g.tokens);
     }
     for (int64_t i = n; i < 8; ++i) tok[i] = tok[0];
+    // the next group's tokens and their gradient rows, fetched a slice per channel pass (the hardware prefetchers
+    // do not follow 8 token rows at once)
+    const int64_t n_next = std::min<int64_t>(8, p1 - p - n);
+    float* next_dtok[8];
+    TokenCursor<float> look = cursor;  // at the next group's first pixel
+    for (int i = 0; i < n_next; ++i, look.next()) next_dtok[i] = look.get();
     const __m256i mask = first_lanes(n);
     const float* pix = g.plane_pixel(bi, p);
     for (int64_t d0 = 0; d0 < D; d0 += 8) {
+      const int64_t l0 = d0 / 8 * lines / passes, l1 = (d0 / 8 + 1) * lines / passes;
+      for (int i = 0; i < n_next; ++i)
+        for (int64_t l = l0; l < l1; ++l) {
+          __builtin_prefetch(tokens + (next_dtok[i] - g.tokens) + l * 16, 0, 3);
+          __builtin_prefetch(next_dtok[i] + l * 16, 1, 3);
+        }
       for (int64_t j = 0; j < J; ++j) {
         __m256 r[8];
         for (int c = 0; c < 8; ++c) {
