@@ -507,7 +507,7 @@ std::vector<at::Tensor> fc_backward(const at::Tensor& grad, const at::Tensor& to
     const int64_t runs = fc_runs(height * width);
     at::parallel_for(0, B * runs, 1, [&](int64_t begin, int64_t end) {
       std::vector<double> dw_t(J * M, 0.0), db_t(J, 0.0);
-      std::vector<float> dwv((JP * M + JP) * 8), gr(JP * 64);
+      std::vector<float> dwv((J * M + JP) * 8), gr(JP * 64);  // see fc_backward_tiles
       for (int64_t t = begin; t < end; ++t) {
         const int64_t bi = t / runs, p0 = t % runs * kRun, p1 = std::min(p0 + kRun, height * width);
         if (!fc_backward_fast(g, tok.data_ptr<scalar_t>(), wt.data_ptr<scalar_t>(), J, JP, M, D, bi, p0, p1,

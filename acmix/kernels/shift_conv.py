@@ -38,6 +38,7 @@ __all__ = ['shift_conv', 'shift_conv_reference', 'available']
 _SOURCE = r"""
 #include <algorithm>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 namespace {
@@ -367,7 +368,7 @@ inline int64_t images_per_flush(const Geo& g, int64_t lanes) {
 // vector the 3 taps are loaded and each output's grad is streamed; TA = 3 (k = 3 and BS = 3 in AVX-512VL's 32
 // registers: all 9 taps, 27 accumulators) the 3 grads are loaded and the 9 taps streamed, 12 loads per 27 FMAs
 // instead of 6 per 9.  fbuf holds those images' padded input planes, gbuf their NB*BS grad planes each (Ho x Wr,
-// zero past Wo and past the last output).
+// zero past Wo and past the last output: both buffers start zeroed and only their source pixels are written).
 template <typename T, int BS, int TA>
 inline __attribute__((always_inline)) void backward_weight_task(const T* grad, const T* f, T* dw, const Geo& g,
                                                                 int64_t gi, T* fbuf, T* gbuf) {
@@ -379,8 +380,6 @@ inline __attribute__((always_inline)) void backward_weight_task(const T* grad, c
   const int64_t chunk = images_per_flush(g, L), fsize = g.m * g.s * g.ph * g.pw, gsize = nb * BS * gplane;
   std::vector<double> total(g.n * taps, 0.0);
   const std::vector<int64_t> tap_col = tap_columns(g);
-  for (int64_t c = 0; c < chunk; ++c)  // the planes past the last output stay zero
-    std::fill(gbuf + c * gsize + g.n * gplane, gbuf + (c + 1) * gsize, T(0));
   for (int64_t b0 = 0; b0 < g.b; b0 += chunk) {
     const int64_t images = std::min(chunk, g.b - b0);
     for (int64_t c = 0; c < images; ++c) {
@@ -388,6 +387,7 @@ inline __attribute__((always_inline)) void backward_weight_task(const T* grad, c
       pad_planes(grad + ((b0 + c) * g.c + gi * g.n) * g.howo, g.howo, g.n, g.ho, g.wo, 0, 1, g.ho, g.wr,
                  gbuf + c * gsize);
     }
+    const int64_t row_step = g.dil * g.pw;  // from a tap row to the next in fbuf
     for (int64_t ob = 0; ob < nb; ++ob)
       for (int64_t j = 0; j < g.m; ++j)
         for (int64_t ta0 = 0; ta0 < g.k; ta0 += TA)
@@ -399,7 +399,6 @@ inline __attribute__((always_inline)) void backward_weight_task(const T* grad, c
               for (int64_t y = 0; y < g.ho; ++y) {
                 const T* frow = fbuf + c * fsize + (j * g.s * g.ph + g.s * y + g.dil * ta0) * g.pw;
                 const T* grow = gbuf + c * gsize + ob * BS * gplane + y * g.wr;
-                const int64_t row_step = g.dil * g.pw;  // to the next tap row
                 for (int64_t x0 = 0; x0 < g.wo; x0 += L) {
                   if constexpr (TA == 1) {
                     VT fv[TC];
@@ -454,6 +453,8 @@ template <int BS, int DIR> ACMIX_AVX512 void tiles_avx512(const float* src, cons
 template <int BS, int DIR> ACMIX_AVX2 void tiles_avx2(const float* src, const float* w, float* dst, const Geo& g, int64_t b, int64_t d, float* buf, Prefetch& nx) { tiles_task<float, BS, DIR, false>(src, w, dst, g, b, d, buf, nx); }
 template <int BS> ACMIX_AVX2 void bwis_avx2(const float* gr, const float* w, float* o, const Geo& g, int64_t b, int64_t d, float* gb, float* rb) { backward_input_strided_task<float, BS>(gr, w, o, g, b, d, gb, rb); }
 template <int BS> ACMIX_AVX2 void bww_avx2(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, BS, 1>(gr, f, dw, g, d, fb, gb); }
+// The weight gradient's all-taps tiles (backward_weight_task with BS = TA = 3) apply: float32 on AVX-512VL, k = 3
+inline bool all_taps_weight_tiles(const Geo& g) { return g.k == 3 && has_avx512(); }
 ACMIX_AVX512 void bww_avx512_all_taps(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) { backward_weight_task<float, 3, 3>(gr, f, dw, g, d, fb, gb); }
 
 template <int BS, int DIR> void tiles_one(const float* src, const float* w, float* dst, const Geo& g, int64_t b, int64_t d, float* buf, Prefetch& nx) {
@@ -473,7 +474,7 @@ template <int BS> void bwis_one(const double* gr, const double* w, double* o, co
 }
 template <int BS> void bww_one(const float* gr, const float* f, float* dw, const Geo& g, int64_t d, float* fb, float* gb) {
   if constexpr (BS == 3)
-    if (has_avx512() && g.k == 3) return bww_avx512_all_taps(gr, f, dw, g, d, fb, gb);
+    if (all_taps_weight_tiles(g)) return bww_avx512_all_taps(gr, f, dw, g, d, fb, gb);
   if (has_avx2()) bww_avx2<BS>(gr, f, dw, g, d, fb, gb);
   else backward_weight_task<float, BS, 1>(gr, f, dw, g, d, fb, gb);
 }
@@ -591,8 +592,9 @@ std::vector<at::Tensor> backward(const at::Tensor& grad, const at::Tensor& f, co
       }
     });
     at::parallel_for(0, g.d, 1, [&](int64_t begin, int64_t end) {
-      // outputs per weight-gradient tile; 3 when they divide into threes and k = 3 (the all-taps AVX-512VL tiles)
-      const int wbs = g.k == 3 && g.n % 3 == 0 && has_avx512() ? 3 : block_size(g.n);
+      // outputs per weight-gradient tile; 3 for the all-taps tiles when the outputs divide into threes
+      const bool all_taps = std::is_same_v<scalar_t, float> && g.n % 3 == 0 && all_taps_weight_tiles(g);
+      const int wbs = all_taps ? 3 : block_size(g.n);
       const int64_t chunk = images_per_flush(g, 32 / sizeof(scalar_t));
       std::vector<scalar_t> fbuf(chunk * g.m * g.s * g.ph * g.pw), gbuf(chunk * ((g.n + wbs - 1) / wbs * wbs) * g.ho * g.wr);
       for (int64_t gi = begin; gi < end; ++gi) {
