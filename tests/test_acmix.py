@@ -17,6 +17,7 @@ from timm.models.swin_transformer import SwinTransformerBlock
 
 from acmix import ACmix, ACmixSRAttention, ACmixWindowAttention, ATTN_MODES, MIX_MODES, SHIFT_MODES, position_grid
 from acmix.patchwise import PatchwiseAttention, patchwise_aggregate
+from acmix.window import MASKED_LOGIT, zero_weight_mask
 
 FIXTURES = Path(__file__).parent / 'fixtures' / 'authors'
 
@@ -119,6 +120,26 @@ def test_window_attn_only_is_timm_swin(res: tuple[int, int], window: int, shift:
         ref = block._attn(x)
         assert torch.allclose(m(x, block.shift_size), ref, atol=1e-10)
         assert torch.allclose(m(x, block.shift_size, block.attn_mask), ref, atol=1e-10)
+
+
+def test_window_mask_gives_exact_zero_weights() -> None:
+    """Swin's -100 mask entries become MASKED_LOGIT: the masked softmax weights are exact zeros instead of float32
+    subnormals, and the float32 outputs stay timm's Swin block's to float32 resolution."""
+    torch.manual_seed(0)
+    block = SwinTransformerBlock(32, (16, 16), num_heads=2, window_size=8, shift_size=4).eval()
+    m = ACmixWindowAttention(32, 2, 8, mix='attn_only').eval()
+    m.load_state_dict(block.attn.state_dict(), strict=True)
+    mask = block.attn_mask
+    assert set(mask.unique().tolist()) == {0.0, -100.0}
+    assert set(zero_weight_mask(mask).unique().tolist()) == {0.0, MASKED_LOGIT}
+    assert torch.equal(zero_weight_mask(mask) == 0, mask == 0)
+    logits = torch.randn(mask.shape)
+    subnormal = lambda p: ((p != 0) & (p.abs() < torch.finfo(p.dtype).tiny)).sum().item()  # noqa: E731
+    assert subnormal((logits + mask).softmax(-1)) > 0
+    assert subnormal((logits + zero_weight_mask(mask)).softmax(-1)) == 0
+    x = torch.randn(2, 16, 16, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(m(x, block.shift_size, mask), block._attn(x), rtol=2e-7, atol=2e-7)
 
 
 @pytest.mark.parametrize('sr_ratio', [1, 2])
