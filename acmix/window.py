@@ -68,8 +68,8 @@ def shifted_window_mask(height: int, width: int, window_size: tuple[int, int], s
     return torch.zeros(mask.shape, device=device, dtype=dtype).masked_fill(mask, -100.0)
 
 
-def zero_weight_mask(attn_mask: torch.Tensor) -> torch.Tensor:
-    """An additive attention mask with its entries at or below Swin's -100 lowered to ``MASKED_LOGIT``.
+def zero_weight_mask(attn_mask: torch.Tensor, masked_logit: float = MASKED_LOGIT) -> torch.Tensor:
+    """An additive attention mask with its entries at or below Swin's -100 lowered to ``masked_logit``.
 
     Swin masks with -100, which leaves softmax weights near exp(-100) ~ 4e-44: float32 subnormals.  x86 CPUs
     compute on subnormals through microcode, so the masked softmax, its product with v and their backward ran
@@ -78,7 +78,7 @@ def zero_weight_mask(attn_mask: torch.Tensor) -> torch.Tensor:
     its logit exceeds the row's largest unmasked one, which is below float32's resolution (2^-24) unless d > 83:
     the outputs are Swin's.  Fully masked rows keep uniform weights, as with -100.
     """
-    return attn_mask.masked_fill(attn_mask <= -100, MASKED_LOGIT)
+    return attn_mask.masked_fill(attn_mask <= -100, masked_logit)
 
 
 @register_notrace_module  # FX leaf: padding, roll and shift mask depend on the map size
@@ -183,8 +183,11 @@ class ACmixWindowAttention(TokenRateMixer, nn.Module):
         the attention output before ``proj`` (B*nW, Wh*Ww, C), heads concatenated."""
         wh, ww = self.window_size
         n = wh * ww
-        q, k, v = qkv.view(-1, n, 3, self.num_heads, self.head_dim).permute(2, 0, 3, 1, 4).unbind(0)
-        # q, k, v: (B*nW, heads, N, head_dim)
+        # q, k, v: (B*nW, heads, N, head_dim) views of qkv; split before the transpose (timm permutes first), so
+        # that unbind's backward stacks their gradients straight into qkv's layout instead of stacking them in
+        # (3, B*nW, heads, N, head_dim) and copying that into qkv's layout (one pass over the 3C channels fewer)
+        q, k, v = qkv.view(-1, n, 3, self.num_heads, self.head_dim).unbind(2)
+        q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)
         # explicit softmax attention, as timm's Swin (its fused path is experimental, off by default) and the
         # authors: SDPA with an additive mask took the math path on CPU plus a fully-masked-row check (aten::all)
         attn = (q * self.head_dim ** -0.5) @ k.transpose(-2, -1)                  # (B*nW, heads, N, N)
