@@ -35,6 +35,10 @@ the model at ``--img`` (forward, and forward + backward with a random output gra
 Stage I projections, the attention path, the convolution path (``fc`` + shift/``dep_conv``), the mix, and the
 layout changes between them.  See ``block_parts``.
 
+``--flush-denormal`` flushes subnormal floats to zero for the whole run (``torch.set_flush_denormal``, both
+models): the ratio then leaves out the CPU's microcode cost of subnormal arithmetic, which timm's Swin pays on
+its masked softmax and ACmix's window attention avoids (``acmix.window.zero_weight_mask``).
+
 ``--device cuda`` runs everything on the GPU (the Triton local-attention kernel, cuDNN's grouped ``dep_conv``),
 synchronising before each clock read; ``--amp bf16|fp16`` wraps every forward in ``torch.autocast`` (fp16
 training steps go through a ``GradScaler``).
@@ -79,6 +83,8 @@ MiB = 2 ** 20
 _shift_kernel = True
 # --no-fold-fc: the conv path never folds fc into the kernel (ShiftGroupConv.fold_fc = False), for before/after runs
 _fold_fc = True
+# --flush-denormal: subnormal floats flushed to zero for the run (torch.set_flush_denormal), both models
+_flush_denormal = False
 # --device / --amp: where the models run and the autocast dtype of their forwards (None: full precision)
 _device = torch.device('cpu')
 _amp: Optional[torch.dtype] = None
@@ -473,6 +479,7 @@ def machine_line(threads: int, batch: int, img: int, clock: str) -> str:
                f'{torch.backends.cudnn.version()}), autocast {_amp or "off"}, ')
     return (f'batch {batch} at {img}x{img}, {gpu}{threads} torch thread(s), {clock} clock, dep_conv C++ kernel '
             f'{"on" if _shift_kernel else "off"} (fc folding {"on" if _fold_fc else "off"}; CPU only), '
+            f'subnormals {"flushed to zero" if _flush_denormal else "kept (IEEE)"}, '
             f'torch {torch.__version__}, timm {timm.__version__}, {cpu}, '
             f'{os.cpu_count()} cores, load average (1/5/15 min) {load}')
 
@@ -514,6 +521,11 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     p.add_argument('--device', default='cpu', help="'cpu' (default) or 'cuda' ('cuda:N')")
     p.add_argument('--amp', choices=tuple(AMP_DTYPES), default='none',
                    help='autocast dtype of every forward (default none: full precision)')
+    p.add_argument('--flush-denormal', action='store_true',
+                   help='torch.set_flush_denormal(True) for the run, both sides: subnormal floats become 0, so '
+                        "neither model pays the CPU's microcode cost for them (timm's Swin does, on its mask's "
+                        "exp(-100) softmax weights, which ACmix's window attention makes exact zeros): the ratio "
+                        'of the work without that cost')
     p.add_argument('--no-memory', action='store_true', help='skip the peak-memory measurement')
     p.add_argument('--no-parts', action='store_true', help='skip the per-part profile')
     p.add_argument('--parts-only', action='store_true', help='only the per-part profile')
@@ -526,7 +538,7 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
 def main(argv: Optional[Sequence[str]] = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
-    global _clock, _shift_kernel, _fold_fc, _device, _amp
+    global _clock, _shift_kernel, _fold_fc, _flush_denormal, _device, _amp
     _clock = CLOCKS[args.clock]
     _device, _amp = torch.device(args.device), AMP_DTYPES[args.amp]
     if _device.type == 'cuda':
@@ -536,6 +548,9 @@ def main(argv: Optional[Sequence[str]] = None) -> None:
             raise SystemExit('--clock cpu measures this process only, not the GPU: use --clock wall with --device cuda')
         _device = torch.device('cuda', torch.cuda.current_device() if _device.index is None else _device.index)
         torch.backends.cudnn.benchmark = True  # as timm's train.py: cuDNN picks the fastest algorithm per shape
+    if args.flush_denormal and not torch.set_flush_denormal(True):
+        raise SystemExit('--flush-denormal: this CPU has no flush-to-zero mode (torch.set_flush_denormal)')
+    _flush_denormal = args.flush_denormal
     _shift_kernel = not args.no_shift_kernel
     _fold_fc = not args.no_fold_fc
     if args.peak_child:
