@@ -144,7 +144,23 @@ def test_benchmark_models_tool_runs(capsys):
                 '--no-memory', '--clock', 'cpu'])
     out = capsys.readouterr().out
     assert '| `acmix_resnet26` / `conv_resnet26` |' in out and 'whole mixer' in out and 'cpu clock' in out
-    assert 'fc folding on' in out
+    assert 'fc folding on' in out and 'subnormals kept (IEEE)' in out
+
+
+def test_benchmark_models_flush_denormal(capsys, monkeypatch):
+    """--flush-denormal runs the pair with subnormals flushed to zero and says so; restored for the other tests."""
+    import tools.benchmark_models as bench
+    monkeypatch.setattr(bench, '_flush_denormal', False)
+    tiny = torch.tensor([1e-30])
+    try:
+        bench.main(['--models', 'acmix_resnet26', '--img', '32', '--batch', '2', '--iters', '1', '--threads', '1',
+                    '--no-memory', '--no-parts', '--flush-denormal'])
+        assert (tiny * 1e-10).item() == 0.0  # 1e-40 is a float32 subnormal: flushed
+    finally:
+        torch.set_flush_denormal(False)
+    assert (tiny * 1e-10).item() > 0.0
+    out = capsys.readouterr().out
+    assert '| `acmix_resnet26` / `conv_resnet26` |' in out and 'subnormals flushed to zero' in out
 
 
 @pytest.mark.parametrize('name, first, count', [('acmix_resnet26', 'layer1', 8),
