@@ -161,6 +161,9 @@ def test_benchmark_models_flush_denormal(capsys, monkeypatch):
     assert (tiny * 1e-10).item() > 0.0
     out = capsys.readouterr().out
     assert '| `acmix_resnet26` / `conv_resnet26` |' in out and 'subnormals flushed to zero' in out
+    monkeypatch.setattr(torch, 'set_flush_denormal', lambda mode: False)  # a CPU without flush-to-zero
+    with pytest.raises(SystemExit, match='--flush-denormal: this CPU has no flush-to-zero mode'):
+        bench.main(['--models', 'acmix_resnet26', '--flush-denormal'])
 
 
 @pytest.mark.parametrize('name, first, count', [('acmix_resnet26', 'layer1', 8),

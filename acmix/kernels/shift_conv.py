@@ -192,37 +192,36 @@ template <int BS, bool WIDE> constexpr int tile_height() {
   return BS >= 3 ? 3 : BS == 2 ? 4 : 6;
 }
 
+// Rows y, y+R, ... of tiles R rows tall while R rows remain (y is left at the first row not done)
+template <typename T, int BS, int DIR, int R, bool UNIT3>
+inline __attribute__((always_inline)) void tile_band(const T* buf, int64_t planes, const T* wpk, int64_t outs,
+                                                     int64_t rows, int64_t cols, T* dst, int64_t ostride,
+                                                     const int64_t* tap_col, const Geo& g, Prefetch& next,
+                                                     int64_t& y) {
+  constexpr int64_t L = 32 / sizeof(T);
+  const int64_t blocks = (outs + BS - 1) / BS;
+  for (; y + R <= rows; y += R)
+    for (int64_t x0 = 0; x0 < cols; x0 += L, next.step())
+      for (int64_t ob = 0; ob < blocks; ++ob)
+        tile<T, BS, DIR, R, UNIT3>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
+                                tap_col, g);
+}
+
+// Bands of tile_height rows, then the leftover rows three, two and one at a time
 template <typename T, int BS, int DIR, bool UNIT3, bool WIDE>
 inline __attribute__((always_inline)) void tile_rows(const T* buf, int64_t planes, const T* wpk, int64_t outs,
                                                      int64_t rows, int64_t cols, T* dst, int64_t ostride,
                                                      const int64_t* tap_col, const Geo& g, Prefetch& next) {
   constexpr int64_t L = 32 / sizeof(T);
   constexpr int RY = tile_height<BS, WIDE>();
-  const int64_t blocks = (outs + BS - 1) / BS;
   next.spread((rows / RY + RY - 1) * ((cols + L - 1) / L));  // tile columns, at most
   int64_t y = 0;
-  for (; y + RY <= rows; y += RY)
-    for (int64_t x0 = 0; x0 < cols; x0 += L, next.step())
-      for (int64_t ob = 0; ob < blocks; ++ob)
-        tile<T, BS, DIR, RY, UNIT3>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
-                                 tap_col, g);
-  if constexpr (RY > 3)  // leftover rows three at a time
-    for (; y + 3 <= rows; y += 3)
-      for (int64_t x0 = 0; x0 < cols; x0 += L, next.step())
-        for (int64_t ob = 0; ob < blocks; ++ob)
-          tile<T, BS, DIR, 3, UNIT3>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
-                                  tap_col, g);
-  if constexpr (RY > 2)  // then two
-    for (; y + 2 <= rows; y += 2)
-      for (int64_t x0 = 0; x0 < cols; x0 += L, next.step())
-        for (int64_t ob = 0; ob < blocks; ++ob)
-          tile<T, BS, DIR, 2, UNIT3>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
-                                  tap_col, g);
-  for (; y < rows; ++y)
-    for (int64_t x0 = 0; x0 < cols; x0 += L, next.step())
-      for (int64_t ob = 0; ob < blocks; ++ob)
-        tile<T, BS, DIR, 1, UNIT3>(buf, planes, wpk + ob * planes * g.kk * BS, outs, y, x0, cols, ob, dst, ostride,
-                                tap_col, g);
+  tile_band<T, BS, DIR, RY, UNIT3>(buf, planes, wpk, outs, rows, cols, dst, ostride, tap_col, g, next, y);
+  if constexpr (RY > 3)
+    tile_band<T, BS, DIR, 3, UNIT3>(buf, planes, wpk, outs, rows, cols, dst, ostride, tap_col, g, next, y);
+  if constexpr (RY > 2)
+    tile_band<T, BS, DIR, 2, UNIT3>(buf, planes, wpk, outs, rows, cols, dst, ostride, tap_col, g, next, y);
+  tile_band<T, BS, DIR, 1, UNIT3>(buf, planes, wpk, outs, rows, cols, dst, ostride, tap_col, g, next, y);
 }
 
 // Register tiles of one task: `outs` output planes of rows x cols pixels at dst (plane i at dst + i*ostride), each
